@@ -1,0 +1,34 @@
+/* sg_cli.h — the subcommands of the sgps binary. Each takes the arguments
+ * after its name (argv[0] is the command name) and returns the process exit
+ * status. Every command answers --help. */
+#ifndef SG_CLI_H
+#define SG_CLI_H
+
+#include "sg_core.h"
+
+typedef struct sg_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} sg_command;
+
+/* Defined in the sg_cmd_*.c files. */
+int sg_cmd_pack(int argc, char **argv);
+int sg_cmd_shards(int argc, char **argv);
+int sg_cmd_train_engine(int argc, char **argv);
+int sg_cmd_synth(int argc, char **argv);
+int sg_cmd_eval_fewshot(int argc, char **argv);
+int sg_cmd_classify(int argc, char **argv);
+int sg_cmd_selftest(int argc, char **argv);
+
+/* Helpers shared by the commands. */
+int sg_cli_is_help(const char *arg);
+/* Parses a long option: returns 1 and sets *val when argv[*i] is `--name`
+ * followed by a value or `--name=value`; advances *i. */
+int sg_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
+int sg_cli_parse_int(const char *s, long lo, long hi, long *out);
+int sg_cli_parse_float(const char *s, double *out);
+
+extern const char *sg_git_hash;
+
+#endif

@@ -1,0 +1,43 @@
+/* sg_cli_util.c — small argument helpers shared by the subcommands. */
+#include "sg_cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sg_cli_is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
+
+int sg_cli_opt(int argc, char **argv, int *i, const char *name, const char **val) {
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0) return 0;
+    if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+    }
+    if (a[n] != 0) return 0;
+    if (*i + 1 >= argc) {
+        sg_log(SG_LOG_ERROR, "option %s needs a value", name);
+        exit(2);
+    }
+    *val = argv[++*i];
+    return 1;
+}
+
+int sg_cli_parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+int sg_cli_parse_float(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end) return 0;
+    *out = v;
+    return 1;
+}

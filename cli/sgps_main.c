@@ -1,0 +1,40 @@
+/* sgps_main.c — the sgps binary: dispatches to subcommands. */
+#include "sg_cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const sg_command commands[] = {
+    /* one line per command, in workflow order */
+    {"selftest", "train a small CNN on a generated task, end to end", sg_cmd_selftest},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: sgps <command> [options]   (sgps <command> --help for details)\n\n"
+               "sgps synthesizes task-specific image classifiers for rare diseases from\n"
+               "1-5 example images and a clinical description, with no training on the task.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-14s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n  --version      print the version and git hash\n  --help         this text\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (sg_cli_is_help(argv[1])) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("sgps %s (git %s)\n", SG_VERSION_STRING, sg_git_hash);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "sgps: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,491 @@
+/* sg_layers.c — the layer ops: forward and backward side by side, same
+ * argument order. Convolution is im2col + cblas_sgemm; for small feature
+ * maps several images share one GEMM so that its N dimension stays large.
+ * Every backward accumulates (+=) into its gradient outputs. */
+#include "sg_model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+int sg_conv2d_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
+
+/* Images per GEMM: enough that the GEMM has ~2048 columns. */
+static int conv_group(int n, int p) {
+    int g = (2048 + p - 1) / p;
+    if (g < 1) g = 1;
+    if (g > n) g = n;
+    return g;
+}
+
+static int conv_is_pointwise(const sg_conv2d_cfg *c) { return c->k == 1 && c->stride == 1 && c->pad == 0; }
+
+size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
+    int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
+    size_t p = (size_t)oh * ow;
+    int g = conv_group(n > 0 ? n : 1, (int)p);
+    size_t kk = (size_t)c->cin * c->k * c->k;
+    /* forward: col + out; backward: col + dcol + dy gathered */
+    return 2 * kk * g * p + (size_t)c->cout * g * p + 16;
+}
+
+/* col (cin*k*k, ld) at column offset: rows are (c, ki, kj), columns output pixels. */
+static void im2col(const float *restrict x, int cin, int h, int w, int k, int s, int pad, int oh, int ow,
+                   float *restrict col, size_t ld) {
+    for (int c = 0; c < cin; c++)
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                float *restrict row = col + ((size_t)(c * k + ki) * k + kj) * ld;
+                const float *restrict xc = x + (size_t)c * h * w;
+                for (int i = 0; i < oh; i++) {
+                    int ih = i * s - pad + ki;
+                    float *restrict r = row + (size_t)i * ow;
+                    if (ih < 0 || ih >= h) {
+                        memset(r, 0, sizeof(float) * (size_t)ow);
+                        continue;
+                    }
+                    const float *restrict xr = xc + (size_t)ih * w;
+                    if (s == 1) {
+                        int j0 = pad - kj > 0 ? pad - kj : 0;
+                        int j1 = w + pad - kj < ow ? w + pad - kj : ow;
+                        for (int j = 0; j < j0; j++) r[j] = 0;
+                        if (j1 > j0) memcpy(r + j0, xr + j0 - pad + kj, sizeof(float) * (size_t)(j1 - j0));
+                        for (int j = j1 > j0 ? j1 : j0; j < ow; j++) r[j] = 0;
+                    } else {
+                        for (int j = 0; j < ow; j++) {
+                            int iw = j * s - pad + kj;
+                            r[j] = (iw >= 0 && iw < w) ? xr[iw] : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+static void col2im(const float *restrict col, size_t ld, int cin, int h, int w, int k, int s, int pad, int oh,
+                   int ow, float *restrict dx) {
+    for (int c = 0; c < cin; c++)
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                const float *restrict row = col + ((size_t)(c * k + ki) * k + kj) * ld;
+                float *restrict xc = dx + (size_t)c * h * w;
+                for (int i = 0; i < oh; i++) {
+                    int ih = i * s - pad + ki;
+                    if (ih < 0 || ih >= h) continue;
+                    const float *restrict r = row + (size_t)i * ow;
+                    float *restrict xr = xc + (size_t)ih * w;
+                    for (int j = 0; j < ow; j++) {
+                        int iw = j * s - pad + kj;
+                        if (iw >= 0 && iw < w) xr[iw] += r[j];
+                    }
+                }
+            }
+}
+
+void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                       const float *restrict wt, const float *restrict b, float *restrict y, float *restrict work) {
+    int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
+    SG_ASSERT(oh > 0 && ow > 0);
+    int p = oh * ow;
+    int kk = c->cin * c->k * c->k;
+    size_t in_sz = (size_t)c->cin * h * w, out_sz = (size_t)c->cout * p;
+    int g = conv_group(n, p);
+    for (int i0 = 0; i0 < n; i0 += g) {
+        int gn = n - i0 < g ? n - i0 : g;
+        size_t ld = (size_t)gn * p;
+        if (gn == 1) {
+            const float *col = x + i0 * in_sz;
+            if (!conv_is_pointwise(c)) {
+                im2col(x + i0 * in_sz, c->cin, h, w, c->k, c->stride, c->pad, oh, ow, work, ld);
+                col = work;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, p, kk, 1.0f, wt, kk, col, (int)ld, 0.0f,
+                        y + i0 * out_sz, p);
+        } else {
+            float *col = work, *out = work + (size_t)kk * ld;
+            for (int j = 0; j < gn; j++)
+                im2col(x + (i0 + j) * in_sz, c->cin, h, w, c->k, c->stride, c->pad, oh, ow, col + (size_t)j * p, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, (int)ld, kk, 1.0f, wt, kk, col, (int)ld,
+                        0.0f, out, (int)ld);
+            for (int j = 0; j < gn; j++)
+                for (int o = 0; o < c->cout; o++)
+                    memcpy(y + (i0 + j) * out_sz + (size_t)o * p, out + (size_t)o * ld + (size_t)j * p,
+                           sizeof(float) * (size_t)p);
+        }
+        if (b)
+            for (int j = 0; j < gn; j++)
+                for (int o = 0; o < c->cout; o++) {
+                    float *restrict yo = y + (i0 + j) * out_sz + (size_t)o * p;
+                    for (int q = 0; q < p; q++) yo[q] += b[o];
+                }
+    }
+}
+
+void sg_conv2d_backward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                        const float *restrict wt, const float *restrict dy, float *restrict dx,
+                        float *restrict dwt, float *restrict db, float *restrict work) {
+    int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
+    int p = oh * ow;
+    int kk = c->cin * c->k * c->k;
+    size_t in_sz = (size_t)c->cin * h * w, out_sz = (size_t)c->cout * p;
+    if (db)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < c->cout; o++) {
+                const float *restrict d = dy + i * out_sz + (size_t)o * p;
+                float s = 0;
+                for (int q = 0; q < p; q++) s += d[q];
+                db[o] += s;
+            }
+    if (!dwt && !dx) return;
+    int g = conv_group(n, p);
+    for (int i0 = 0; i0 < n; i0 += g) {
+        int gn = n - i0 < g ? n - i0 : g;
+        size_t ld = (size_t)gn * p;
+        float *col = work, *dcol = work + (size_t)kk * ld, *dyg = dcol + (size_t)kk * ld;
+        const float *colp = col, *dyp = dyg;
+        if (gn == 1) {
+            dyp = dy + i0 * out_sz;
+            if (conv_is_pointwise(c)) colp = x + i0 * in_sz;
+            else if (dwt) im2col(x + i0 * in_sz, c->cin, h, w, c->k, c->stride, c->pad, oh, ow, col, ld);
+        } else {
+            for (int j = 0; j < gn; j++) {
+                if (dwt)
+                    im2col(x + (i0 + j) * in_sz, c->cin, h, w, c->k, c->stride, c->pad, oh, ow, col + (size_t)j * p,
+                           ld);
+                for (int o = 0; o < c->cout; o++)
+                    memcpy(dyg + (size_t)o * ld + (size_t)j * p, dy + (i0 + j) * out_sz + (size_t)o * p,
+                           sizeof(float) * (size_t)p);
+            }
+        }
+        if (dwt)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->cout, kk, (int)ld, 1.0f, dyp, (int)ld, colp,
+                        (int)ld, 1.0f, dwt, kk);
+        if (dx) {
+            if (gn == 1 && conv_is_pointwise(c)) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)ld, c->cout, 1.0f, wt, kk, dyp, (int)ld,
+                            1.0f, dx + i0 * in_sz, (int)ld);
+                continue;
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kk, (int)ld, c->cout, 1.0f, wt, kk, dyp, (int)ld,
+                        0.0f, dcol, (int)ld);
+            for (int j = 0; j < gn; j++)
+                col2im(dcol + (size_t)j * p, ld, c->cin, h, w, c->k, c->stride, c->pad, oh, ow, dx + (i0 + j) * in_sz);
+        }
+    }
+}
+
+/* ---- batch norm ---- */
+
+void sg_batchnorm_forward_train(int n, int c, int hw, const float *restrict x, const float *restrict gamma,
+                                const float *restrict beta, float *restrict y, float *restrict save_mean,
+                                float *restrict save_invstd, float *restrict run_mean, float *restrict run_var,
+                                float momentum, float eps) {
+    double m = (double)n * hw;
+    for (int ch = 0; ch < c; ch++) {
+        double s = 0, ss = 0;
+        for (int i = 0; i < n; i++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            float ps = 0, pss = 0;
+            for (int q = 0; q < hw; q++) {
+                ps += xp[q];
+                pss += xp[q] * xp[q];
+            }
+            s += ps;
+            ss += pss;
+        }
+        double mean = s / m;
+        double var = ss / m - mean * mean;
+        if (var < 0) var = 0;
+        float invstd = (float)(1.0 / sqrt(var + eps));
+        save_mean[ch] = (float)mean;
+        save_invstd[ch] = invstd;
+        if (run_mean) run_mean[ch] = (1 - momentum) * run_mean[ch] + momentum * (float)mean;
+        if (run_var) run_var[ch] = (1 - momentum) * run_var[ch] + momentum * (float)(m > 1 ? var * m / (m - 1) : var);
+        float sc = gamma[ch] * invstd, sh = beta[ch] - (float)mean * sc;
+        for (int i = 0; i < n; i++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            float *restrict yp = y + ((size_t)i * c + ch) * hw;
+            for (int q = 0; q < hw; q++) yp[q] = xp[q] * sc + sh;
+        }
+    }
+}
+
+void sg_batchnorm_backward_train(int n, int c, int hw, const float *restrict x, const float *restrict gamma,
+                                 const float *restrict save_mean, const float *restrict save_invstd,
+                                 const float *restrict dy, float *restrict dx, float *restrict dgamma,
+                                 float *restrict dbeta) {
+    float m = (float)n * hw;
+    for (int ch = 0; ch < c; ch++) {
+        float mean = save_mean[ch], is = save_invstd[ch];
+        double sdy = 0, sdyx = 0;
+        for (int i = 0; i < n; i++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            const float *restrict dp = dy + ((size_t)i * c + ch) * hw;
+            float a = 0, b = 0;
+            for (int q = 0; q < hw; q++) {
+                a += dp[q];
+                b += dp[q] * (xp[q] - mean);
+            }
+            sdy += a;
+            sdyx += b;
+        }
+        float dg = (float)sdyx * is, dbt = (float)sdy;
+        if (dgamma) dgamma[ch] += dg;
+        if (dbeta) dbeta[ch] += dbt;
+        if (!dx) continue;
+        float k = gamma[ch] * is / m;
+        for (int i = 0; i < n; i++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            const float *restrict dp = dy + ((size_t)i * c + ch) * hw;
+            float *restrict dxp = dx + ((size_t)i * c + ch) * hw;
+            for (int q = 0; q < hw; q++) {
+                float xhat = (xp[q] - mean) * is;
+                dxp[q] += k * (m * dp[q] - dbt - xhat * dg);
+            }
+        }
+    }
+}
+
+void sg_batchnorm_forward_eval(int n, int c, int hw, const float *restrict x, const float *restrict gamma,
+                               const float *restrict beta, const float *restrict run_mean,
+                               const float *restrict run_var, float eps, float *restrict y) {
+    for (int ch = 0; ch < c; ch++) {
+        float sc = gamma[ch] / sqrtf(run_var[ch] + eps), sh = beta[ch] - run_mean[ch] * sc;
+        for (int i = 0; i < n; i++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            float *restrict yp = y + ((size_t)i * c + ch) * hw;
+            for (int q = 0; q < hw; q++) yp[q] = xp[q] * sc + sh;
+        }
+    }
+}
+
+void sg_batchnorm_backward_eval(int n, int c, int hw, const float *restrict gamma, const float *restrict run_var,
+                                float eps, const float *restrict x, const float *restrict run_mean,
+                                const float *restrict dy, float *restrict dx, float *restrict dgamma,
+                                float *restrict dbeta) {
+    for (int ch = 0; ch < c; ch++) {
+        float is = 1.0f / sqrtf(run_var[ch] + eps), sc = gamma[ch] * is;
+        double sdy = 0, sdyx = 0;
+        for (int i = 0; i < n; i++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            const float *restrict dp = dy + ((size_t)i * c + ch) * hw;
+            float *restrict dxp = dx ? dx + ((size_t)i * c + ch) * hw : NULL;
+            float a = 0, b = 0;
+            for (int q = 0; q < hw; q++) {
+                a += dp[q];
+                b += dp[q] * (xp[q] - run_mean[ch]);
+                if (dxp) dxp[q] += dp[q] * sc;
+            }
+            sdy += a;
+            sdyx += b;
+        }
+        if (dgamma) dgamma[ch] += (float)sdyx * is;
+        if (dbeta) dbeta[ch] += (float)sdy;
+    }
+}
+
+void sg_affine_forward(int n, int c, int hw, const float *restrict x, const float *restrict scale,
+                       const float *restrict shift, float *restrict y) {
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            float *restrict yp = y + ((size_t)i * c + ch) * hw;
+            float sc = scale[ch], sh = shift[ch];
+            for (int q = 0; q < hw; q++) yp[q] = xp[q] * sc + sh;
+        }
+}
+
+void sg_affine_backward(int n, int c, int hw, const float *restrict x, const float *restrict scale,
+                        const float *restrict dy, float *restrict dx, float *restrict dscale, float *restrict dshift) {
+    for (int i = 0; i < n; i++)
+        for (int ch = 0; ch < c; ch++) {
+            const float *restrict xp = x + ((size_t)i * c + ch) * hw;
+            const float *restrict dp = dy + ((size_t)i * c + ch) * hw;
+            float a = 0, b = 0, sc = scale[ch];
+            if (dx) {
+                float *restrict dxp = dx + ((size_t)i * c + ch) * hw;
+                for (int q = 0; q < hw; q++) dxp[q] += dp[q] * sc;
+            }
+            for (int q = 0; q < hw; q++) {
+                a += dp[q];
+                b += dp[q] * xp[q];
+            }
+            if (dshift) dshift[ch] += a;
+            if (dscale) dscale[ch] += b;
+        }
+}
+
+/* ---- activations ---- */
+
+void sg_relu_forward(size_t n, const float *restrict x, float *restrict y) {
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
+}
+void sg_relu_backward(size_t n, const float *restrict y, const float *restrict dy, float *restrict dx) {
+    for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0 ? dy[i] : 0.0f;
+}
+void sg_silu_forward(size_t n, const float *restrict x, float *restrict y) {
+    for (size_t i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));
+}
+void sg_silu_backward(size_t n, const float *restrict x, const float *restrict dy, float *restrict dx) {
+    for (size_t i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + expf(-x[i]));
+        dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+    }
+}
+
+/* ---- pooling ---- */
+
+void sg_maxpool_forward(int nc, int h, int w, int k, int stride, const float *restrict x, float *restrict y,
+                        int32_t *restrict argmax) {
+    int oh = (h - k) / stride + 1, ow = (w - k) / stride + 1;
+    for (int pl = 0; pl < nc; pl++) {
+        const float *restrict xp = x + (size_t)pl * h * w;
+        float *restrict yp = y + (size_t)pl * oh * ow;
+        int32_t *restrict ap = argmax + (size_t)pl * oh * ow;
+        if (k == 2 && stride == 2) {
+            for (int i = 0; i < oh; i++) {
+                const float *r0 = xp + (size_t)(2 * i) * w, *r1 = r0 + w;
+                for (int j = 0; j < ow; j++) {
+                    int b = 2 * i * w + 2 * j;
+                    float m = r0[2 * j];
+                    if (r0[2 * j + 1] > m) { m = r0[2 * j + 1]; b = 2 * i * w + 2 * j + 1; }
+                    if (r1[2 * j] > m) { m = r1[2 * j]; b = (2 * i + 1) * w + 2 * j; }
+                    if (r1[2 * j + 1] > m) { m = r1[2 * j + 1]; b = (2 * i + 1) * w + 2 * j + 1; }
+                    yp[i * ow + j] = m;
+                    ap[i * ow + j] = b;
+                }
+            }
+            continue;
+        }
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                int best = (i * stride) * w + j * stride;
+                float m = xp[best];
+                for (int a = 0; a < k; a++)
+                    for (int b = 0; b < k; b++) {
+                        int idx = (i * stride + a) * w + j * stride + b;
+                        if (xp[idx] > m) {
+                            m = xp[idx];
+                            best = idx;
+                        }
+                    }
+                yp[i * ow + j] = m;
+                ap[i * ow + j] = best;
+            }
+    }
+}
+
+void sg_maxpool_backward(int nc, int h, int w, int k, int stride, const int32_t *restrict argmax,
+                         const float *restrict dy, float *restrict dx) {
+    int oh = (h - k) / stride + 1, ow = (w - k) / stride + 1;
+    for (int pl = 0; pl < nc; pl++) {
+        float *restrict dxp = dx + (size_t)pl * h * w;
+        const float *restrict dyp = dy + (size_t)pl * oh * ow;
+        const int32_t *restrict ap = argmax + (size_t)pl * oh * ow;
+        for (int q = 0; q < oh * ow; q++) dxp[ap[q]] += dyp[q];
+    }
+}
+
+void sg_avgpool_forward(int nc, int h, int w, int k, int stride, const float *restrict x, float *restrict y) {
+    int oh = (h - k) / stride + 1, ow = (w - k) / stride + 1;
+    float inv = 1.0f / (float)(k * k);
+    for (int pl = 0; pl < nc; pl++) {
+        const float *restrict xp = x + (size_t)pl * h * w;
+        float *restrict yp = y + (size_t)pl * oh * ow;
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                float s = 0;
+                for (int a = 0; a < k; a++)
+                    for (int b = 0; b < k; b++) s += xp[(i * stride + a) * w + j * stride + b];
+                yp[i * ow + j] = s * inv;
+            }
+    }
+}
+
+void sg_avgpool_backward(int nc, int h, int w, int k, int stride, const float *restrict dy, float *restrict dx) {
+    int oh = (h - k) / stride + 1, ow = (w - k) / stride + 1;
+    float inv = 1.0f / (float)(k * k);
+    for (int pl = 0; pl < nc; pl++) {
+        float *restrict dxp = dx + (size_t)pl * h * w;
+        const float *restrict dyp = dy + (size_t)pl * oh * ow;
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                float g = dyp[i * ow + j] * inv;
+                for (int a = 0; a < k; a++)
+                    for (int b = 0; b < k; b++) dxp[(i * stride + a) * w + j * stride + b] += g;
+            }
+    }
+}
+
+void sg_gap_forward(int nc, int hw, const float *restrict x, float *restrict y) {
+    float inv = 1.0f / (float)hw;
+    for (int pl = 0; pl < nc; pl++) {
+        const float *restrict xp = x + (size_t)pl * hw;
+        float s = 0;
+        for (int q = 0; q < hw; q++) s += xp[q];
+        y[pl] = s * inv;
+    }
+}
+
+void sg_gap_backward(int nc, int hw, const float *restrict dy, float *restrict dx) {
+    float inv = 1.0f / (float)hw;
+    for (int pl = 0; pl < nc; pl++) {
+        float g = dy[pl] * inv;
+        float *restrict dxp = dx + (size_t)pl * hw;
+        for (int q = 0; q < hw; q++) dxp[q] += g;
+    }
+}
+
+/* ---- linear ---- */
+
+void sg_linear_forward(int n, int in, int out, const float *restrict x, const float *restrict wt,
+                       const float *restrict b, float *restrict y) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, wt, in, 0.0f, y, out);
+    if (b)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++) y[(size_t)i * out + o] += b[o];
+}
+
+void sg_linear_backward(int n, int in, int out, const float *restrict x, const float *restrict wt,
+                        const float *restrict dy, float *restrict dx, float *restrict dwt, float *restrict db) {
+    if (dwt) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f, dwt, in);
+    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, wt, in, 1.0f, dx, in);
+    if (db)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++) db[o] += dy[(size_t)i * out + o];
+}
+
+/* ---- loss ---- */
+
+void sg_softmax(int n, int k, const float *restrict logits, float *restrict probs) {
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * k;
+        float *p = probs + (size_t)i * k;
+        float m = l[0];
+        for (int j = 1; j < k; j++) m = l[j] > m ? l[j] : m;
+        double s = 0;
+        for (int j = 0; j < k; j++) s += (p[j] = expf(l[j] - m));
+        float inv = (float)(1.0 / s);
+        for (int j = 0; j < k; j++) p[j] *= inv;
+    }
+}
+
+float sg_softmax_xent(int n, int k, const float *restrict logits, const int *restrict labels, float scale,
+                      float *restrict dlogits, float *restrict probs) {
+    double loss = 0;
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * k;
+        SG_ASSERT(labels[i] >= 0 && labels[i] < k);
+        float m = l[0];
+        for (int j = 1; j < k; j++) m = l[j] > m ? l[j] : m;
+        double s = 0;
+        for (int j = 0; j < k; j++) s += exp((double)(l[j] - m));
+        double lse = m + log(s);
+        loss += lse - l[labels[i]];
+        for (int j = 0; j < k; j++) {
+            float p = (float)exp((double)l[j] - lse);
+            if (probs) probs[(size_t)i * k + j] = p;
+            if (dlogits) dlogits[(size_t)i * k + j] = scale * (p - (j == labels[i] ? 1.0f : 0.0f)) / (float)n;
+        }
+    }
+    return (float)(loss / n);
+}
