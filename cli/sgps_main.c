@@ -6,6 +6,11 @@
 
 static const sg_command commands[] = {
     /* one line per command, in workflow order */
+    {"pack", "pack an image folder or CSV list into WebDataset shards", sg_cmd_pack},
+    {"shards", "verify packed shards against their index, list samples", sg_cmd_shards},
+    {"train-engine", "meta-train an engine (MPI data-parallel)", sg_cmd_train_engine},
+    {"synth", "synthesize a classifier for one task, with no training", sg_cmd_synth},
+    {"classify", "run a classifier (.sgpm) over image files", sg_cmd_classify},
     {"selftest", "train a small CNN on a generated task, end to end", sg_cmd_selftest},
 };
 

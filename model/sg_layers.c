@@ -2,7 +2,7 @@
  * argument order. Convolution is im2col + cblas_sgemm; for small feature
  * maps several images share one GEMM so that its N dimension stays large.
  * Every backward accumulates (+=) into its gradient outputs. */
-#include "sg_model.h"
+#include "sg_model_impl.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -25,11 +25,15 @@ size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     size_t p = (size_t)oh * ow;
     int g = conv_group(n > 0 ? n : 1, (int)p);
     size_t kk = (size_t)c->cin * c->k * c->k;
-    /* forward: col + out; backward: col + dcol + dy gathered */
-    return 2 * kk * g * p + (size_t)c->cout * g * p + 16;
+    /* forward: col + out (+ one padded input image); backward: col + dcol + dy gathered */
+    size_t padded = (size_t)c->cin * (h + 2 * c->pad) * (w + 2 * c->pad);
+    return 2 * kk * g * p + (size_t)c->cout * g * p + (padded > kk * g * p ? padded : 0) + 16;
 }
 
-/* col (cin*k*k, ld) at column offset: rows are (c, ki, kj), columns output pixels. */
+/* col (cin*k*k, ld) at column offset: rows are (c, ki, kj), columns output
+ * pixels. Rows are short (ow floats) for the deep layers, so the stride-1
+ * path hoists the padding bounds out of the row loop and copies with a plain
+ * loop the compiler vectorizes, instead of one memcpy call per row. */
 static void im2col(const float *restrict x, int cin, int h, int w, int k, int s, int pad, int oh, int ow,
                    float *restrict col, size_t ld) {
     for (int c = 0; c < cin; c++)
@@ -37,6 +41,33 @@ static void im2col(const float *restrict x, int cin, int h, int w, int k, int s,
             for (int kj = 0; kj < k; kj++) {
                 float *restrict row = col + ((size_t)(c * k + ki) * k + kj) * ld;
                 const float *restrict xc = x + (size_t)c * h * w;
+                if (s == 1 && pad == 0) {
+                    for (int i = 0; i < oh; i++) {
+                        float *restrict r = row + (size_t)i * ow;
+                        const float *restrict xr = xc + (size_t)(i + ki) * w + kj;
+                        for (int j = 0; j < ow; j++) r[j] = xr[j];
+                    }
+                    continue;
+                }
+                if (s == 1) {
+                    /* output column j reads input column j - pad + kj */
+                    int j0 = pad - kj > 0 ? pad - kj : 0;
+                    int j1 = w + pad - kj < ow ? w + pad - kj : ow;
+                    if (j1 < j0) j1 = j0;
+                    int i0 = pad - ki > 0 ? pad - ki : 0;
+                    int i1 = h + pad - ki < oh ? h + pad - ki : oh;
+                    if (i1 < i0) i1 = i0;
+                    for (int i = 0; i < i0; i++) memset(row + (size_t)i * ow, 0, sizeof(float) * (size_t)ow);
+                    for (int i = i0; i < i1; i++) {
+                        float *restrict r = row + (size_t)i * ow;
+                        const float *restrict xr = xc + (size_t)(i - pad + ki) * w - pad + kj;
+                        for (int j = 0; j < j0; j++) r[j] = 0.0f;
+                        for (int j = j0; j < j1; j++) r[j] = xr[j];
+                        for (int j = j1; j < ow; j++) r[j] = 0.0f;
+                    }
+                    for (int i = i1; i < oh; i++) memset(row + (size_t)i * ow, 0, sizeof(float) * (size_t)ow);
+                    continue;
+                }
                 for (int i = 0; i < oh; i++) {
                     int ih = i * s - pad + ki;
                     float *restrict r = row + (size_t)i * ow;
@@ -45,17 +76,9 @@ static void im2col(const float *restrict x, int cin, int h, int w, int k, int s,
                         continue;
                     }
                     const float *restrict xr = xc + (size_t)ih * w;
-                    if (s == 1) {
-                        int j0 = pad - kj > 0 ? pad - kj : 0;
-                        int j1 = w + pad - kj < ow ? w + pad - kj : ow;
-                        for (int j = 0; j < j0; j++) r[j] = 0;
-                        if (j1 > j0) memcpy(r + j0, xr + j0 - pad + kj, sizeof(float) * (size_t)(j1 - j0));
-                        for (int j = j1 > j0 ? j1 : j0; j < ow; j++) r[j] = 0;
-                    } else {
-                        for (int j = 0; j < ow; j++) {
-                            int iw = j * s - pad + kj;
-                            r[j] = (iw >= 0 && iw < w) ? xr[iw] : 0.0f;
-                        }
+                    for (int j = 0; j < ow; j++) {
+                        int iw = j * s - pad + kj;
+                        r[j] = (iw >= 0 && iw < w) ? xr[iw] : 0.0f;
                     }
                 }
             }
@@ -117,6 +140,74 @@ void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float 
                     float *restrict yo = y + (i0 + j) * out_sz + (size_t)o * p;
                     for (int q = 0; q < p; q++) yo[q] += b[o];
                 }
+    }
+}
+
+/* Epilogue of the fused eval conv for one output plane src (oh, ow): affine,
+ * ReLU, and optionally the 2×2/2 max pool. The affine is applied before the
+ * max because a negative scale reverses the order. */
+static void conv_epilogue(const float *restrict src, int oh, int ow, float sc, float sh, int relu, int pool2,
+                          float *restrict dst) {
+    const float lo = relu ? 0.0f : -INFINITY;
+    if (!pool2) {
+        size_t p = (size_t)oh * ow;
+        for (size_t q = 0; q < p; q++) {
+            float v = src[q] * sc + sh;
+            dst[q] = v > lo ? v : lo;
+        }
+        return;
+    }
+    int ph = (oh - 2) / 2 + 1, pw = (ow - 2) / 2 + 1;
+    for (int i = 0; i < ph; i++) {
+        const float *restrict r0 = src + (size_t)(2 * i) * ow, *restrict r1 = r0 + ow;
+        float *restrict d = dst + (size_t)i * pw;
+        for (int j = 0; j < pw; j++) {
+            float a = r0[2 * j] * sc + sh, b = r0[2 * j + 1] * sc + sh;
+            float c = r1[2 * j] * sc + sh, e = r1[2 * j + 1] * sc + sh;
+            float m0 = a > b ? a : b, m1 = c > e ? c : e, m = m0 > m1 ? m0 : m1;
+            d[j] = m > lo ? m : lo;
+        }
+    }
+}
+
+void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                             const float *restrict wt, const float *restrict scale, const float *restrict shift,
+                             int relu, int pool2, float *restrict y, float *restrict work) {
+    int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
+    SG_ASSERT(oh > 0 && ow > 0 && (!pool2 || (oh >= 2 && ow >= 2)));
+    int p = oh * ow;
+    int kk = c->cin * c->k * c->k;
+    size_t in_sz = (size_t)c->cin * h * w;
+    size_t op = pool2 ? (size_t)((oh - 2) / 2 + 1) * ((ow - 2) / 2 + 1) : (size_t)p, out_sz = (size_t)c->cout * op;
+    int g = conv_group(n, p);
+    for (int i0 = 0; i0 < n; i0 += g) {
+        int gn = n - i0 < g ? n - i0 : g;
+        size_t ld = (size_t)gn * p;
+        float *col = work, *out = work + (size_t)kk * ld;
+        const float *colp = col;
+        if (gn == 1 && conv_is_pointwise(c)) colp = x + i0 * in_sz;
+        else if (c->stride == 1 && c->pad > 0) {
+            /* Pad once, then im2col without bounds checks: the rows are
+             * short in the deep layers and the checks dominated. */
+            int hp = h + 2 * c->pad, wp = w + 2 * c->pad;
+            float *xp = out + (size_t)c->cout * ld;
+            for (int j = 0; j < gn; j++) {
+                memset(xp, 0, sizeof(float) * (size_t)c->cin * hp * wp);
+                for (int ch = 0; ch < c->cin; ch++)
+                    for (int i = 0; i < h; i++)
+                        memcpy(xp + ((size_t)ch * hp + i + c->pad) * wp + c->pad, x + (i0 + j) * in_sz + ((size_t)ch * h + i) * w,
+                               sizeof(float) * (size_t)w);
+                im2col(xp, c->cin, hp, wp, c->k, 1, 0, oh, ow, col + (size_t)j * p, ld);
+            }
+        } else
+            for (int j = 0; j < gn; j++)
+                im2col(x + (i0 + j) * in_sz, c->cin, h, w, c->k, c->stride, c->pad, oh, ow, col + (size_t)j * p, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->cout, (int)ld, kk, 1.0f, wt, kk, colp, (int)ld,
+                    0.0f, out, (int)ld);
+        for (int j = 0; j < gn; j++)
+            for (int o = 0; o < c->cout; o++)
+                conv_epilogue(out + (size_t)o * ld + (size_t)j * p, oh, ow, scale ? scale[o] : 1.0f,
+                              shift ? shift[o] : 0.0f, relu, pool2, y + (i0 + j) * out_sz + (size_t)o * op);
     }
 }
 

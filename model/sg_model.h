@@ -87,6 +87,13 @@ void sg_avgpool_backward(int nc, int h, int w, int k, int stride, const float *r
 void sg_gap_forward(int nc, int hw, const float *restrict x, float *restrict y);
 void sg_gap_backward(int nc, int hw, const float *restrict dy, float *restrict dx);
 
+/* Centred L2 normalization of rows: x (N, C), center (C) or NULL →
+ * y = (x - center) / sqrt(|x - center|² + eps). */
+void sg_l2norm_forward(int n, int c, const float *restrict x, const float *restrict center, float eps,
+                       float *restrict y);
+void sg_l2norm_backward(int n, int c, const float *restrict x, const float *restrict center, float eps,
+                        const float *restrict dy, float *restrict dx, float *restrict dcenter);
+
 /* x (N, in), wt (out, in), b (out) or NULL → y (N, out) */
 void sg_linear_forward(int n, int in, int out, const float *restrict x, const float *restrict wt,
                        const float *restrict b, float *restrict y);
@@ -103,6 +110,7 @@ void sg_softmax(int n, int k, const float *restrict logits, float *restrict prob
 /* ---- networks ----------------------------------------------------------- */
 
 #define SG_MAX_LAYERS 64
+#define SG_L2NORM_EPS 1e-6f
 
 typedef enum sg_layer_kind {
     SG_LAYER_CONV2D = 1,
@@ -113,7 +121,8 @@ typedef enum sg_layer_kind {
     SG_LAYER_MAXPOOL = 6,
     SG_LAYER_AVGPOOL = 7,
     SG_LAYER_GAP = 8,    /* (N, C, H, W) → (N, C, 1, 1) */
-    SG_LAYER_LINEAR = 9  /* (N, in) → (N, out) */
+    SG_LAYER_LINEAR = 9, /* (N, in) → (N, out) */
+    SG_LAYER_L2NORM = 10 /* (N, C) → (N, C); params center (C); eps 1e-6 */
 } sg_layer_kind;
 
 const char *sg_layer_kind_name(sg_layer_kind k);
@@ -147,6 +156,7 @@ int sg_arch_add_maxpool(sg_arch *a, int k, int stride);
 int sg_arch_add_avgpool(sg_arch *a, int k, int stride);
 int sg_arch_add_gap(sg_arch *a);
 int sg_arch_add_linear(sg_arch *a, int out, int has_bias);
+int sg_arch_add_l2norm(sg_arch *a); /* flattens like linear */
 /* Output features per image of the last layer. */
 int sg_arch_out_features(const sg_arch *a);
 /* Output features per image after layer i (C*H*W). */

@@ -1,8 +1,15 @@
 /* sg_net.c — architectures as ordered layer lists over one flat parameter
  * buffer, their workspaces, and forward/backward through the whole list.
  * The architecture owns no parameters: the engine runs the same architecture
- * over parameters it synthesized. */
-#include "sg_model.h"
+ * over parameters it synthesized.
+ *
+ * Eval-mode forwards take an inference path: images go through the whole
+ * network a few at a time (activations stay in cache), and each conv is fused
+ * with the norm, ReLU and 2×2 max pool after it (sg_conv2d_forward_fused).
+ * Only the output is kept; the per-layer activations are recomputed by the
+ * plain forward the first time sg_net_activation or a backward asks for them
+ * (the "lazy" state), so the public contract is unchanged. */
+#include "sg_model_impl.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,6 +26,7 @@ const char *sg_layer_kind_name(sg_layer_kind k) {
     case SG_LAYER_AVGPOOL: return "avgpool";
     case SG_LAYER_GAP: return "gap";
     case SG_LAYER_LINEAR: return "linear";
+    case SG_LAYER_L2NORM: return "l2norm";
     }
     return "unknown";
 }
@@ -65,6 +73,9 @@ static int finish(sg_arch *a, sg_layer *l) {
 int sg_arch_add_conv(sg_arch *a, int cout, int k, int stride, int pad, int has_bias) {
     sg_layer *l = push(a, SG_LAYER_CONV2D);
     SG_ASSERT(cout > 0 && k > 0 && stride > 0 && pad >= 0);
+    /* C division truncates toward zero: without this, a kernel larger than the
+     * padded input would still get an output size of 1. */
+    SG_ASSERT(l->in_h + 2 * pad >= k && l->in_w + 2 * pad >= k);
     l->cout = cout;
     l->k = k;
     l->stride = stride;
@@ -119,6 +130,15 @@ int sg_arch_add_linear(sg_arch *a, int out, int has_bias) {
     l->out_h = l->out_w = 1;
     l->has_bias = has_bias;
     l->n_params = (size_t)out * l->cin + (has_bias ? (size_t)out : 0);
+    return finish(a, l);
+}
+
+int sg_arch_add_l2norm(sg_arch *a) {
+    sg_layer *l = push(a, SG_LAYER_L2NORM);
+    l->cin = l->cin * l->in_h * l->in_w;
+    l->cout = l->cin;
+    l->in_h = l->in_w = l->out_h = l->out_w = 1;
+    l->n_params = (size_t)l->cin;
     return finish(a, l);
 }
 
@@ -194,15 +214,30 @@ void sg_arch_decay_mask(const sg_arch *a, uint8_t *mask) {
 
 /* ---- workspace ---- */
 
+/* Images per inference chunk: enough for the deep convs' GEMMs to stay
+ * wide, few enough that a chunk's activations fit in the L2/L3 caches. */
+#define SG_EVAL_CHUNK 8
+
 struct sg_ctx {
     int batch_cap, n_layers, n;
-    const float *x;      /* input of the last forward (caller-owned) */
-    float *act[SG_MAX_LAYERS];
+    const sg_arch *arch;  /* of the last forward (caller-owned) */
+    const float *x;       /* input of the last forward (caller-owned) */
+    const float *params;  /* of the last forward, for recomputing activations */
+    const float *state;
+    float *act[SG_MAX_LAYERS];      /* (batch_cap, layer_out_floats); allocated on first need */
+    size_t act_floats[SG_MAX_LAYERS];
     float *save[SG_MAX_LAYERS];     /* batch norm: mean (C), invstd (C) */
     int32_t *argmax[SG_MAX_LAYERS]; /* max pool */
     float *work;
-    float *g0, *g1; /* ping-pong gradient buffers */
+    size_t max_act;
+    float *g0, *g1; /* ping-pong gradient buffers, allocated on first backward */
     int train;
+    int lazy; /* last forward was eval: act[0 .. n_layers-2] not computed */
+    int chunk;
+    float *e0, *e1;    /* (chunk, max_act) inference ping-pong */
+    int32_t *eargmax;  /* (chunk, max_act) argmax scratch of unfused max pools */
+    float *escale;     /* (2, max channels) folded norm scale and shift */
+    sg_net_profile *prof;
 };
 
 sg_ctx *sg_ctx_create(const sg_arch *a, int batch_cap) {
@@ -210,24 +245,38 @@ sg_ctx *sg_ctx_create(const sg_arch *a, int batch_cap) {
     sg_ctx *c = sg_xcalloc(1, sizeof *c);
     c->batch_cap = batch_cap;
     c->n_layers = a->n_layers;
-    size_t max_act = (size_t)a->in_c * a->in_h * a->in_w, work = 16;
+    c->chunk = batch_cap < SG_EVAL_CHUNK ? batch_cap : SG_EVAL_CHUNK;
+    size_t max_act = (size_t)a->in_c * a->in_h * a->in_w, work = 16, max_c = 1;
     for (int i = 0; i < a->n_layers; i++) {
         const sg_layer *l = &a->layers[i];
         size_t of = sg_arch_layer_out_floats(a, i);
         if (of > max_act) max_act = of;
-        c->act[i] = sg_xalloc_floats(of * batch_cap);
+        if ((size_t)l->cout > max_c) max_c = (size_t)l->cout;
+        c->act_floats[i] = of;
         if (l->kind == SG_LAYER_BATCHNORM) c->save[i] = sg_xalloc_floats(2 * (size_t)l->cin);
-        if (l->kind == SG_LAYER_MAXPOOL) c->argmax[i] = sg_xcalloc(of * batch_cap, sizeof(int32_t));
         if (l->kind == SG_LAYER_CONV2D) {
             sg_conv2d_cfg cc = {l->cin, l->cout, l->k, l->stride, l->pad};
             size_t wf = sg_conv2d_work_floats(&cc, batch_cap, l->in_h, l->in_w);
             if (wf > work) work = wf;
         }
     }
+    if (a->n_layers > 0) c->act[a->n_layers - 1] = sg_xalloc_floats(c->act_floats[a->n_layers - 1] * batch_cap);
+    c->max_act = max_act;
     c->work = sg_xalloc_floats(work);
-    c->g0 = sg_xalloc_floats(max_act * batch_cap);
-    c->g1 = sg_xalloc_floats(max_act * batch_cap);
+    c->e0 = sg_xalloc_floats(max_act * c->chunk);
+    c->e1 = sg_xalloc_floats(max_act * c->chunk);
+    c->eargmax = sg_xcalloc(max_act * c->chunk, sizeof(int32_t));
+    c->escale = sg_xalloc_floats(2 * max_c);
     return c;
+}
+
+/* Activations of every layer: needed by train forwards and backwards only. */
+static void ensure_acts(const sg_arch *a, sg_ctx *c) {
+    for (int i = 0; i < a->n_layers; i++) {
+        if (!c->act[i]) c->act[i] = sg_xalloc_floats(c->act_floats[i] * c->batch_cap);
+        if (a->layers[i].kind == SG_LAYER_MAXPOOL && !c->argmax[i])
+            c->argmax[i] = sg_xcalloc(c->act_floats[i] * c->batch_cap, sizeof(int32_t));
+    }
 }
 
 void sg_ctx_free(sg_ctx *c) {
@@ -240,63 +289,186 @@ void sg_ctx_free(sg_ctx *c) {
     free(c->work);
     free(c->g0);
     free(c->g1);
+    free(c->e0);
+    free(c->e1);
+    free(c->eargmax);
+    free(c->escale);
     free(c);
 }
 
+void sg_ctx_set_profile(sg_ctx *c, sg_net_profile *p) {
+    c->prof = p;
+    if (!p) return;
+    for (int i = 0; i < SG_MAX_LAYERS; i++) {
+        p->secs[i] = 0;
+        p->fused_into[i] = -1;
+    }
+}
+
 int sg_ctx_batch_cap(const sg_ctx *c) { return c->batch_cap; }
-const float *sg_net_activation(const sg_ctx *c, int i) { return c->act[i]; }
+
+/* One layer over n images, in → y. argmax: the max pool's winners. */
+static void layer_forward(const sg_arch *a, const sg_layer *l, int n, const float *p, float *state, float *save,
+                          int32_t *argmax, float *work, const float *in, float *y, int train) {
+    int hw = l->in_h * l->in_w;
+    switch (l->kind) {
+    case SG_LAYER_CONV2D: {
+        sg_conv2d_cfg cc = {l->cin, l->cout, l->k, l->stride, l->pad};
+        const float *b = l->has_bias ? p + (size_t)l->cout * l->cin * l->k * l->k : NULL;
+        sg_conv2d_forward(&cc, n, l->in_h, l->in_w, in, p, b, y, work);
+        break;
+    }
+    case SG_LAYER_BATCHNORM: {
+        float *rm = state ? state + l->state_off : NULL, *rv = state ? rm + l->cin : NULL;
+        if (train)
+            sg_batchnorm_forward_train(n, l->cin, hw, in, p, p + l->cin, y, save, save + l->cin, rm, rv,
+                                       a->bn_momentum, a->bn_eps);
+        else {
+            SG_ASSERT(state);
+            sg_batchnorm_forward_eval(n, l->cin, hw, in, p, p + l->cin, rm, rv, a->bn_eps, y);
+        }
+        break;
+    }
+    case SG_LAYER_AFFINE: sg_affine_forward(n, l->cin, hw, in, p, p + l->cin, y); break;
+    case SG_LAYER_RELU: sg_relu_forward((size_t)n * l->cin * hw, in, y); break;
+    case SG_LAYER_SILU: sg_silu_forward((size_t)n * l->cin * hw, in, y); break;
+    case SG_LAYER_MAXPOOL: sg_maxpool_forward(n * l->cin, l->in_h, l->in_w, l->k, l->stride, in, y, argmax); break;
+    case SG_LAYER_AVGPOOL: sg_avgpool_forward(n * l->cin, l->in_h, l->in_w, l->k, l->stride, in, y); break;
+    case SG_LAYER_GAP: sg_gap_forward(n * l->cin, hw, in, y); break;
+    case SG_LAYER_LINEAR: {
+        const float *b = l->has_bias ? p + (size_t)l->cout * l->cin : NULL;
+        sg_linear_forward(n, l->cin, l->cout, in, p, b, y);
+        break;
+    }
+    case SG_LAYER_L2NORM: sg_l2norm_forward(n, l->cin, in, p, SG_L2NORM_EPS, y); break;
+    }
+}
+
+/* Every layer over the whole batch, keeping every activation. */
+static void forward_plain(const sg_arch *a, sg_ctx *c, const float *params, float *state, const float *x, int n,
+                          int train) {
+    ensure_acts(a, c);
+    const float *in = x;
+    for (int i = 0; i < a->n_layers; i++) {
+        const sg_layer *l = &a->layers[i];
+        layer_forward(a, l, n, params + l->param_off, state, c->save[i], c->argmax[i], c->work, in, c->act[i],
+                      train);
+        in = c->act[i];
+    }
+    c->lazy = 0;
+}
+
+/* Layers [i, end) that one fused conv computes: conv, then optionally a norm,
+ * a ReLU and a 2×2/2 max pool, in that order. Fills scale/shift (NULL when
+ * not needed) with the folded norm and conv bias. */
+static int fuse_conv(const sg_arch *a, int i, const float *params, const float *state, float *buf, int *relu,
+                     int *pool2, const float **scale, const float **shift) {
+    const sg_layer *l = &a->layers[i];
+    const float *p = params + l->param_off;
+    const float *bias = l->has_bias ? p + (size_t)l->cout * l->cin * l->k * l->k : NULL;
+    int j = i + 1, co = l->cout;
+    *relu = *pool2 = 0;
+    *scale = NULL;
+    *shift = bias;
+    if (j < a->n_layers && (a->layers[j].kind == SG_LAYER_BATCHNORM || a->layers[j].kind == SG_LAYER_AFFINE)) {
+        const sg_layer *nl = &a->layers[j];
+        const float *np = params + nl->param_off;
+        float *sc = buf, *sh = buf + co;
+        for (int o = 0; o < co; o++) {
+            if (nl->kind == SG_LAYER_BATCHNORM) {
+                SG_ASSERT(state);
+                const float *rm = state + nl->state_off, *rv = rm + co;
+                sc[o] = np[o] / sqrtf(rv[o] + a->bn_eps);
+                sh[o] = np[co + o] - rm[o] * sc[o];
+            } else {
+                sc[o] = np[o];
+                sh[o] = np[co + o];
+            }
+            if (bias) sh[o] += bias[o] * sc[o];
+        }
+        *scale = sc;
+        *shift = sh;
+        j++;
+    }
+    if (j < a->n_layers && a->layers[j].kind == SG_LAYER_RELU) {
+        *relu = 1;
+        j++;
+    }
+    if (j < a->n_layers && a->layers[j].kind == SG_LAYER_MAXPOOL && a->layers[j].k == 2 && a->layers[j].stride == 2) {
+        *pool2 = 1;
+        j++;
+    }
+    return j;
+}
+
+/* Eval mode, chunk by chunk; only the last layer's output is stored. */
+static void forward_eval(const sg_arch *a, sg_ctx *c, const float *params, float *state, const float *x, int n) {
+    int L = a->n_layers;
+    size_t in_f = (size_t)a->in_c * a->in_h * a->in_w, out_f = c->act_floats[L - 1];
+    for (int i0 = 0; i0 < n; i0 += c->chunk) {
+        int cn = n - i0 < c->chunk ? n - i0 : c->chunk;
+        const float *in = x + i0 * in_f;
+        for (int i = 0; i < L;) {
+            const sg_layer *l = &a->layers[i];
+            double t0 = c->prof ? sg_now() : 0;
+            int end = i + 1, relu = 0, pool2 = 0;
+            const float *scale = NULL, *shift = NULL;
+            if (l->kind == SG_LAYER_CONV2D)
+                end = fuse_conv(a, i, params, state, c->escale, &relu, &pool2, &scale, &shift);
+            float *y = end == L ? c->act[L - 1] + i0 * out_f : (in == c->e0 ? c->e1 : c->e0);
+            if (end > i + 1) {
+                sg_conv2d_cfg cc = {l->cin, l->cout, l->k, l->stride, l->pad};
+                sg_conv2d_forward_fused(&cc, cn, l->in_h, l->in_w, in, params + l->param_off, scale, shift, relu,
+                                        pool2, y, c->work);
+            } else {
+                layer_forward(a, l, cn, params + l->param_off, state, NULL, c->eargmax, c->work, in, y, 0);
+            }
+            if (c->prof) {
+                c->prof->secs[i] += sg_now() - t0;
+                for (int j = i + 1; j < end; j++) c->prof->fused_into[j] = i;
+            }
+            in = y;
+            i = end;
+        }
+    }
+    c->lazy = 1;
+}
+
+/* Recomputes the activations an eval forward skipped. */
+static void materialize(sg_ctx *c) {
+    if (c->lazy) forward_plain(c->arch, c, c->params, (float *)c->state, c->x, c->n, 0);
+}
+
+const float *sg_net_activation(const sg_ctx *c, int i) {
+    /* The context is caller-owned heap memory; filling it in lazily is safe. */
+    materialize((sg_ctx *)c);
+    return c->act[i];
+}
 
 const float *sg_net_forward(const sg_arch *a, sg_ctx *c, const float *params, float *state, const float *x, int n,
                             int train) {
     SG_ASSERT(n > 0 && n <= c->batch_cap && c->n_layers == a->n_layers);
+    c->arch = a;
     c->x = x;
     c->n = n;
     c->train = train;
-    const float *in = x;
-    for (int i = 0; i < a->n_layers; i++) {
-        const sg_layer *l = &a->layers[i];
-        const float *p = params + l->param_off;
-        float *y = c->act[i];
-        int hw = l->in_h * l->in_w;
-        switch (l->kind) {
-        case SG_LAYER_CONV2D: {
-            sg_conv2d_cfg cc = {l->cin, l->cout, l->k, l->stride, l->pad};
-            const float *b = l->has_bias ? p + (size_t)l->cout * l->cin * l->k * l->k : NULL;
-            sg_conv2d_forward(&cc, n, l->in_h, l->in_w, in, p, b, y, c->work);
-            break;
-        }
-        case SG_LAYER_BATCHNORM: {
-            float *rm = state ? state + l->state_off : NULL, *rv = state ? rm + l->cin : NULL;
-            if (train)
-                sg_batchnorm_forward_train(n, l->cin, hw, in, p, p + l->cin, y, c->save[i], c->save[i] + l->cin, rm,
-                                           rv, a->bn_momentum, a->bn_eps);
-            else {
-                SG_ASSERT(state);
-                sg_batchnorm_forward_eval(n, l->cin, hw, in, p, p + l->cin, rm, rv, a->bn_eps, y);
-            }
-            break;
-        }
-        case SG_LAYER_AFFINE: sg_affine_forward(n, l->cin, hw, in, p, p + l->cin, y); break;
-        case SG_LAYER_RELU: sg_relu_forward((size_t)n * l->cin * hw, in, y); break;
-        case SG_LAYER_SILU: sg_silu_forward((size_t)n * l->cin * hw, in, y); break;
-        case SG_LAYER_MAXPOOL: sg_maxpool_forward(n * l->cin, l->in_h, l->in_w, l->k, l->stride, in, y, c->argmax[i]); break;
-        case SG_LAYER_AVGPOOL: sg_avgpool_forward(n * l->cin, l->in_h, l->in_w, l->k, l->stride, in, y); break;
-        case SG_LAYER_GAP: sg_gap_forward(n * l->cin, hw, in, y); break;
-        case SG_LAYER_LINEAR: {
-            const float *b = l->has_bias ? p + (size_t)l->cout * l->cin : NULL;
-            sg_linear_forward(n, l->cin, l->cout, in, p, b, y);
-            break;
-        }
-        }
-        in = y;
-    }
-    return in;
+    c->params = params;
+    c->state = state;
+    if (a->n_layers == 0) return x;
+    if (train) forward_plain(a, c, params, state, x, n, 1);
+    else forward_eval(a, c, params, state, x, n);
+    return c->act[a->n_layers - 1];
 }
 
 void sg_net_backward_from(const sg_arch *a, sg_ctx *c, const float *params, const float *state, int from_layer,
                           const float *dact, float *dparams, float *dx) {
     int n = c->n;
     SG_ASSERT(from_layer >= 0 && from_layer < a->n_layers);
+    materialize(c);
+    if (!c->g0) {
+        c->g0 = sg_xalloc_floats(c->max_act * c->batch_cap);
+        c->g1 = sg_xalloc_floats(c->max_act * c->batch_cap);
+    }
     const float *g = dact;
     for (int i = from_layer; i >= 0; i--) {
         const sg_layer *l = &a->layers[i];
@@ -350,6 +522,7 @@ void sg_net_backward_from(const sg_arch *a, sg_ctx *c, const float *params, cons
             sg_linear_backward(n, l->cin, l->cout, in, p, g, din, dp, (dp && l->has_bias) ? dp + nw : NULL);
             break;
         }
+        case SG_LAYER_L2NORM: sg_l2norm_backward(n, l->cin, in, p, SG_L2NORM_EPS, g, din, dp); break;
         }
         g = din;
     }

@@ -1,0 +1,215 @@
+/* sg_cli_data.c — loading labelled image sets (ImageFolder with labels.csv,
+ * the layout of ../shared/data) and class descriptions from a registry into
+ * the engine's in-memory dataset. Images are decoded by io/ and stored at
+ * the engine's storage side as uint8 RGB planes. A bad image is skipped with
+ * a warning naming the file; the rest of the set goes on. */
+#include "sg_cli_data.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Splits one CSV line in place (double quotes honoured); returns fields. */
+static int csv_split(char *line, char **fields, int max) {
+    int n = 0;
+    char *p = line;
+    while (n < max) {
+        char *out = p, *start = p;
+        int q = 0;
+        if (*p == '"') {
+            q = 1;
+            p++;
+        }
+        while (*p) {
+            if (q && *p == '"') {
+                if (p[1] == '"') {
+                    *out++ = '"';
+                    p += 2;
+                    continue;
+                }
+                q = 0;
+                p++;
+                continue;
+            }
+            if (!q && (*p == ',' || *p == '\n' || *p == '\r')) break;
+            *out++ = *p++;
+        }
+        char end = *p;
+        *out = 0;
+        fields[n++] = start;
+        if (end != ',') break;
+        p++;
+    }
+    return n;
+}
+
+int sg_cli_image_to_u8(const char *path, int side, uint8_t *out, sg_err *err) {
+    sg_image im;
+    sg_image_limits lim = sg_image_limits_default();
+    uint8_t *data;
+    size_t len;
+    if (sg_file_read_all(path, &data, &len, (size_t)1 << 30, err) != SG_OK) return 0;
+    sg_status s = sg_image_decode_hint(data, len, path, &lim, side, side, &im, err);
+    free(data);
+    if (s != SG_OK) return 0;
+    static const float zero[3] = {0, 0, 0}, unit[3] = {1.0f / 255, 1.0f / 255, 1.0f / 255};
+    float *t = sg_xalloc_floats((size_t)3 * side * side);
+    sg_image_to_tensor(&im, side, side, zero, unit, t);
+    for (size_t i = 0; i < (size_t)3 * side * side; i++) {
+        float v = t[i] + 0.5f;
+        out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+    free(t);
+    sg_image_free(&im);
+    return 1;
+}
+
+sg_status sg_registry_load_texts(const char *path, sg_registry_texts *rt, sg_err *err) {
+    memset(rt, 0, sizeof *rt);
+    uint8_t *data;
+    size_t len;
+    sg_status s = sg_file_read_all(path, &data, &len, (size_t)64 << 20, err);
+    if (s != SG_OK) return s;
+    cJSON *root = cJSON_ParseWithLength((const char *)data, len);
+    free(data);
+    if (!root) return sg_err_set(err, SG_ERR_FORMAT, "%s: not valid JSON", path);
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "diseases");
+    if (!cJSON_IsArray(list)) {
+        cJSON_Delete(root);
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: $.diseases must be an array", path);
+    }
+    int n = cJSON_GetArraySize(list);
+    rt->ids = sg_xcalloc((size_t)n + 1, sizeof(char *));
+    rt->texts = sg_xcalloc((size_t)n + 1, sizeof(char *));
+    int i = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, list) {
+        cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
+        cJSON *desc = cJSON_GetObjectItemCaseSensitive(it, "description");
+        if (!cJSON_IsString(id) || !cJSON_IsString(desc)) {
+            sg_registry_texts_free(rt);
+            cJSON_Delete(root);
+            return sg_err_set(err, SG_ERR_FORMAT, "%s: $.diseases[%d] needs string fields id and description", path, i);
+        }
+        rt->ids[i] = sg_xstrdup(id->valuestring);
+        rt->texts[i] = sg_xstrdup(desc->valuestring);
+        i++;
+    }
+    rt->n = i;
+    cJSON_Delete(root);
+    return SG_OK;
+}
+
+const char *sg_registry_text(const sg_registry_texts *rt, const char *id) {
+    for (int i = 0; rt && i < rt->n; i++)
+        if (strcmp(rt->ids[i], id) == 0) return rt->texts[i];
+    return NULL;
+}
+
+void sg_registry_texts_free(sg_registry_texts *rt) {
+    for (int i = 0; i < rt->n; i++) {
+        free(rt->ids[i]);
+        free(rt->texts[i]);
+    }
+    free(rt->ids);
+    free(rt->texts);
+    memset(rt, 0, sizeof *rt);
+}
+
+static const char *base_name(const char *dir) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    const char *p = dir + n;
+    while (p > dir && p[-1] != '/') p--;
+    return p;
+}
+
+sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_texts *rt, sg_dataset *d, sg_err *err) {
+    memset(d, 0, sizeof *d);
+    d->store = side;
+    size_t cap = 1024, ssz = (size_t)3 * side * side;
+    d->pix = sg_xmalloc(cap * ssz);
+    d->label = sg_xmalloc(cap * sizeof(int));
+    int ccap = 64;
+    d->class_names = sg_xcalloc((size_t)ccap, sizeof(char *));
+    d->class_text = sg_xcalloc((size_t)ccap, sizeof(char *));
+    d->class_domain = sg_xcalloc((size_t)ccap, sizeof(int));
+    d->domain_names = sg_xcalloc((size_t)n_dirs, sizeof(char *));
+    long skipped = 0;
+    double t0 = sg_now();
+    for (int di = 0; di < n_dirs; di++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/labels.csv", dirs[di]);
+        FILE *f = fopen(path, "r");
+        if (!f) {
+            sg_dataset_free(d);
+            return sg_err_set(err, SG_ERR_IO, "%s: cannot open (expected an image set folder with labels.csv)", path);
+        }
+        d->domain_names[di] = sg_xstrdup(base_name(dirs[di]));
+        d->n_domains = di + 1;
+        char line[8192];
+        char *fields[32];
+        int lineno = 0, path_col = -1, label_col = -1;
+        while (fgets(line, sizeof line, f)) {
+            lineno++;
+            int nf = csv_split(line, fields, 32);
+            if (lineno == 1) {
+                for (int k = 0; k < nf; k++) {
+                    if (strcmp(fields[k], "path") == 0) path_col = k;
+                    if (strcmp(fields[k], "label") == 0) label_col = k;
+                }
+                if (path_col < 0 || label_col < 0) {
+                    fclose(f);
+                    sg_dataset_free(d);
+                    return sg_err_set(err, SG_ERR_FORMAT, "%s: header must name columns path and label", path);
+                }
+                continue;
+            }
+            if (nf <= path_col || nf <= label_col || !fields[label_col][0]) {
+                sg_log(SG_LOG_WARN, "%s:%d: missing path or label; line skipped", path, lineno);
+                skipped++;
+                continue;
+            }
+            char cname[512];
+            snprintf(cname, sizeof cname, "%s/%s", d->domain_names[di], fields[label_col]);
+            int cls = -1;
+            for (int c = 0; c < d->n_classes; c++)
+                if (d->class_domain[c] == di && strcmp(d->class_names[c], cname) == 0) cls = c;
+            if (cls < 0) {
+                if (d->n_classes == ccap) {
+                    ccap *= 2;
+                    d->class_names = sg_xrealloc(d->class_names, sizeof(char *) * (size_t)ccap);
+                    d->class_text = sg_xrealloc(d->class_text, sizeof(char *) * (size_t)ccap);
+                    d->class_domain = sg_xrealloc(d->class_domain, sizeof(int) * (size_t)ccap);
+                }
+                cls = d->n_classes++;
+                d->class_names[cls] = sg_xstrdup(cname);
+                const char *t = sg_registry_text(rt, cname);
+                d->class_text[cls] = t ? sg_xstrdup(t) : NULL;
+                d->class_domain[cls] = di;
+            }
+            if ((size_t)d->n == cap) {
+                cap *= 2;
+                d->pix = sg_xrealloc(d->pix, cap * ssz);
+                d->label = sg_xrealloc(d->label, cap * sizeof(int));
+            }
+            char ipath[4096];
+            snprintf(ipath, sizeof ipath, "%s/%s", dirs[di], fields[path_col]);
+            sg_err e2;
+            if (!sg_cli_image_to_u8(ipath, side, d->pix + (size_t)d->n * ssz, &e2)) {
+                sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
+                skipped++;
+                continue;
+            }
+            d->label[d->n++] = cls;
+        }
+        fclose(f);
+        sg_log(SG_LOG_INFO, "loaded %s: %d images so far, %d classes (%.1fs)", dirs[di], d->n, d->n_classes, sg_now() - t0);
+    }
+    if (skipped) sg_log(SG_LOG_WARN, "%ld images or lines skipped (see above)", skipped);
+    if (d->n == 0) {
+        sg_dataset_free(d);
+        return sg_err_set(err, SG_ERR_FORMAT, "no images loaded");
+    }
+    return SG_OK;
+}

@@ -1,0 +1,359 @@
+/* sg_cmd_engine.c — the engine commands: `sgps train-engine` (MPI
+ * data-parallel meta-training), `sgps synth` (one task → one classifier)
+ * and `sgps classify` (a classifier over image files). */
+#include "sg_cli.h"
+#include "sg_cli_data.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SETS 64
+
+static void init_mpi(int *argc, char ***argv, int *rank, int *size) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) MPI_Init(argc, argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, size);
+}
+
+static int finish_mpi(int code) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Finalize();
+    return code;
+}
+
+static const char train_help[] =
+    "usage: [mpirun -n P] sgps train-engine --data DIR [--data DIR ...] --registry FILE -o ENGINE.sgpe [options]\n\n"
+    "Meta-trains an engine. Stage 1 pretrains the base CNN on every training class;\n"
+    "stage 2 trains the generator on episodes (N-way, K mixed over 0..5, text dropout).\n"
+    "Data-parallel over MPI ranks: one Allreduce of the flat gradient per step.\n\n"
+    "  --data DIR          an image set: DIR/labels.csv with columns path,label (repeatable)\n"
+    "  --registry FILE     class descriptions: {\"diseases\": [{\"id\": \"SET/LABEL\", \"description\": ...}]}\n"
+    "  -o, --out FILE      engine file to write (atomically)\n"
+    "  --val LIST          held-out validation classes: set names or SET/LABEL ids, comma separated;\n"
+    "                      used only to pick checkpoints (default: none)\n"
+    "  --epochs N          stage-1 epochs (default 10)\n"
+    "  --batch N           stage-1 global batch (default 128)\n"
+    "  --lr X              stage-1 learning rate (default 2e-3)\n"
+    "  --episodes N        stage-2 episodes (default 1000)\n"
+    "  --episodes-per-step N  (default 4)\n"
+    "  --lr2 X             stage-2 learning rate (default 1e-3)\n"
+    "  --width N           channels per stage (default 64)\n"
+    "  --img N             classifier input side (default 64); images are stored at N+N/8\n"
+    "  --seed S            seed (default 1)\n"
+    "  --checkpoint PREFIX write PREFIX.stage1.sgpe / PREFIX.stage2.sgpe as training goes\n"
+    "  --time-budget SEC   end stage 2 early after SEC seconds\n"
+    "  --threads N         OpenBLAS threads per rank (default 1)\n"
+    "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments.\n";
+
+int sg_cmd_train_engine(int argc, char **argv) {
+    char *sets[MAX_SETS];
+    int n_sets = 0;
+    const char *registry = NULL, *out = NULL, *val = NULL, *ckpt = NULL;
+    sg_train_opts o;
+    sg_train_opts_default(&o);
+    sg_engine_config cfg;
+    sg_engine_config_default(&cfg);
+    long threads = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        long l;
+        double x;
+        if (sg_cli_is_help(argv[i])) {
+            fputs(train_help, stdout);
+            return 0;
+        } else if (sg_cli_opt(argc, argv, &i, "--data", &v)) {
+            if (n_sets == MAX_SETS) return fprintf(stderr, "sgps train-engine: too many --data\n"), 2;
+            sets[n_sets++] = (char *)v;
+        } else if (sg_cli_opt(argc, argv, &i, "--registry", &v)) registry = v;
+        else if (sg_cli_opt(argc, argv, &i, "--out", &v) || sg_cli_opt(argc, argv, &i, "-o", &v)) out = v;
+        else if (sg_cli_opt(argc, argv, &i, "--val", &v)) val = v;
+        else if (sg_cli_opt(argc, argv, &i, "--checkpoint", &v)) ckpt = v;
+        else if (sg_cli_opt(argc, argv, &i, "--epochs", &v) && sg_cli_parse_int(v, 0, 100000, &l)) o.stage1_epochs = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--batch", &v) && sg_cli_parse_int(v, 1, 1 << 16, &l)) o.batch = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 0, 1L << 30, &l)) o.stage2_episodes = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--episodes-per-step", &v) && sg_cli_parse_int(v, 1, 1024, &l)) o.episodes_per_step = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--width", &v) && sg_cli_parse_int(v, 1, 512, &l)) cfg.width = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--img", &v) && sg_cli_parse_int(v, 16, 512, &l)) {
+            cfg.img = (int)l;
+            cfg.store = cfg.img + cfg.img / 8;
+        } else if (sg_cli_opt(argc, argv, &i, "--seed", &v) && sg_cli_parse_int(v, 0, 1L << 40, &l)) o.seed = (uint64_t)l;
+        else if (sg_cli_opt(argc, argv, &i, "--threads", &v) && sg_cli_parse_int(v, 1, 256, &l)) threads = l;
+        else if (sg_cli_opt(argc, argv, &i, "--lr", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr1 = (float)x;
+        else if (sg_cli_opt(argc, argv, &i, "--lr2", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr2 = (float)x;
+        else if (sg_cli_opt(argc, argv, &i, "--time-budget", &v) && sg_cli_parse_float(v, &x) && x >= 0) o.time_budget_s = x;
+        else {
+            fprintf(stderr, "sgps train-engine: bad or unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!n_sets || !registry || !out) {
+        fprintf(stderr, "sgps train-engine: --data, --registry and -o are required (see --help)\n");
+        return 2;
+    }
+    int rank, size;
+    init_mpi(&argc, &argv, &rank, &size);
+    sg_log_set_rank(size > 1 ? rank : -1);
+    if (rank != 0) sg_log_set_level(SG_LOG_WARN);
+    openblas_set_num_threads((int)threads);
+    sg_err err;
+    sg_registry_texts rt;
+    if (sg_registry_load_texts(registry, &rt, &err) != SG_OK) {
+        sg_log(SG_LOG_ERROR, "%s", err.msg);
+        return finish_mpi(1);
+    }
+    sg_dataset d;
+    if (sg_cli_load_sets(sets, n_sets, cfg.store, &rt, &d, &err) != SG_OK) {
+        sg_log(SG_LOG_ERROR, "%s", err.msg);
+        sg_registry_texts_free(&rt);
+        return finish_mpi(1);
+    }
+    int no_text = 0;
+    for (int c = 0; c < d.n_classes; c++)
+        if (!d.class_text[c]) {
+            no_text++;
+            if (rank == 0) sg_log(SG_LOG_WARN, "class %s has no description in %s", d.class_names[c], registry);
+        }
+    int *valc = sg_xmalloc(sizeof(int) * (size_t)d.n_classes), nval = 0;
+    if (val) {
+        char *list = sg_xstrdup(val), *save = NULL;
+        for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            int hit = 0;
+            for (int c = 0; c < d.n_classes; c++)
+                if (strcmp(d.class_names[c], tok) == 0 || strcmp(d.domain_names[d.class_domain[c]], tok) == 0) {
+                    valc[nval++] = c;
+                    hit = 1;
+                }
+            if (!hit) {
+                sg_log(SG_LOG_ERROR, "--val: '%s' names no loaded set or class", tok);
+                free(list);
+                return finish_mpi(2);
+            }
+        }
+        free(list);
+    }
+    o.val_classes = valc;
+    o.n_val_classes = nval;
+    o.checkpoint = ckpt;
+    cfg.n_base_classes = d.n_classes;
+    sg_engine *e = sg_engine_create(&cfg, o.seed);
+    float mean[3], std[3];
+    sg_dataset_stats(&d, mean, std);
+    sg_engine_set_normalization(e, mean, std);
+    if (rank == 0)
+        sg_log(SG_LOG_INFO, "engine: Conv%d-%d at %dpx, %zu parameters; %d images, %d classes (%d held out for validation), %d without text",
+               cfg.stages, cfg.width, cfg.img, sg_engine_n_params(e), d.n, d.n_classes, nval, no_text);
+    double t0 = sg_now();
+    sg_status s = sg_engine_train(e, &d, &o, MPI_COMM_WORLD, &err);
+    int code = 0;
+    if (s != SG_OK) {
+        sg_log(SG_LOG_ERROR, "training failed: %s", err.msg);
+        code = 1;
+    } else if (rank == 0) {
+        if (sg_engine_save(e, out, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "%s", err.msg);
+            code = 1;
+        } else {
+            sg_log(SG_LOG_INFO, "wrote %s (%zu parameters, %.1f MB) after %.0f s", out, sg_engine_n_params(e),
+                   sg_engine_n_params(e) * 4.0 / 1e6, sg_now() - t0);
+        }
+    }
+    sg_engine_free(e);
+    sg_dataset_free(&d);
+    sg_registry_texts_free(&rt);
+    free(valc);
+    return finish_mpi(code);
+}
+
+/* ---- synth ---- */
+
+static const char synth_help[] =
+    "usage: sgps synth --engine ENGINE.sgpe --task TASK.json -o OUT.sgpm [--no-text] [--no-images] [--no-adapt]\n\n"
+    "Synthesizes a standalone classifier for one task, with no training. TASK.json:\n"
+    "  {\"id\": \"...\", \"classes\": [{\"name\": \"...\", \"description\": \"...\",\n"
+    "                               \"images\": [\"path.jpg\", ...]}, ...]}\n"
+    "Relative image paths are resolved against the task file's folder. A class needs\n"
+    "images (0-5 is the intended range) or a description, or both.\n\n"
+    "  --no-text    ignore descriptions     --no-images  text-only synthesis\n"
+    "  --no-adapt   base kernels, no generated deltas or FiLM (ablation)\n"
+    "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments or task.\n";
+
+int sg_cmd_synth(int argc, char **argv) {
+    const char *engine = NULL, *taskp = NULL, *out = NULL;
+    sg_synth_opts so;
+    sg_synth_opts_default(&so);
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (sg_cli_is_help(argv[i])) {
+            fputs(synth_help, stdout);
+            return 0;
+        } else if (sg_cli_opt(argc, argv, &i, "--engine", &v)) engine = v;
+        else if (sg_cli_opt(argc, argv, &i, "--task", &v)) taskp = v;
+        else if (sg_cli_opt(argc, argv, &i, "--out", &v) || sg_cli_opt(argc, argv, &i, "-o", &v)) out = v;
+        else if (strcmp(argv[i], "--no-text") == 0) so.use_text = 0;
+        else if (strcmp(argv[i], "--no-images") == 0) so.use_images = 0;
+        else if (strcmp(argv[i], "--no-adapt") == 0) so.adapt = 0;
+        else return fprintf(stderr, "sgps synth: unknown argument '%s' (see --help)\n", argv[i]), 2;
+    }
+    if (!engine || !taskp || !out) return fprintf(stderr, "sgps synth: --engine, --task and -o are required\n"), 2;
+    sg_err err;
+    sg_engine *e;
+    if (sg_engine_load(engine, &e, &err) != SG_OK) return fprintf(stderr, "sgps synth: %s\n", err.msg), 1;
+    int code = 2;
+    uint8_t *data = NULL;
+    size_t len;
+    cJSON *root = NULL;
+    sg_task_class *cls = NULL;
+    uint8_t **imgs = NULL;
+    int n = 0;
+    if (sg_file_read_all(taskp, &data, &len, 64 << 20, &err) != SG_OK) {
+        fprintf(stderr, "sgps synth: %s\n", err.msg);
+        code = 1;
+        goto done;
+    }
+    root = cJSON_ParseWithLength((const char *)data, len);
+    cJSON *classes = root ? cJSON_GetObjectItemCaseSensitive(root, "classes") : NULL;
+    if (!cJSON_IsArray(classes)) {
+        fprintf(stderr, "sgps synth: %s: %s\n", taskp, root ? "$.classes must be an array" : "not valid JSON");
+        goto done;
+    }
+    n = cJSON_GetArraySize(classes);
+    cls = sg_xcalloc((size_t)n + 1, sizeof *cls);
+    imgs = sg_xcalloc((size_t)n + 1, sizeof *imgs);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", taskp);
+    char *slash = strrchr(dir, '/');
+    if (slash) slash[1] = 0;
+    else dir[0] = 0;
+    int S = sg_engine_get_config(e)->store, ci = 0;
+    size_t ssz = (size_t)3 * S * S;
+    cJSON *c;
+    cJSON_ArrayForEach(c, classes) {
+        cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
+        cJSON *desc = cJSON_GetObjectItemCaseSensitive(c, "description");
+        cJSON *im = cJSON_GetObjectItemCaseSensitive(c, "images");
+        if (!cJSON_IsString(name)) {
+            fprintf(stderr, "sgps synth: %s: $.classes[%d].name must be a string\n", taskp, ci);
+            goto done;
+        }
+        if (desc && !cJSON_IsString(desc)) {
+            fprintf(stderr, "sgps synth: %s: $.classes[%d].description must be a string\n", taskp, ci);
+            goto done;
+        }
+        if (im && !cJSON_IsArray(im)) {
+            fprintf(stderr, "sgps synth: %s: $.classes[%d].images must be an array of paths\n", taskp, ci);
+            goto done;
+        }
+        cls[ci].name = name->valuestring;
+        cls[ci].text = desc ? desc->valuestring : NULL;
+        int k = im ? cJSON_GetArraySize(im) : 0;
+        imgs[ci] = sg_xmalloc(ssz * (size_t)(k ? k : 1));
+        int kk = 0;
+        cJSON *p;
+        cJSON_ArrayForEach(p, im) {
+            if (!cJSON_IsString(p)) {
+                fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d] must be a string\n", taskp, ci, kk);
+                goto done;
+            }
+            char path[8192];
+            if (p->valuestring[0] == '/') snprintf(path, sizeof path, "%s", p->valuestring);
+            else snprintf(path, sizeof path, "%s%s", dir, p->valuestring);
+            if (!sg_cli_image_to_u8(path, S, imgs[ci] + (size_t)kk * ssz, &err)) {
+                fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d]: %s\n", taskp, ci, kk, err.msg);
+                code = 1;
+                goto done;
+            }
+            kk++;
+        }
+        cls[ci].n_shots = kk;
+        cls[ci].images = imgs[ci];
+        ci++;
+    }
+    sg_task task = {n, cls};
+    sg_classifier *out_c;
+    if (sg_engine_synthesize(e, &task, &so, &out_c, &err) != SG_OK) {
+        fprintf(stderr, "sgps synth: %s: %s\n", taskp, err.msg);
+        goto done;
+    }
+    if (sg_classifier_save(out_c, out, &err) != SG_OK) {
+        fprintf(stderr, "sgps synth: %s\n", err.msg);
+        code = 1;
+    } else {
+        printf("wrote %s: %d classes, %zu parameters, all synthesized\n", out, n, out_c->arch.n_params);
+        code = 0;
+    }
+    sg_classifier_free(out_c);
+done:
+    for (int i = 0; i < n && imgs; i++) free(imgs[i]);
+    free(imgs);
+    free(cls);
+    cJSON_Delete(root);
+    free(data);
+    sg_engine_free(e);
+    return code;
+}
+
+/* ---- classify ---- */
+
+static const char classify_help[] =
+    "usage: sgps classify --model CLASSIFIER.sgpm IMAGE [IMAGE ...]\n\n"
+    "Prints, per image, the predicted class and every class probability (CSV:\n"
+    "path,predicted,p_<class>...). An unreadable image is reported on stderr and\n"
+    "skipped. Exit status: 0 all classified; 1 some image or the model failed; 2 bad arguments.\n";
+
+int sg_cmd_classify(int argc, char **argv) {
+    const char *model = NULL;
+    int first = argc;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (sg_cli_is_help(argv[i])) {
+            fputs(classify_help, stdout);
+            return 0;
+        } else if (sg_cli_opt(argc, argv, &i, "--model", &v)) model = v;
+        else if (argv[i][0] == '-') return fprintf(stderr, "sgps classify: unknown option '%s'\n", argv[i]), 2;
+        else {
+            first = i;
+            break;
+        }
+    }
+    if (!model || first >= argc) return fprintf(stderr, "sgps classify: --model and at least one image are required\n"), 2;
+    sg_err err;
+    sg_classifier *c;
+    if (sg_classifier_load(model, &c, &err) != SG_OK) return fprintf(stderr, "sgps classify: %s\n", err.msg), 1;
+    const sg_arch *a = &c->arch;
+    sg_ctx *ctx = sg_ctx_create(a, 1);
+    float *x = sg_xalloc_floats((size_t)a->in_c * a->in_h * a->in_w), *p = sg_xalloc_floats((size_t)c->n_classes);
+    int bad = 0;
+    printf("path,predicted");
+    for (int k = 0; k < c->n_classes; k++) printf(",p_%s", c->class_names[k]);
+    printf("\n");
+    for (int i = first; i < argc; i++) {
+        sg_image im;
+        sg_image_limits lim = sg_image_limits_default();
+        if (sg_image_load_file(argv[i], &lim, &im, &err) != SG_OK) {
+            fprintf(stderr, "sgps classify: %s; skipped\n", err.msg);
+            bad = 1;
+            continue;
+        }
+        sg_image_to_tensor(&im, a->in_h, a->in_w, c->mean, c->std, x);
+        sg_image_free(&im);
+        const float *out = sg_net_forward(a, ctx, c->params, c->state, x, 1, 0);
+        sg_softmax(1, c->n_classes, out, p);
+        int best = 0;
+        for (int k = 1; k < c->n_classes; k++)
+            if (p[k] > p[best]) best = k;
+        printf("%s,%s", argv[i], c->class_names[best]);
+        for (int k = 0; k < c->n_classes; k++) printf(",%.5f", p[k]);
+        printf("\n");
+    }
+    sg_ctx_free(ctx);
+    free(x);
+    free(p);
+    sg_classifier_free(c);
+    return bad;
+}

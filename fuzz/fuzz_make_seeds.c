@@ -1,0 +1,148 @@
+/* fuzz_make_seeds.c — writes the seed corpora for the fuzz targets:
+ *   fuzz_make_seeds OUT_DIR  ->  OUT_DIR/image/ and OUT_DIR/shard/
+ * Images: small JPEGs (RGB, grey, progressive), PNGs of every colour type and
+ * depth, PGM/PPM (8 and 16 bit). Shards: the same samples as .tar, .tar.zst
+ * and .tar.gz, with .cls and .json labels. */
+#include "sg_io.h"
+
+#include <jpeglib.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void put(const char *dir, const char *name, const void *d, size_t n) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(d, 1, n, f) != n) {
+        fprintf(stderr, "cannot write %s\n", p);
+        exit(1);
+    }
+    fclose(f);
+}
+
+static void jpeg(int w, int h, int grey, int progressive, sg_buf *out) {
+    struct jpeg_compress_struct c;
+    struct jpeg_error_mgr e;
+    c.err = jpeg_std_error(&e);
+    jpeg_create_compress(&c);
+    unsigned char *buf = NULL;
+    unsigned long n = 0;
+    jpeg_mem_dest(&c, &buf, &n);
+    c.image_width = (JDIMENSION)w;
+    c.image_height = (JDIMENSION)h;
+    c.input_components = grey ? 1 : 3;
+    c.in_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_set_defaults(&c);
+    jpeg_set_quality(&c, 75, TRUE);
+    if (progressive) jpeg_simple_progression(&c);
+    jpeg_start_compress(&c, TRUE);
+    uint8_t row[3 * 64];
+    while (c.next_scanline < c.image_height) {
+        for (int x = 0; x < w * (grey ? 1 : 3); x++) row[x] = (uint8_t)(x * 5 + (int)c.next_scanline * 3);
+        JSAMPROW rp = row;
+        jpeg_write_scanlines(&c, &rp, 1);
+    }
+    jpeg_finish_compress(&c);
+    jpeg_destroy_compress(&c);
+    sg_buf_append(out, buf, n);
+    free(buf);
+}
+
+static void png_w(png_structp p, png_bytep d, png_size_t n) { sg_buf_append(png_get_io_ptr(p), d, n); }
+static void png_f(png_structp p) { (void)p; }
+
+static void png(int w, int h, int ct, int depth, int interlace, sg_buf *out) {
+    png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(p);
+    png_set_write_fn(p, out, png_w, png_f);
+    png_set_IHDR(p, info, (png_uint_32)w, (png_uint_32)h, depth, ct,
+                 interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    if (ct == PNG_COLOR_TYPE_PALETTE) {
+        png_color pal[4] = {{0, 0, 0}, {255, 0, 0}, {0, 255, 0}, {0, 0, 255}};
+        png_set_PLTE(p, info, pal, 4);
+        png_byte trns[1] = {0};
+        png_set_tRNS(p, info, trns, 1, NULL);
+    }
+    png_write_info(p, info);
+    size_t rb = png_get_rowbytes(p, info);
+    uint8_t *rows = calloc(rb * (size_t)h, 1);
+    png_bytep *rp = malloc(sizeof(png_bytep) * (size_t)h);
+    for (int y = 0; y < h; y++) {
+        rp[y] = rows + rb * (size_t)y;
+        for (size_t i = 0; i < rb; i++) rp[y][i] = ct == PNG_COLOR_TYPE_PALETTE ? (uint8_t)(i % 2 ? 0x1B : 0xE4)
+                                                                                 : (uint8_t)(i * 9 + (size_t)y);
+    }
+    png_write_image(p, rp);
+    png_write_end(p, info);
+    png_destroy_write_struct(&p, &info);
+    free(rows);
+    free(rp);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: fuzz_make_seeds OUT_DIR\n");
+        return 2;
+    }
+    char img[1024], shd[1024];
+    snprintf(img, sizeof img, "%s/image", argv[1]);
+    snprintf(shd, sizeof shd, "%s/shard", argv[1]);
+    if (sg_mkdir_p(img, NULL) != SG_OK || sg_mkdir_p(shd, NULL) != SG_OK) return 1;
+    sg_buf ims[16];
+    const char *names[16];
+    int n = 0;
+    memset(ims, 0, sizeof ims);
+    jpeg(24, 16, 0, 0, &ims[n]), names[n++] = "rgb.jpg";
+    jpeg(17, 9, 1, 0, &ims[n]), names[n++] = "grey.jpg";
+    jpeg(32, 32, 0, 1, &ims[n]), names[n++] = "prog.jpg";
+    png(9, 7, PNG_COLOR_TYPE_GRAY, 8, 0, &ims[n]), names[n++] = "g8.png";
+    png(9, 7, PNG_COLOR_TYPE_GRAY, 16, 0, &ims[n]), names[n++] = "g16.png";
+    png(9, 7, PNG_COLOR_TYPE_GRAY, 1, 0, &ims[n]), names[n++] = "g1.png";
+    png(9, 7, PNG_COLOR_TYPE_GRAY_ALPHA, 8, 0, &ims[n]), names[n++] = "ga8.png";
+    png(9, 7, PNG_COLOR_TYPE_RGB, 8, 1, &ims[n]), names[n++] = "rgb8i.png";
+    png(9, 7, PNG_COLOR_TYPE_RGB_ALPHA, 16, 0, &ims[n]), names[n++] = "rgba16.png";
+    png(9, 7, PNG_COLOR_TYPE_PALETTE, 2, 0, &ims[n]), names[n++] = "pal2.png";
+    sg_buf_printf(&ims[n], "P6\n# c\n3 2\n255\n");
+    for (int i = 0; i < 18; i++) sg_buf_append(&ims[n], &(uint8_t){(uint8_t)(i * 13)}, 1);
+    names[n++] = "rgb.ppm";
+    sg_buf_printf(&ims[n], "P5 2 2 65535\n");
+    for (int i = 0; i < 8; i++) sg_buf_append(&ims[n], &(uint8_t){(uint8_t)(i * 31)}, 1);
+    names[n++] = "g16.pgm";
+    for (int i = 0; i < n; i++) put(img, names[i], ims[i].data, ims[i].len);
+
+    const char *kinds[3] = {"seed.tar", "seed.tar.zst", "seed.tar.gz"};
+    for (int k = 0; k < 3; k++) {
+        char p[1100];
+        snprintf(p, sizeof p, "%s/%s", shd, kinds[k]);
+        sg_err e;
+        sg_shard_writer *w = sg_shard_writer_open(p, sg_compression_from_path(p), 0, &e);
+        if (!w) {
+            fprintf(stderr, "%s\n", e.msg);
+            return 1;
+        }
+        for (int i = 0; i < n; i++) {
+            char key[32], cls[8], js[64];
+            snprintf(key, sizeof key, "d/s%02d", i);
+            snprintf(cls, sizeof cls, "%d", i % 4);
+            snprintf(js, sizeof js, "{\"label\":\"c%d\",\"site\":\"x\"}", i % 4);
+            const char *ext = strrchr(names[i], '.') + 1;
+            sg_member m[3] = {{ext, ims[i].data, ims[i].len}, {"cls", (const uint8_t *)cls, strlen(cls)},
+                              {"json", (const uint8_t *)js, strlen(js)}};
+            if (sg_shard_writer_add(w, key, m, 3, &e) != SG_OK) {
+                fprintf(stderr, "%s\n", e.msg);
+                return 1;
+            }
+        }
+        if (sg_shard_writer_close(w, NULL, &e) != SG_OK) {
+            fprintf(stderr, "%s\n", e.msg);
+            return 1;
+        }
+        sg_shard_writer_free(w);
+    }
+    for (int i = 0; i < n; i++) sg_buf_free(&ims[i]);
+    printf("seeds: %d images, 3 shards in %s\n", n, argv[1]);
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* sg_model_impl.h — model/'s private declarations: the fused eval-mode
+ * convolution used by sg_net_forward's inference path, and a per-layer
+ * profile for bench_forward. Not part of the public API. */
+#ifndef SG_MODEL_IMPL_H
+#define SG_MODEL_IMPL_H
+
+#include "sg_model.h"
+
+/* Eval-mode conv with its epilogue applied while the GEMM output is still in
+ * cache: y = pool2(relu(conv(x) * scale[o] + shift[o])).
+ * x (N, cin, H, W), wt (cout, cin, k, k); scale (cout) or NULL (1), shift
+ * (cout) or NULL (0) — a conv bias is folded into shift by the caller;
+ * relu 0/1; pool2 1: 2×2 stride-2 max pool → y (N, cout, OH/2, OW/2),
+ * else y (N, cout, OH, OW). work: sg_conv2d_work_floats floats. */
+void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                             const float *restrict wt, const float *restrict scale, const float *restrict shift,
+                             int relu, int pool2, float *restrict y, float *restrict work);
+
+/* Per-layer seconds of eval-mode forwards (accumulated). A layer computed
+ * inside another's fused op has fused_into = that layer's index and no time
+ * of its own; otherwise fused_into = -1. */
+typedef struct sg_net_profile {
+    double secs[SG_MAX_LAYERS];
+    int fused_into[SG_MAX_LAYERS];
+} sg_net_profile;
+
+/* p (nullable) stays owned by the caller and must outlive its use. */
+void sg_ctx_set_profile(sg_ctx *c, sg_net_profile *p);
+
+#endif

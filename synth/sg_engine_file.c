@@ -1,0 +1,99 @@
+/* sg_engine_file.c — the engine file (.sgpe): magic "SGPE", format version,
+ * configuration, input normalization, all parameters and the base network's
+ * running statistics, then a CRC-32 of everything before it. Little-endian.
+ * Loading checks every field before building anything from it. */
+#include "sg_synth_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SGPE_MAGIC "SGPE"
+
+void sg_engine_serialize(const sg_engine *e, sg_buf *b) {
+    const sg_engine_config *c = &e->cfg;
+    sg_buf_append(b, SGPE_MAGIC, 4);
+    sg_buf_u32(b, SG_SGPE_VERSION);
+    int32_t v[10] = {c->img, c->store, c->width, c->stages, c->rank, c->text_buckets,
+                     c->text_dim, c->text_hidden, c->code_dim, c->n_base_classes};
+    sg_buf_u32(b, 10);
+    for (int i = 0; i < 10; i++) sg_buf_u32(b, (uint32_t)v[i]);
+    sg_buf_f32s(b, e->mean, 3);
+    sg_buf_f32s(b, e->std, 3);
+    sg_buf_u64(b, e->n_params);
+    sg_buf_f32s(b, e->params, e->n_params);
+    sg_buf_u64(b, e->base.n_state);
+    sg_buf_f32s(b, e->state, e->base.n_state);
+    sg_buf_u32(b, sg_crc32(0, b->data, b->len));
+}
+
+sg_status sg_engine_save(const sg_engine *e, const char *path, sg_err *err) {
+    sg_buf b = {0};
+    sg_engine_serialize(e, &b);
+    sg_status s = sg_file_write_atomic(path, b.data, b.len, err);
+    sg_buf_free(&b);
+    return s;
+}
+
+static int in_range(int v, int lo, int hi) { return v >= lo && v <= hi; }
+
+sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *name, sg_engine **out, sg_err *err) {
+    *out = NULL;
+    if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0)
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: not an sgps engine file (bad magic)", name);
+    uint32_t ver = sg_get_u32le(data + 4);
+    if (ver > SG_SGPE_VERSION)
+        return sg_err_set(err, SG_ERR_VERSION, "%s: engine format version %u is newer than this sgps reads (%d); upgrade sgps",
+                          name, ver, SG_SGPE_VERSION);
+    if (ver < 1) return sg_err_set(err, SG_ERR_VERSION, "%s: engine format version %u is not supported", name, ver);
+    uint32_t crc = sg_get_u32le(data + len - 4);
+    sg_rd r = {data, len - 4, 8, 0};
+    uint32_t nv;
+    if (sg_rd_u32(&r, &nv) || nv != 10) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated or malformed header", name);
+    uint32_t v[10];
+    for (int i = 0; i < 10; i++)
+        if (sg_rd_u32(&r, &v[i])) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated header", name);
+    sg_engine_config c = {(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4],
+                          (int)v[5], (int)v[6], (int)v[7], (int)v[8], (int)v[9]};
+    if (!in_range(c.img, 8, 1024) || !in_range(c.store, c.img, 2048) || !in_range(c.width, 1, SG_ENGINE_MAX_WIDTH) ||
+        !in_range(c.stages, 1, SG_ENGINE_MAX_STAGES) || (c.img >> c.stages) < 1 || !in_range(c.rank, 1, SG_ENGINE_MAX_RANK) ||
+        !in_range(c.text_buckets, 1, 1 << 22) || !in_range(c.text_dim, 1, SG_TEXT_MAX_DIM) ||
+        !in_range(c.text_hidden, 1, SG_TEXT_MAX_DIM) || !in_range(c.code_dim, 1, SG_TEXT_MAX_DIM) ||
+        !in_range(c.n_base_classes, 1, 100000))
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: engine configuration out of range", name);
+    float mean[3], std[3];
+    if (sg_rd_f32s(&r, mean, 3) || sg_rd_f32s(&r, std, 3)) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated", name);
+    if (sg_crc32(0, data, len - 4) != crc)
+        return sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", name);
+    sg_engine *e = sg_engine_create(&c, 0);
+    uint64_t np, ns;
+    if (sg_rd_u64(&r, &np) || np != e->n_params || sg_rd_f32s(&r, e->params, e->n_params) || sg_rd_u64(&r, &ns) ||
+        ns != e->base.n_state || sg_rd_f32s(&r, e->state, e->base.n_state) || r.pos != r.len) {
+        sg_engine_free(e);
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: parameter block does not match the configuration", name);
+    }
+    for (size_t i = 0; i < e->n_params; i++)
+        if (!isfinite(e->params[i])) {
+            sg_engine_free(e);
+            return sg_err_set(err, SG_ERR_NONFINITE, "%s: parameter %zu is not finite", name, i);
+        }
+    for (int i = 0; i < 3; i++)
+        if (!isfinite(mean[i]) || !isfinite(std[i]) || std[i] <= 0) {
+            sg_engine_free(e);
+            return sg_err_set(err, SG_ERR_FORMAT, "%s: invalid normalization statistics", name);
+        }
+    sg_engine_set_normalization(e, mean, std);
+    *out = e;
+    return SG_OK;
+}
+
+sg_status sg_engine_load(const char *path, sg_engine **out, sg_err *err) {
+    uint8_t *data;
+    size_t len;
+    *out = NULL;
+    sg_status s = sg_file_read_all(path, &data, &len, (size_t)4 << 30, err);
+    if (s != SG_OK) return s;
+    s = sg_engine_deserialize(data, len, path, out, err);
+    free(data);
+    return s;
+}

@@ -1,0 +1,297 @@
+/* sg_episode.c — differentiable synthesis of one episode (meta-training) and
+ * synthesis of a standalone classifier for a task.
+ *
+ * Head of the synthesized classifier: prototypes p_c mix the mean support
+ * feature of class c (through the synthesized backbone) with the projected
+ * text code, p_c = [K_c > 0]·mean f(x) + [text]·w_c·(P t_c + b_P), w_c = ω when
+ * the class also has images, else 1. The centre m = mean_c p_c; the head is
+ * a cosine classifier: logit_c = τ · ((f - m)/|f - m|) · ((p_c - m)/|p_c - m|).
+ * ProtoNet is the special case with no adaptation and no text. */
+#include "sg_synth_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sg_engine_base_features(const sg_engine *e, int n, const float *x, float *feat) {
+    int C = e->cfg.width, chunk = 64;
+    sg_ctx *ctx = sg_ctx_create(&e->base, n < chunk ? (n > 0 ? n : 1) : chunk);
+    size_t in_sz = (size_t)3 * e->cfg.img * e->cfg.img;
+    for (int i = 0; i < n; i += chunk) {
+        int b = n - i < chunk ? n - i : chunk;
+        const float *f = sg_net_forward(&e->base, ctx, e->params, e->state, x + i * in_sz, b, 0);
+        memcpy(feat + (size_t)i * C, f, sizeof(float) * (size_t)b * C);
+    }
+    sg_ctx_free(ctx);
+}
+
+/* Head forward: prototypes from support features and text projections. */
+typedef struct head_state {
+    int N, C;
+    float proto[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
+    float tp[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
+    float v[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
+    float nrm[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
+    float m[SG_ENGINE_MAX_WIDTH];
+    float wc[SG_MAX_WAY];
+    int has_img[SG_MAX_WAY], has_text[SG_MAX_WAY];
+} head_state;
+
+static void text_project(const sg_engine *e, const float *code, float *out) {
+    int C = e->cfg.width, T = e->cfg.code_dim;
+    const float *P = e->params + e->off_P, *pb = P + (size_t)C * T;
+    for (int c = 0; c < C; c++) {
+        float s = pb[c];
+        for (int t = 0; t < T; t++) s += P[(size_t)c * T + t] * code[t];
+        out[c] = s;
+    }
+}
+
+/* feats_img[c] (C) given when has_img[c]; codes[c] (T) when has_text[c]. */
+static void head_forward(const sg_engine *e, head_state *h, float feats_img[][SG_ENGINE_MAX_WIDTH],
+                         float codes[][SG_TEXT_MAX_DIM]) {
+    int N = h->N, C = h->C;
+    float omega = e->params[e->off_omega];
+    memset(h->m, 0, sizeof h->m);
+    for (int c = 0; c < N; c++) {
+        h->wc[c] = h->has_img[c] ? omega : 1.0f;
+        for (int j = 0; j < C; j++) h->proto[c][j] = h->has_img[c] ? feats_img[c][j] : 0.0f;
+        if (h->has_text[c]) {
+            text_project(e, codes[c], h->tp[c]);
+            for (int j = 0; j < C; j++) h->proto[c][j] += h->wc[c] * h->tp[c][j];
+        }
+        for (int j = 0; j < C; j++) h->m[j] += h->proto[c][j] / (float)N;
+    }
+    for (int c = 0; c < N; c++)
+        for (int j = 0; j < C; j++) h->v[c][j] = h->proto[c][j] - h->m[j];
+    sg_l2norm_forward(N, SG_ENGINE_MAX_WIDTH, &h->v[0][0], NULL, SG_L2NORM_EPS, &h->nrm[0][0]);
+}
+
+float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, float scale, float *acc) {
+    const sg_engine_config *cf = &e->cfg;
+    int N = ep->way, C = cf->width, T = cf->code_dim, Z = e->zdim;
+    SG_ASSERT(N >= 2 && N <= SG_MAX_WAY && C <= SG_ENGINE_MAX_WIDTH);
+    size_t isz = (size_t)3 * cf->img * cf->img, ssz = (size_t)3 * cf->store * cf->store;
+    int ns = 0;
+    for (int c = 0; c < N; c++) ns += ep->shots[c];
+    int nq = ep->n_query;
+    float *xs = sg_xalloc_floats((size_t)(ns ? ns : 1) * isz), *xq = sg_xalloc_floats((size_t)nq * isz);
+    for (int c = 0, k = 0; c < N; c++)
+        for (int i = 0; i < ep->shots[c]; i++, k++) sg_engine_prepare_image(e, ep->support[c] + i * ssz, 0, xs + k * isz);
+    for (int q = 0; q < nq; q++) sg_engine_prepare_image(e, ep->query + q * ssz, 0, xq + q * isz);
+
+    /* text codes */
+    static _Thread_local sg_text_cache tcache[SG_MAX_WAY];
+    static _Thread_local int tids[SG_MAX_WAY][SG_TEXT_MAX_IDS];
+    int ntid[SG_MAX_WAY], n_text = 0;
+    float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *codes);
+    head_state *h = sg_xcalloc(1, sizeof *h);
+    h->N = N;
+    h->C = C;
+    float *z = sg_xalloc_floats((size_t)Z);
+    for (int c = 0; c < N; c++) {
+        h->has_img[c] = ep->shots[c] > 0;
+        h->has_text[c] = ep->texts && ep->texts[c] && ep->texts[c][0];
+        if (!h->has_text[c]) continue;
+        ntid[c] = sg_text_tokenize(ep->texts[c], cf->text_buckets, tids[c], SG_TEXT_MAX_IDS);
+        sg_text_forward(e, tids[c], ntid[c], NULL, &tcache[c]);
+        memcpy(codes[c], tcache[c].code, sizeof(float) * (size_t)T);
+        for (int t = 0; t < T; t++) z[C + t] += codes[c][t];
+        n_text++;
+    }
+    for (int c = 0; c < N; c++) SG_ASSERT(h->has_img[c] || h->has_text[c]);
+    if (n_text)
+        for (int t = 0; t < T; t++) z[C + t] /= (float)n_text;
+    sg_engine_image_summary(e, sg_engine_ws(&e->ws_base, &e->base, ns), ns, xs, z);
+    z[C + T] = ns > 0;
+    z[C + T + 1] = n_text > 0;
+
+    float *theta = sg_xalloc_floats(e->syn.n_params), *dtheta = sg_xalloc_floats(e->syn.n_params);
+    sg_gen_cache *gc = sg_gen_cache_create(e);
+    sg_gen_forward(e, z, 1, gc, theta);
+
+    /* Train-mode forwards keep the activations the backward needs (the
+     * synthesized net has no batch norm, so the modes compute the same). */
+    int keep = grad != NULL;
+    sg_ctx *cs = ns ? sg_engine_ws(&e->ws_sup, &e->syn, ns) : NULL, *cq = sg_engine_ws(&e->ws_qry, &e->syn, nq);
+    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
+    if (ns) {
+        const float *fs = sg_net_forward(&e->syn, cs, theta, NULL, xs, ns, keep);
+        for (int c = 0, k = 0; c < N; c++)
+            for (int i = 0; i < ep->shots[c]; i++, k++)
+                for (int j = 0; j < C; j++) fimg[c][j] += fs[(size_t)k * C + j] / (float)ep->shots[c];
+    }
+    head_forward(e, h, fimg, codes);
+    const float *fq = sg_net_forward(&e->syn, cq, theta, NULL, xq, nq, keep);
+    float tau = expf(e->params[e->off_logtau]);
+    float *u = sg_xalloc_floats((size_t)nq * C), *logits = sg_xalloc_floats((size_t)nq * N);
+    float *dlog = sg_xalloc_floats((size_t)nq * N);
+    sg_l2norm_forward(nq, C, fq, h->m, SG_L2NORM_EPS, u);
+    for (int q = 0; q < nq; q++)
+        for (int c = 0; c < N; c++) {
+            float s = 0;
+            for (int j = 0; j < C; j++) s += u[(size_t)q * C + j] * h->nrm[c][j];
+            logits[(size_t)q * N + c] = tau * s;
+        }
+    float loss = sg_softmax_xent(nq, N, logits, ep->query_label, scale, dlog, NULL);
+    if (acc) {
+        int right = 0;
+        for (int q = 0; q < nq; q++) {
+            int best = 0;
+            for (int c = 1; c < N; c++)
+                if (logits[(size_t)q * N + c] > logits[(size_t)q * N + best]) best = c;
+            right += best == ep->query_label[q];
+        }
+        *acc = (float)right / (float)nq;
+    }
+
+    if (grad) {
+        /* head backward */
+        float dlt = 0;
+        for (size_t i = 0; i < (size_t)nq * N; i++) dlt += dlog[i] * logits[i];
+        grad[e->off_logtau] += dlt;
+        float (*dn)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *dn);
+        float (*dv)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *dv);
+        float *du = sg_xalloc_floats((size_t)nq * C), *dfq = sg_xalloc_floats((size_t)nq * C);
+        float dm[SG_ENGINE_MAX_WIDTH] = {0};
+        for (int q = 0; q < nq; q++)
+            for (int c = 0; c < N; c++) {
+                float g = tau * dlog[(size_t)q * N + c];
+                for (int j = 0; j < C; j++) {
+                    dn[c][j] += g * u[(size_t)q * C + j];
+                    du[(size_t)q * C + j] += g * h->nrm[c][j];
+                }
+            }
+        sg_l2norm_backward(nq, C, fq, h->m, SG_L2NORM_EPS, du, dfq, dm);
+        sg_l2norm_backward(N, SG_ENGINE_MAX_WIDTH, &h->v[0][0], NULL, SG_L2NORM_EPS, &dn[0][0], &dv[0][0], NULL);
+        for (int c = 0; c < N; c++)
+            for (int j = 0; j < C; j++) dm[j] -= dv[c][j];
+        float *dz = sg_xalloc_floats((size_t)Z);
+        float (*dcode)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *dcode);
+        float *dfs = ns ? sg_xalloc_floats((size_t)ns * C) : NULL;
+        float *gP = grad + e->off_P, *gpb = gP + (size_t)C * T;
+        const float *P = e->params + e->off_P;
+        for (int c = 0, k0 = 0; c < N; c++) {
+            float dp[SG_ENGINE_MAX_WIDTH];
+            for (int j = 0; j < C; j++) dp[j] = dv[c][j] + dm[j] / (float)N;
+            if (h->has_text[c]) {
+                if (h->has_img[c]) {
+                    float s = 0;
+                    for (int j = 0; j < C; j++) s += dp[j] * h->tp[c][j];
+                    grad[e->off_omega] += s;
+                }
+                for (int j = 0; j < C; j++) {
+                    float g = h->wc[c] * dp[j];
+                    gpb[j] += g;
+                    for (int t = 0; t < T; t++) {
+                        gP[(size_t)j * T + t] += g * codes[c][t];
+                        dcode[c][t] += g * P[(size_t)j * T + t];
+                    }
+                }
+            }
+            for (int i = 0; i < ep->shots[c]; i++)
+                for (int j = 0; j < C; j++) dfs[(size_t)(k0 + i) * C + j] = dp[j] / (float)ep->shots[c];
+            k0 += ep->shots[c];
+        }
+        sg_net_backward(&e->syn, cq, theta, NULL, dfq, dtheta, NULL);
+        if (ns) sg_net_backward(&e->syn, cs, theta, NULL, dfs, dtheta, NULL);
+        sg_gen_backward(e, z, gc, dtheta, grad, dz);
+        for (int c = 0; c < N; c++) {
+            if (!h->has_text[c]) continue;
+            for (int t = 0; t < T; t++) dcode[c][t] += dz[C + t] / (float)n_text;
+            sg_text_backward(e, tids[c], ntid[c], NULL, &tcache[c], dcode[c], grad);
+        }
+        free(dn); free(dv); free(du); free(dfq); free(dz); free(dcode); free(dfs);
+    }
+    sg_gen_cache_free(gc);
+    free(xs); free(xq); free(codes); free(h); free(z); free(theta); free(dtheta); free(fimg);
+    free(u); free(logits); free(dlog);
+    return loss;
+}
+
+sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_classifier **out,
+                               sg_err *err) {
+    const sg_engine_config *cf = &e->cfg;
+    int N = task->n_classes, C = cf->width, T = cf->code_dim, Z = e->zdim;
+    *out = NULL;
+    if (N < 2 || N > SG_MAX_WAY) return sg_err_set(err, SG_ERR_ARG, "task has %d classes; 2..%d are supported", N, SG_MAX_WAY);
+    size_t isz = (size_t)3 * cf->img * cf->img, ssz = (size_t)3 * cf->store * cf->store;
+    int ns = 0, n_text = 0;
+    for (int c = 0; c < N; c++) {
+        const sg_task_class *k = &task->classes[c];
+        int img = o->use_images && k->n_shots > 0, txt = o->use_text && k->text && k->text[0];
+        if (!img && !txt)
+            return sg_err_set(err, SG_ERR_ARG, "class '%s' has no %s", k->name ? k->name : "?",
+                              o->use_images ? (o->use_text ? "support image and no description" : "support image")
+                                            : "description (text-only synthesis)");
+        if (img) ns += k->n_shots;
+        n_text += txt;
+    }
+    int views = o->flip_aug ? 2 : 1;
+    float *xs = sg_xalloc_floats((size_t)(ns ? ns : 1) * views * isz);
+    for (int c = 0, k = 0; c < N && o->use_images; c++)
+        for (int i = 0; i < task->classes[c].n_shots; i++, k++)
+            for (int v = 0; v < views; v++)
+                sg_engine_prepare_image(e, task->classes[c].images + i * ssz, v, xs + ((size_t)k * views + v) * isz);
+    float *z = sg_xalloc_floats((size_t)Z);
+    float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *codes);
+    head_state *h = sg_xcalloc(1, sizeof *h);
+    h->N = N;
+    h->C = C;
+    int *ids = sg_xmalloc(sizeof(int) * SG_TEXT_MAX_IDS);
+    sg_text_cache tc;
+    for (int c = 0; c < N; c++) {
+        const sg_task_class *k = &task->classes[c];
+        h->has_img[c] = o->use_images && k->n_shots > 0;
+        h->has_text[c] = o->use_text && k->text && k->text[0];
+        if (!h->has_text[c]) continue;
+        int nid = sg_text_tokenize(k->text, cf->text_buckets, ids, SG_TEXT_MAX_IDS);
+        sg_text_forward(e, ids, nid, NULL, &tc);
+        memcpy(codes[c], tc.code, sizeof(float) * (size_t)T);
+        for (int t = 0; t < T; t++) z[C + t] += codes[c][t] / (float)n_text;
+    }
+    sg_engine *me = (sg_engine *)e; /* workspaces only */
+    sg_ctx *ctx = sg_engine_ws(&me->ws_base, &e->base, ns);
+    if (ns) {
+        /* The summary sees the unflipped views, as in training. */
+        float *x1 = sg_xalloc_floats((size_t)ns * isz);
+        for (int k = 0; k < ns; k++) memcpy(x1 + k * isz, xs + (size_t)k * views * isz, sizeof(float) * isz);
+        sg_engine_image_summary(e, ctx, ns, x1, z);
+        free(x1);
+    }
+    z[C + T] = ns > 0;
+    z[C + T + 1] = n_text > 0;
+    float *theta = sg_xalloc_floats(e->syn.n_params);
+    sg_gen_cache *gc = sg_gen_cache_create(e);
+    sg_gen_forward(e, z, o->adapt, gc, theta);
+    sg_gen_cache_free(gc);
+    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
+    if (ns) {
+        ctx = sg_engine_ws(&me->ws_sup, &e->syn, ns * views);
+        const float *fs = sg_net_forward(&e->syn, ctx, theta, NULL, xs, ns * views, 0);
+        for (int c = 0, k = 0; c < N; c++)
+            for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots; i++, k++)
+                for (int v = 0; v < views; v++)
+                    for (int j = 0; j < C; j++)
+                        fimg[c][j] += fs[((size_t)k * views + v) * C + j] / (float)(task->classes[c].n_shots * views);
+    }
+    head_forward(e, h, fimg, codes);
+
+    /* The classifier: synthesized backbone, centred L2 norm, cosine head. */
+    sg_arch a = e->syn;
+    int li = sg_arch_add_l2norm(&a);
+    int lh = sg_arch_add_linear(&a, N, 1);
+    float *params = sg_xalloc_floats(a.n_params);
+    memcpy(params, theta, sizeof(float) * e->syn.n_params);
+    memcpy(params + a.layers[li].param_off, h->m, sizeof(float) * (size_t)C);
+    float tau = expf(e->params[e->off_logtau]);
+    float *W = params + a.layers[lh].param_off;
+    for (int c = 0; c < N; c++)
+        for (int j = 0; j < C; j++) W[(size_t)c * C + j] = tau * h->nrm[c][j];
+    const char **names = sg_xcalloc((size_t)N, sizeof *names);
+    for (int c = 0; c < N; c++) names[c] = task->classes[c].name ? task->classes[c].name : "";
+    *out = sg_classifier_create(&a, e->mean, e->std, N, names, params, NULL);
+    free(names); free(params); free(theta); free(fimg); free(h); free(codes); free(z); free(xs); free(ids);
+    return SG_OK;
+}

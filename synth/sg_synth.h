@@ -1,0 +1,203 @@
+/* sg_synth.h — the SGPS engine: a meta-trained hypernetwork that writes every
+ * parameter of a small CNN classifier from a task's support images and
+ * clinical descriptions; its meta-training and few-shot evaluation.
+ *
+ * Lifecycle:
+ *   1) sg_engine *e = sg_engine_create(&cfg, seed);   or sg_engine_load(path, &e, &err)
+ *   2) meta-train:  sg_engine_train(e, &data, &opts, comm, &err)   (MPI data-parallel)
+ *   3) synthesize:  sg_engine_synthesize(e, &task, &sopts, &classifier, &err)
+ *      → a standalone sg_classifier (model/), run with sg_net_forward.
+ *   4) evaluate:    sg_fewshot_eval(e, &data, &eopts, &result, comm)
+ *   5) sg_engine_save(e, path, &err); sg_engine_free(e)
+ *
+ * Images handed to the engine are already decoded by the caller (io/):
+ * uint8 RGB planar (3, S, S) at the engine's storage side S = cfg.store
+ * (slightly above cfg.img, for crops). The engine normalizes with the
+ * statistics it stores.
+ *
+ * The synthesized classifier: 4 × [conv3×3 (W_base + U·diag(α)·V), affine
+ * (folded norm × FiLM), ReLU, maxpool 2], GAP, centred L2 norm, linear head.
+ * α, the FiLM scale/shift, the centre and the head all come from the task
+ * code (support-set image summary + text code), so every parameter of the
+ * classifier is a function of the task.
+ */
+#ifndef SG_SYNTH_H
+#define SG_SYNTH_H
+
+#include "sg_core.h"
+#include "sg_model.h"
+
+#include <mpi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SG_SGPE_VERSION 1
+
+typedef struct sg_engine_config {
+    int img;          /* classifier input side (64) */
+    int store;        /* stored image side for training crops (72) */
+    int width;        /* channels per stage (64) */
+    int stages;       /* conv stages (4) */
+    int rank;         /* rank of the generated kernel deltas (4) */
+    int text_buckets; /* hashed uni/bigram buckets (16384) */
+    int text_dim;     /* embedding-bag dimension (64) */
+    int text_hidden;  /* text MLP hidden units (64) */
+    int code_dim;     /* text code dimension (32) */
+    int n_base_classes; /* classes of the stage-1 supervised head */
+} sg_engine_config;
+
+void sg_engine_config_default(sg_engine_config *c);
+
+typedef struct sg_engine sg_engine; /* opaque */
+
+sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed);
+void sg_engine_free(sg_engine *e);
+const sg_engine_config *sg_engine_get_config(const sg_engine *e);
+size_t sg_engine_n_params(const sg_engine *e);
+void sg_engine_set_normalization(sg_engine *e, const float mean[3], const float std[3]);
+sg_status sg_engine_save(const sg_engine *e, const char *path, sg_err *err);
+void sg_engine_serialize(const sg_engine *e, sg_buf *out);
+sg_status sg_engine_load(const char *path, sg_engine **out, sg_err *err);
+sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *name, sg_engine **out, sg_err *err);
+/* CRC-32 of the parameters: equal on every rank after each step. */
+uint32_t sg_engine_params_crc(const sg_engine *e);
+
+/* ---- text ---------------------------------------------------------------- */
+/* Lowercased alphanumeric words; unigram and bigram hashes into [0, buckets).
+ * Returns the number of ids written (at most max_ids). */
+int sg_text_tokenize(const char *text, int buckets, int *ids, int max_ids);
+
+/* ---- tasks --------------------------------------------------------------- */
+
+typedef struct sg_task_class {
+    const char *name;
+    const char *text;       /* clinical description, or NULL */
+    int n_shots;            /* support images, 0..5 (or more) */
+    const uint8_t *images;  /* (n_shots, 3, store, store) uint8 */
+} sg_task_class;
+
+typedef struct sg_task {
+    int n_classes;
+    const sg_task_class *classes;
+} sg_task;
+
+typedef struct sg_synth_opts {
+    int use_images; /* 1: use the support images (when a class has any) */
+    int use_text;   /* 1: use the descriptions (when present) */
+    int flip_aug;   /* 1: average each support image with its mirror */
+    int adapt;      /* 1: generated kernel deltas and FiLM; 0: base kernels (ablation) */
+} sg_synth_opts;
+
+void sg_synth_opts_default(sg_synth_opts *o);
+
+/* Writes a standalone classifier for the task. Deterministic. Fails with a
+ * message when a class has neither usable images nor text. */
+sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_classifier **out,
+                               sg_err *err);
+
+/* Normalizes uint8 (n, 3, store, store) images to floats (n, 3, img, img),
+ * centre region resized (used by synthesis and evaluation). */
+void sg_engine_prepare_images(const sg_engine *e, int n, const uint8_t *images, float *out);
+
+/* ---- training data ------------------------------------------------------- */
+
+typedef struct sg_dataset {
+    int n;            /* images */
+    int store;        /* side of the stored images */
+    uint8_t *pix;     /* (n, 3, store, store) */
+    int *label;       /* (n) class index */
+    int n_classes;
+    char **class_names; /* (n_classes) */
+    char **class_text;  /* (n_classes) description or NULL */
+    int *class_domain;  /* (n_classes) which source set */
+    int n_domains;
+    char **domain_names;
+} sg_dataset;
+
+void sg_dataset_free(sg_dataset *d);
+/* Per-channel mean and std of the images (0..1 scale). */
+void sg_dataset_stats(const sg_dataset *d, float mean[3], float std[3]);
+
+/* ---- meta-training ------------------------------------------------------- */
+
+typedef struct sg_train_opts {
+    int stage1_epochs;     /* supervised pretraining epochs */
+    int batch;             /* stage 1 global batch */
+    float lr1, wd1;        /* stage 1 AdamW */
+    int stage2_episodes;   /* episodic steps (global) */
+    int episodes_per_step; /* episodes per optimizer step (split over ranks) */
+    float lr2, wd2;
+    int way, max_shot, queries;
+    float text_dropout;
+    int val_episodes;      /* validation episodes per check */
+    const int *val_classes; int n_val_classes; /* held-out classes (indices into data) */
+    uint64_t seed;
+    const char *checkpoint; /* path prefix for checkpoints, or NULL */
+    int resume;
+    int log_every;
+    double time_budget_s;  /* stop stage 2 early when exceeded (0: none) */
+} sg_train_opts;
+
+void sg_train_opts_default(sg_train_opts *o);
+
+/* Meta-trains the engine on `data` (classes not in val_classes). All ranks
+ * of comm pass the same data and options; returns with identical weights on
+ * every rank. */
+sg_status sg_engine_train(sg_engine *e, const sg_dataset *data, const sg_train_opts *o, MPI_Comm comm, sg_err *err);
+
+/* One stage-2 episode: loss and gradient (accumulated into grad, flat like the
+ * engine's parameters, scaled by `scale`). Exposed for tests. */
+typedef struct sg_episode {
+    int way;
+    int *shots;          /* (way) */
+    const uint8_t **support; /* per class (shots[c], 3, store, store) */
+    const char **texts;  /* per class or NULL */
+    int n_query;
+    const uint8_t *query; /* (n_query, 3, store, store) */
+    const int *query_label;
+} sg_episode;
+
+float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, float scale, float *acc);
+float *sg_engine_params(sg_engine *e);
+/* The first trainable parameter of stage 2 (base backbone and stage-1 head come before). */
+size_t sg_engine_stage2_offset(const sg_engine *e);
+
+/* ---- few-shot evaluation ------------------------------------------------- */
+
+typedef enum sg_method {
+    SG_M_SGPS_IMG = 0,
+    SG_M_SGPS_IMG_TEXT,
+    SG_M_SGPS_TEXT,
+    SG_M_PROTONET,
+    SG_M_LINPROBE,
+    SG_M_FINETUNE,
+    SG_M_CHANCE,
+    SG_M__COUNT
+} sg_method;
+
+const char *sg_method_name(sg_method m);
+
+typedef struct sg_fewshot_opts {
+    int way, shot, queries, episodes;
+    uint64_t seed;
+    int methods[SG_M__COUNT]; /* 1 = run */
+} sg_fewshot_opts;
+
+typedef struct sg_fewshot_result {
+    double mean[SG_M__COUNT], ci95[SG_M__COUNT];
+    int ran[SG_M__COUNT];
+    int episodes;
+    double seconds;
+} sg_fewshot_result;
+
+/* Episodes over all classes of `data` with at least shot + queries images.
+ * Splits episodes over the ranks of comm; rank 0 gets the result. */
+sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *data, const sg_fewshot_opts *o,
+                          sg_fewshot_result *res, MPI_Comm comm, sg_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,63 @@
+/* sg_synth_impl.h — internals shared by the synth/ sources. */
+#ifndef SG_SYNTH_IMPL_H
+#define SG_SYNTH_IMPL_H
+
+#include "sg_synth.h"
+
+#define SG_ENGINE_MAX_STAGES 6
+#define SG_ENGINE_MAX_WIDTH 512
+#define SG_ENGINE_MAX_RANK 64
+#define SG_TEXT_MAX_DIM 512
+#define SG_TEXT_MAX_IDS 1024
+#define SG_MAX_WAY 64
+
+struct sg_engine {
+    sg_engine_config cfg;
+    float mean[3], std[3];
+    sg_arch base_cls; /* conv4(BN) + GAP + stage-1 head */
+    sg_arch base;     /* conv4(BN) + GAP: the same leading parameters */
+    sg_arch syn;      /* conv4(affine) + GAP: what the generator writes */
+    int zdim;         /* task code: image summary (C) + text summary (T) + 2 flags */
+    size_t n_params;
+    float *params;
+    float *state; /* base batch-norm running statistics */
+    size_t off_s2, off_emb, off_t1, off_t2;
+    size_t off_gg[SG_ENGINE_MAX_STAGES], off_gb[SG_ENGINE_MAX_STAGES];
+    size_t off_U[SG_ENGINE_MAX_STAGES], off_V[SG_ENGINE_MAX_STAGES], off_A[SG_ENGINE_MAX_STAGES];
+    size_t off_P, off_omega, off_logtau;
+    /* Reused workspaces (an engine is used by one thread at a time). */
+    sg_ctx *ws_base, *ws_sup, *ws_qry;
+};
+
+/* A workspace for arch a with room for n images, reused while big enough. */
+sg_ctx *sg_engine_ws(sg_ctx **slot, const sg_arch *a, int n);
+
+typedef struct sg_text_cache {
+    float bag[SG_TEXT_MAX_DIM], hid[SG_TEXT_MAX_DIM], code[SG_TEXT_MAX_DIM];
+    int n_used;
+} sg_text_cache;
+
+typedef struct sg_gen_cache {
+    float gamma[SG_ENGINE_MAX_STAGES][SG_ENGINE_MAX_WIDTH];
+    float beta[SG_ENGINE_MAX_STAGES][SG_ENGINE_MAX_WIDTH];
+    float alpha[SG_ENGINE_MAX_STAGES][SG_ENGINE_MAX_RANK];
+    float *work;
+} sg_gen_cache;
+
+void sg_engine_crop_plane(const uint8_t *plane, int S, float x0, float y0, float cw, float ch, int o, int flip,
+                          float mean, float std, float *out);
+void sg_engine_prepare_image(const sg_engine *e, const uint8_t *img, int flip, float *out);
+void sg_text_forward(const sg_engine *e, const int *ids, int n_ids, const uint8_t *drop, sg_text_cache *tc);
+void sg_text_backward(const sg_engine *e, const int *ids, int n_ids, const uint8_t *drop, const sg_text_cache *tc,
+                      const float *dcode, float *grad);
+void sg_gen_forward(const sg_engine *e, const float *z, int adapt, sg_gen_cache *gc, float *theta);
+void sg_gen_backward(const sg_engine *e, const float *z, const sg_gen_cache *gc, const float *dtheta, float *grad,
+                     float *dz);
+sg_gen_cache *sg_gen_cache_create(const sg_engine *e);
+void sg_gen_cache_free(sg_gen_cache *gc);
+void sg_engine_image_summary(const sg_engine *e, sg_ctx *bctx, int n, const float *x, float *out);
+
+/* Base-backbone features (eval mode) of n prepared images → (n, C). */
+void sg_engine_base_features(const sg_engine *e, int n, const float *x, float *feat);
+
+#endif

@@ -1,0 +1,481 @@
+/* sg_train.c — meta-training of the engine, data-parallel over MPI ranks.
+ *
+ * Stage 1: supervised pretraining of the base CNN on every training class
+ * (class-balanced batches, random resized crops, flips, light brightness and
+ * contrast jitter), AdamW with cosine decay.
+ * Stage 2: episodic training of the generator (text encoder, FiLM and
+ * kernel-delta generators, text projection, temperature) on the frozen base:
+ * N-way episodes drawn within one source set, K mixed over 0..max_shot (K = 0
+ * is text-only), text dropped per class.
+ *
+ * Every rank draws the same batch / episodes from the same seeded stream and
+ * works on its own share; one MPI_Allreduce sums the flat gradient buffer, so
+ * all ranks apply the same update and keep identical weights (checked by a
+ * CRC of the parameters at every validation).
+ */
+#include "sg_synth_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sg_train_opts_default(sg_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->stage1_epochs = 10;
+    o->batch = 128;
+    o->lr1 = 2e-3f;
+    o->wd1 = 5e-4f;
+    o->stage2_episodes = 1000;
+    o->episodes_per_step = 4;
+    o->lr2 = 1e-3f;
+    o->wd2 = 1e-4f;
+    o->way = 5;
+    o->max_shot = 5;
+    o->queries = 6;
+    o->text_dropout = 0.3f;
+    o->val_episodes = 100;
+    o->seed = 1;
+    o->log_every = 20;
+}
+
+void sg_dataset_free(sg_dataset *d) {
+    if (!d) return;
+    for (int c = 0; c < d->n_classes; c++) {
+        free(d->class_names ? d->class_names[c] : NULL);
+        free(d->class_text ? d->class_text[c] : NULL);
+    }
+    for (int i = 0; i < d->n_domains; i++) free(d->domain_names ? d->domain_names[i] : NULL);
+    free(d->class_names);
+    free(d->class_text);
+    free(d->class_domain);
+    free(d->domain_names);
+    free(d->pix);
+    free(d->label);
+    memset(d, 0, sizeof *d);
+}
+
+void sg_dataset_stats(const sg_dataset *d, float mean[3], float std[3]) {
+    size_t pl = (size_t)d->store * d->store;
+    for (int c = 0; c < 3; c++) {
+        double s = 0, ss = 0;
+        for (int i = 0; i < d->n; i++) {
+            const uint8_t *p = d->pix + ((size_t)i * 3 + c) * pl;
+            for (size_t q = 0; q < pl; q++) {
+                s += p[q];
+                ss += (double)p[q] * p[q];
+            }
+        }
+        double m = s / ((double)d->n * pl), var = ss / ((double)d->n * pl) - m * m;
+        mean[c] = (float)(m / 255.0);
+        std[c] = (float)(sqrt(var > 1e-12 ? var : 1e-12) / 255.0);
+    }
+}
+
+/* Class → image indices. */
+typedef struct class_index {
+    int n_classes;
+    int *start, *count, *idx;
+} class_index;
+
+static void class_index_build(const sg_dataset *d, class_index *ci) {
+    ci->n_classes = d->n_classes;
+    ci->start = sg_xcalloc((size_t)d->n_classes + 1, sizeof(int));
+    ci->count = sg_xcalloc((size_t)d->n_classes, sizeof(int));
+    ci->idx = sg_xcalloc((size_t)d->n + 1, sizeof(int));
+    for (int i = 0; i < d->n; i++) ci->count[d->label[i]]++;
+    for (int c = 0; c < d->n_classes; c++) ci->start[c + 1] = ci->start[c] + ci->count[c];
+    int *fill = sg_xcalloc((size_t)d->n_classes, sizeof(int));
+    for (int i = 0; i < d->n; i++) {
+        int c = d->label[i];
+        ci->idx[ci->start[c] + fill[c]++] = i;
+    }
+    free(fill);
+}
+
+static void class_index_free(class_index *ci) {
+    free(ci->start);
+    free(ci->count);
+    free(ci->idx);
+}
+
+/* Random resized crop + flip + jitter of one stored image into (3, img, img). */
+static void augment(const sg_engine *e, const uint8_t *img, sg_rng *r, float *out) {
+    int S = e->cfg.store, o = e->cfg.img;
+    float area = 0.35f + 0.65f * sg_rng_uniform(r);
+    float ar = expf(logf(0.75f) + (logf(4.0f / 3.0f) - logf(0.75f)) * sg_rng_uniform(r));
+    float cw = (float)S * sqrtf(area * ar), ch = (float)S * sqrtf(area / ar);
+    if (cw > S) cw = (float)S;
+    if (ch > S) ch = (float)S;
+    float x0 = ((float)S - cw) * sg_rng_uniform(r), y0 = ((float)S - ch) * sg_rng_uniform(r);
+    int flip = sg_rng_below(r, 2);
+    float con = 1.0f + 0.3f * (sg_rng_uniform(r) - 0.5f), bri = 0.3f * (sg_rng_uniform(r) - 0.5f);
+    for (int c = 0; c < 3; c++) {
+        float *p = out + (size_t)c * o * o;
+        sg_engine_crop_plane(img + (size_t)c * S * S, S, x0, y0, cw, ch, o, flip, e->mean[c], e->std[c], p);
+        for (int q = 0; q < o * o; q++) p[q] = p[q] * con + bri;
+    }
+}
+
+static double allreduce_sum_d(double v, MPI_Comm comm) {
+    double out;
+    MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, comm);
+    return out;
+}
+
+/* Average the base batch-norm running statistics over ranks. */
+static void sync_state(sg_engine *e, MPI_Comm comm, int P) {
+    if (P == 1) return;
+    MPI_Allreduce(MPI_IN_PLACE, e->state, (int)e->base.n_state, MPI_FLOAT, MPI_SUM, comm);
+    for (size_t i = 0; i < e->base.n_state; i++) e->state[i] /= (float)P;
+}
+
+static sg_status check_same_weights(const sg_engine *e, MPI_Comm comm, sg_err *err) {
+    uint32_t crc = sg_engine_params_crc(e), lo, hi;
+    MPI_Allreduce(&crc, &lo, 1, MPI_UINT32_T, MPI_MIN, comm);
+    MPI_Allreduce(&crc, &hi, 1, MPI_UINT32_T, MPI_MAX, comm);
+    if (lo != hi) return sg_err_set(err, SG_ERR_MPI, "ranks hold different weights (CRC %08x vs %08x)", lo, hi);
+    return SG_OK;
+}
+
+/* ---- episodes ---- */
+
+typedef struct episode_buf {
+    int shots[SG_MAX_WAY];
+    const uint8_t *support[SG_MAX_WAY];
+    const char *texts[SG_MAX_WAY];
+    uint8_t *sup, *qry;
+    int *qlab;
+    sg_episode ep;
+} episode_buf;
+
+/* Draws an episode from the classes allowed[] (grouped by domain). Returns 0
+ * when no domain has two classes with enough images. */
+int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, int way, int shot, int queries,
+                      float text_dropout, int text_only, sg_rng *r, episode_buf *b);
+
+int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, int way, int shot, int queries,
+                      float text_dropout, int text_only, sg_rng *r, episode_buf *b) {
+    static _Thread_local class_index ci;
+    static _Thread_local const sg_dataset *ci_for;
+    if (ci_for != d) {
+        if (ci_for) class_index_free(&ci);
+        class_index_build(d, &ci);
+        ci_for = d;
+    }
+    int need = (shot > 0 ? shot : 0) + queries;
+    /* pick a domain weighted by its eligible classes */
+    int *elig = sg_xmalloc(sizeof(int) * (size_t)(n_allowed + 1));
+    int tries = 0;
+    int dom = -1, ne = 0;
+    while (tries++ < 50) {
+        int pick = allowed[sg_rng_below(r, (uint32_t)n_allowed)];
+        dom = d->class_domain[pick];
+        ne = 0;
+        for (int i = 0; i < n_allowed; i++) {
+            int c = allowed[i];
+            if (d->class_domain[c] == dom && ci.count[c] >= need && (!text_only || d->class_text[c])) elig[ne++] = c;
+        }
+        if (ne >= 2) break;
+    }
+    if (ne < 2) {
+        free(elig);
+        return 0;
+    }
+    sg_rng_shuffle_int(r, elig, (size_t)ne);
+    int N = way < ne ? way : ne;
+    size_t ssz = (size_t)3 * d->store * d->store;
+    b->sup = sg_xrealloc(b->sup, ssz * (size_t)N * (shot > 0 ? shot : 1));
+    b->qry = sg_xrealloc(b->qry, ssz * (size_t)N * queries);
+    b->qlab = sg_xrealloc(b->qlab, sizeof(int) * (size_t)N * queries);
+    int *perm = sg_xmalloc(sizeof(int) * (size_t)(need + 1));
+    for (int c = 0; c < N; c++) {
+        int cls = elig[c];
+        /* partial Fisher-Yates over the class's images */
+        int cnt = ci.count[cls];
+        int *pool = sg_xmalloc(sizeof(int) * (size_t)cnt);
+        memcpy(pool, ci.idx + ci.start[cls], sizeof(int) * (size_t)cnt);
+        for (int i = 0; i < need; i++) {
+            int j = i + (int)sg_rng_below(r, (uint32_t)(cnt - i));
+            int t = pool[i];
+            pool[i] = pool[j];
+            pool[j] = t;
+            perm[i] = pool[i];
+        }
+        free(pool);
+        b->shots[c] = text_only ? 0 : shot;
+        b->support[c] = b->sup + (size_t)c * shot * ssz;
+        for (int i = 0; i < shot && !text_only; i++) memcpy(b->sup + ((size_t)c * shot + i) * ssz, d->pix + (size_t)perm[i] * ssz, ssz);
+        for (int q = 0; q < queries; q++) {
+            memcpy(b->qry + ((size_t)c * queries + q) * ssz, d->pix + (size_t)perm[shot + q] * ssz, ssz);
+            b->qlab[c * queries + q] = c;
+        }
+        const char *t = d->class_text ? d->class_text[cls] : NULL;
+        if (!text_only && t && sg_rng_uniform(r) < text_dropout) t = NULL;
+        b->texts[c] = t;
+    }
+    /* A class with neither images nor text cannot be synthesized: keep its text. */
+    free(perm);
+    free(elig);
+    b->ep.way = N;
+    b->ep.shots = b->shots;
+    b->ep.support = b->support;
+    b->ep.texts = b->texts;
+    b->ep.n_query = N * queries;
+    b->ep.query = b->qry;
+    b->ep.query_label = b->qlab;
+    return 1;
+}
+
+static void episode_buf_free(episode_buf *b) {
+    free(b->sup);
+    free(b->qry);
+    free(b->qlab);
+}
+
+/* Validation: mean accuracy of SGPS (images + text) and of the un-adapted
+ * base (ProtoNet-like, no text) on seeded episodes over val classes. */
+static void validate(sg_engine *e, const sg_dataset *d, const sg_train_opts *o, int shot, MPI_Comm comm, int rank,
+                     int P, double *acc_sgps, double *acc_base) {
+    episode_buf b = {0};
+    double s1 = 0, s2 = 0;
+    int cnt = 0;
+    float *saved = NULL;
+    for (int i = 0; i < o->val_episodes; i++) {
+        sg_rng r;
+        sg_rng_seed2(&r, o->seed ^ 0x5A17ULL, (uint64_t)i * 7 + (uint64_t)shot);
+        if (!sg_sample_episode(d, o->val_classes, o->n_val_classes, o->way, shot, 15, 0.0f, 0, &r, &b)) break;
+        if (i % P != rank) continue;
+        float a1, a2;
+        sg_engine_episode_grad(e, &b.ep, NULL, 1.0f, &a1);
+        /* base: generators off and no text */
+        if (!saved) saved = sg_xalloc_floats(e->n_params - e->off_s2);
+        memcpy(saved, e->params + e->off_s2, sizeof(float) * (e->n_params - e->off_s2));
+        for (int s = 0; s < e->cfg.stages; s++) {
+            memset(e->params + e->off_gg[s], 0, sizeof(float) * (e->off_U[s] - e->off_gg[s]));
+            memset(e->params + e->off_A[s], 0, sizeof(float) * ((size_t)e->cfg.rank * e->zdim + e->cfg.rank));
+        }
+        for (int c = 0; c < b.ep.way; c++) b.texts[c] = NULL;
+        sg_engine_episode_grad(e, &b.ep, NULL, 1.0f, &a2);
+        memcpy(e->params + e->off_s2, saved, sizeof(float) * (e->n_params - e->off_s2));
+        s1 += a1;
+        s2 += a2;
+        cnt++;
+    }
+    free(saved);
+    episode_buf_free(&b);
+    double n = allreduce_sum_d(cnt, comm);
+    *acc_sgps = allreduce_sum_d(s1, comm) / (n > 0 ? n : 1);
+    *acc_base = allreduce_sum_d(s2, comm) / (n > 0 ? n : 1);
+}
+
+static double cosine_lr(double base, long step, long total, long warm) {
+    if (step < warm) return base * (double)(step + 1) / (double)warm;
+    double t = (double)(step - warm) / (double)(total - warm > 1 ? total - warm : 1);
+    return base * 0.5 * (1 + cos(3.141592653589793 * (t < 1 ? t : 1)));
+}
+
+sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts *o, MPI_Comm comm, sg_err *err) {
+    int rank, P;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &P);
+    if (d->n_classes != e->cfg.n_base_classes)
+        return sg_err_set(err, SG_ERR_ARG, "engine has %d base classes but the data has %d", e->cfg.n_base_classes,
+                          d->n_classes);
+    if (d->store != e->cfg.store) return sg_err_set(err, SG_ERR_ARG, "data stored at %d px, engine expects %d", d->store, e->cfg.store);
+    uint8_t *is_val = sg_xcalloc((size_t)d->n_classes, 1);
+    for (int i = 0; i < o->n_val_classes; i++) is_val[o->val_classes[i]] = 1;
+    int *train_cls = sg_xmalloc(sizeof(int) * (size_t)d->n_classes), n_train = 0;
+    for (int c = 0; c < d->n_classes; c++)
+        if (!is_val[c]) train_cls[n_train++] = c;
+    class_index ci;
+    class_index_build(d, &ci);
+    size_t np = e->n_params;
+    float *grad = sg_xalloc_floats(np), *m = sg_xalloc_floats(np), *v = sg_xalloc_floats(np);
+    float *best = sg_xalloc_floats(np), *best_state = sg_xalloc_floats(e->base.n_state);
+    uint8_t *mask = sg_xcalloc(np, 1);
+    sg_arch_decay_mask(&e->base_cls, mask);
+    double best_val = -1;
+    sg_status st = SG_OK;
+    double t0 = sg_now();
+
+    /* ---- stage 1 ---- */
+    int B = o->batch, Bl = (B + P - 1) / P;
+    int img = e->cfg.img;
+    size_t isz = (size_t)3 * img * img, ssz = (size_t)3 * d->store * d->store;
+    long n_train_img = 0;
+    for (int i = 0; i < n_train; i++) n_train_img += ci.count[train_cls[i]];
+    long steps_per_epoch = n_train_img / B > 0 ? n_train_img / B : 1;
+    long total1 = steps_per_epoch * o->stage1_epochs;
+    if (total1 > 0) {
+        sg_ctx *ctx = sg_ctx_create(&e->base_cls, Bl);
+        float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
+        int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);
+        if (rank == 0)
+            sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s)",
+                   n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P);
+        double tl = sg_now(), lsum = 0, asum = 0;
+        int lcnt = 0;
+        for (long step = 0; step < total1; step++) {
+            sg_rng r;
+            sg_rng_seed2(&r, o->seed, (uint64_t)step + 1000);
+            for (int i = 0; i < B; i++) {
+                int c = train_cls[sg_rng_below(&r, (uint32_t)n_train)];
+                lab[i] = c;
+                idx[i] = ci.idx[ci.start[c] + (int)sg_rng_below(&r, (uint32_t)ci.count[c])];
+            }
+            int lo = rank * Bl, hi = lo + Bl < B ? lo + Bl : B, nb = hi - lo;
+            float loss = 0, accr = 0;
+            memset(grad, 0, sizeof(float) * e->off_s2);
+            if (nb > 0) {
+                for (int i = 0; i < nb; i++) {
+                    sg_rng ar;
+                    sg_rng_seed2(&ar, o->seed ^ 0xA11CE, (uint64_t)step * (uint64_t)B + (uint64_t)(lo + i));
+                    augment(e, d->pix + (size_t)idx[lo + i] * ssz, &ar, x + i * isz);
+                }
+                const float *out = sg_net_forward(&e->base_cls, ctx, e->params, e->state, x, nb, 1);
+                /* scale so that the summed gradient is the global-batch mean */
+                loss = sg_softmax_xent(nb, d->n_classes, out, lab + lo, (float)nb / (float)B, dl, NULL);
+                for (int i = 0; i < nb; i++) {
+                    int bi = 0;
+                    for (int k = 1; k < d->n_classes; k++)
+                        if (out[(size_t)i * d->n_classes + k] > out[(size_t)i * d->n_classes + bi]) bi = k;
+                    accr += bi == lab[lo + i];
+                }
+                sg_net_backward(&e->base_cls, ctx, e->params, e->state, dl, grad, NULL);
+            }
+            if (P > 1) MPI_Allreduce(MPI_IN_PLACE, grad, (int)e->off_s2, MPI_FLOAT, MPI_SUM, comm);
+            float lr = (float)cosine_lr(o->lr1, step, total1, steps_per_epoch / 2 + 1);
+            sg_adamw_step(e->off_s2, e->params, grad, m, v, step + 1, lr, 0.9f, 0.999f, 1e-8f, o->wd1, mask);
+            lsum += loss * nb;
+            asum += accr;
+            lcnt += nb;
+            if (step % 50 == 49) sync_state(e, comm, P);
+            if (rank == 0 && ((step + 1) % o->log_every == 0 || step + 1 == total1)) {
+                double el = sg_now() - t0, rate = (double)(step + 1) / (sg_now() - tl);
+                sg_log(SG_LOG_INFO, "stage 1 step %ld/%ld epoch %ld  loss %.3f  acc %.1f%%  %.0f img/s  lr %.2e  elapsed %.0fs  ETA %.0fs",
+                       step + 1, total1, step / steps_per_epoch + 1, lsum / (lcnt ? lcnt : 1), 100 * asum / (lcnt ? lcnt : 1),
+                       rate * B, lr, el, (double)(total1 - step - 1) / rate);
+                lsum = asum = 0;
+                lcnt = 0;
+            }
+            if ((step + 1) % steps_per_epoch == 0 || step + 1 == total1) {
+                sync_state(e, comm, P);
+                if ((st = check_same_weights(e, comm, err)) != SG_OK) break;
+                if (o->n_val_classes > 0 && o->val_episodes > 0) {
+                    double a5, b5, a1, b1;
+                    validate(e, d, o, 1, comm, rank, P, &a1, &b1);
+                    validate(e, d, o, 5, comm, rank, P, &a5, &b5);
+                    double score = b1 + b5;
+                    if (rank == 0)
+                        sg_log(SG_LOG_INFO, "stage 1 epoch %ld validation (held-out classes): base 1-shot %.1f%%, 5-shot %.1f%%%s",
+                               (step + 1) / steps_per_epoch, 100 * b1, 100 * b5, score > best_val ? "  (best so far)" : "");
+                    if (score > best_val) {
+                        best_val = score;
+                        memcpy(best, e->params, sizeof(float) * np);
+                        memcpy(best_state, e->state, sizeof(float) * e->base.n_state);
+                    }
+                }
+                if (o->checkpoint && rank == 0) {
+                    char path[4096];
+                    snprintf(path, sizeof path, "%s.stage1.sgpe", o->checkpoint);
+                    sg_err e2;
+                    if (sg_engine_save(e, path, &e2) != SG_OK) sg_log(SG_LOG_WARN, "checkpoint: %s", e2.msg);
+                }
+            }
+        }
+        sg_ctx_free(ctx);
+        free(x); free(dl); free(lab); free(idx);
+        if (st == SG_OK && best_val >= 0) {
+            memcpy(e->params, best, sizeof(float) * np);
+            memcpy(e->state, best_state, sizeof(float) * e->base.n_state);
+        }
+    }
+
+    /* ---- stage 2 ---- */
+    if (st == SG_OK && o->stage2_episodes > 0) {
+        size_t off = e->off_s2, n2 = np - off;
+        memset(m, 0, sizeof(float) * np);
+        memset(v, 0, sizeof(float) * np);
+        int E = o->episodes_per_step;
+        long steps = (o->stage2_episodes + E - 1) / E;
+        if (rank == 0)
+            sg_log(SG_LOG_INFO, "stage 2: episodic meta-training, %ld steps x %d episodes (%d-way, K in 0..%d, %d queries/class, text dropout %.2f)",
+                   steps, E, o->way, o->max_shot, o->queries, o->text_dropout);
+        episode_buf b = {0};
+        double tl = sg_now(), lsum = 0, asum = 0;
+        int lcnt = 0;
+        best_val = -1;
+        double t2 = sg_now();
+        for (long step = 0; step < steps; step++) {
+            memset(grad + off, 0, sizeof(float) * n2);
+            float lsr = 0, acr = 0;
+            int cnt = 0;
+            for (int k = 0; k < E; k++) {
+                sg_rng r;
+                sg_rng_seed2(&r, o->seed ^ 0xE915, (uint64_t)step * (uint64_t)E + (uint64_t)k);
+                int shot = (int)sg_rng_below(&r, (uint32_t)o->max_shot + 1);
+                int text_only = shot == 0;
+                if (text_only) shot = 0;
+                if (!sg_sample_episode(d, train_cls, n_train, o->way, shot, o->queries, o->text_dropout, text_only, &r, &b))
+                    continue;
+                if (k % P != rank) continue;
+                float a;
+                lsr += sg_engine_episode_grad(e, &b.ep, grad, 1.0f / (float)E, &a);
+                acr += a;
+                cnt++;
+            }
+            if (P > 1) MPI_Allreduce(MPI_IN_PLACE, grad + off, (int)n2, MPI_FLOAT, MPI_SUM, comm);
+            float lr = (float)cosine_lr(o->lr2, step, steps, steps / 20 + 1);
+            sg_adamw_step(n2, e->params + off, grad + off, m + off, v + off, step + 1, lr, 0.9f, 0.999f, 1e-8f, o->wd2, NULL);
+            lsum += lsr;
+            asum += acr;
+            lcnt += cnt;
+            int last = step + 1 == steps || (o->time_budget_s > 0 && sg_now() - t2 > o->time_budget_s);
+            if (P > 1) {
+                int l2 = last;
+                MPI_Allreduce(&l2, &last, 1, MPI_INT, MPI_MAX, comm);
+            }
+            if ((step + 1) % o->log_every == 0 || last) {
+                double tot[3] = {lsum, asum, lcnt};
+                if (P > 1) MPI_Allreduce(MPI_IN_PLACE, tot, 3, MPI_DOUBLE, MPI_SUM, comm);
+                double rate = (double)(step + 1) * E / (sg_now() - tl);
+                if (rank == 0)
+                    sg_log(SG_LOG_INFO, "stage 2 step %ld/%ld  loss %.3f  acc %.1f%%  %.1f episodes/s  lr %.2e  elapsed %.0fs  ETA %.0fs",
+                           step + 1, steps, tot[0] / (tot[2] ? tot[2] : 1), 100 * tot[1] / (tot[2] ? tot[2] : 1), rate, lr,
+                           sg_now() - t0, (double)(steps - step - 1) * E / rate);
+                lsum = asum = 0;
+                lcnt = 0;
+            }
+            long every = steps / 5 > 0 ? steps / 5 : 1;
+            if ((step + 1) % every == 0 || last) {
+                if ((st = check_same_weights(e, comm, err)) != SG_OK) break;
+                if (o->n_val_classes > 0 && o->val_episodes > 0) {
+                    double a1, b1, a5, b5;
+                    validate(e, d, o, 1, comm, rank, P, &a1, &b1);
+                    validate(e, d, o, 5, comm, rank, P, &a5, &b5);
+                    double score = a1 + a5;
+                    if (rank == 0)
+                        sg_log(SG_LOG_INFO, "stage 2 step %ld validation: SGPS 1-shot %.1f%% (base %.1f%%), 5-shot %.1f%% (base %.1f%%)%s",
+                               step + 1, 100 * a1, 100 * b1, 100 * a5, 100 * b5, score > best_val ? "  (best so far)" : "");
+                    if (score > best_val) {
+                        best_val = score;
+                        memcpy(best, e->params, sizeof(float) * np);
+                    }
+                }
+                if (o->checkpoint && rank == 0) {
+                    char path[4096];
+                    snprintf(path, sizeof path, "%s.stage2.sgpe", o->checkpoint);
+                    sg_err e2;
+                    if (sg_engine_save(e, path, &e2) != SG_OK) sg_log(SG_LOG_WARN, "checkpoint: %s", e2.msg);
+                }
+            }
+            if (last) break;
+        }
+        episode_buf_free(&b);
+        if (st == SG_OK && best_val >= 0) memcpy(e->params, best, sizeof(float) * np);
+    }
+    if (st == SG_OK) st = check_same_weights(e, comm, err);
+    class_index_free(&ci);
+    free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls);
+    return st;
+}
