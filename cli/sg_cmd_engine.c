@@ -49,12 +49,13 @@ static const char train_help[] =
     "  --checkpoint PREFIX write PREFIX.stage1.sgpe / PREFIX.stage2.sgpe as training goes\n"
     "  --time-budget SEC   end stage 2 early after SEC seconds\n"
     "  --threads N         OpenBLAS threads per rank (default 1)\n"
+    "  --init ENGINE       start from this engine's weights (e.g. a stage-1 checkpoint with --epochs 0)\n"
     "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments.\n";
 
 int sg_cmd_train_engine(int argc, char **argv) {
     char *sets[MAX_SETS];
     int n_sets = 0;
-    const char *registry = NULL, *out = NULL, *val = NULL, *ckpt = NULL;
+    const char *registry = NULL, *out = NULL, *val = NULL, *ckpt = NULL, *init = NULL;
     sg_train_opts o;
     sg_train_opts_default(&o);
     sg_engine_config cfg;
@@ -74,6 +75,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--out", &v) || sg_cli_opt(argc, argv, &i, "-o", &v)) out = v;
         else if (sg_cli_opt(argc, argv, &i, "--val", &v)) val = v;
         else if (sg_cli_opt(argc, argv, &i, "--checkpoint", &v)) ckpt = v;
+        else if (sg_cli_opt(argc, argv, &i, "--init", &v)) init = v;
         else if (sg_cli_opt(argc, argv, &i, "--epochs", &v) && sg_cli_parse_int(v, 0, 100000, &l)) o.stage1_epochs = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--batch", &v) && sg_cli_parse_int(v, 1, 1 << 16, &l)) o.batch = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 0, 1L << 30, &l)) o.stage2_episodes = (int)l;
@@ -141,10 +143,25 @@ int sg_cmd_train_engine(int argc, char **argv) {
     o.n_val_classes = nval;
     o.checkpoint = ckpt;
     cfg.n_base_classes = d.n_classes;
-    sg_engine *e = sg_engine_create(&cfg, o.seed);
-    float mean[3], std[3];
-    sg_dataset_stats(&d, mean, std);
-    sg_engine_set_normalization(e, mean, std);
+    sg_engine *e = NULL;
+    if (init) {
+        if (sg_engine_load(init, &e, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "--init: %s", err.msg);
+            return finish_mpi(1);
+        }
+        const sg_engine_config *ec = sg_engine_get_config(e);
+        if (ec->n_base_classes != d.n_classes || ec->store != cfg.store) {
+            sg_log(SG_LOG_ERROR, "--init: %s was trained on %d classes at %d px; the data has %d classes at %d px", init,
+                   ec->n_base_classes, ec->store, d.n_classes, cfg.store);
+            return finish_mpi(1);
+        }
+        cfg = *ec;
+    } else {
+        e = sg_engine_create(&cfg, o.seed);
+        float mean[3], std[3];
+        sg_dataset_stats(&d, mean, std);
+        sg_engine_set_normalization(e, mean, std);
+    }
     if (rank == 0)
         sg_log(SG_LOG_INFO, "engine: Conv%d-%d at %dpx, %zu parameters; %d images, %d classes (%d held out for validation), %d without text",
                cfg.stages, cfg.width, cfg.img, sg_engine_n_params(e), d.n, d.n_classes, nval, no_text);
@@ -356,4 +373,155 @@ int sg_cmd_classify(int argc, char **argv) {
     free(p);
     sg_classifier_free(c);
     return bad;
+}
+
+/* ---- eval-fewshot ---- */
+
+static const char eval_help[] =
+    "usage: [mpirun -n P] sgps eval-fewshot --engine E.sgpe --data DIR [--registry FILE] [options]\n\n"
+    "N-way K-shot episodes on the classes of DIR (an image set with labels.csv), the\n"
+    "same seeded episodes for every method: SGPS (images; images + text; text only),\n"
+    "ProtoNet on the engine's base backbone, a linear probe, fine-tuning, chance.\n"
+    "Prints mean accuracy +- 1.96 sd/sqrt(episodes) and writes OUT.json and OUT.md.\n\n"
+    "  --way N          classes per episode (default 5)\n"
+    "  --shot LIST      shots, comma separated (default 1,5)\n"
+    "  --episodes N     (default 600)     --queries N   per class (default 15)\n"
+    "  --seed S         episode seed (default 1)\n"
+    "  --registry FILE  class descriptions (ids SET/LABEL); without it no text methods run\n"
+    "  --methods LIST   subset of sgps,sgps-text,text,noadapt,protonet,linprobe,finetune,chance (default all)\n"
+    "  --out PREFIX     write PREFIX.json and PREFIX.md (default: print only)\n"
+    "Exit status: 0 done; 1 a file could not be read or written; 2 bad arguments.\n";
+
+int sg_cmd_eval_fewshot(int argc, char **argv) {
+    const char *engine = NULL, *data = NULL, *registry = NULL, *out = NULL, *shots = "1,5", *methods = NULL;
+    sg_fewshot_opts fo;
+    memset(&fo, 0, sizeof fo);
+    fo.way = 5;
+    fo.queries = 15;
+    fo.episodes = 600;
+    fo.seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        long l;
+        if (sg_cli_is_help(argv[i])) {
+            fputs(eval_help, stdout);
+            return 0;
+        } else if (sg_cli_opt(argc, argv, &i, "--engine", &v)) engine = v;
+        else if (sg_cli_opt(argc, argv, &i, "--data", &v)) data = v;
+        else if (sg_cli_opt(argc, argv, &i, "--registry", &v)) registry = v;
+        else if (sg_cli_opt(argc, argv, &i, "--out", &v)) out = v;
+        else if (sg_cli_opt(argc, argv, &i, "--shot", &v)) shots = v;
+        else if (sg_cli_opt(argc, argv, &i, "--methods", &v)) methods = v;
+        else if (sg_cli_opt(argc, argv, &i, "--way", &v) && sg_cli_parse_int(v, 2, 64, &l)) fo.way = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 1, 1000000, &l)) fo.episodes = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--queries", &v) && sg_cli_parse_int(v, 1, 10000, &l)) fo.queries = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--seed", &v) && sg_cli_parse_int(v, 0, 1L << 40, &l)) fo.seed = (uint64_t)l;
+        else return fprintf(stderr, "sgps eval-fewshot: bad or unknown argument '%s' (see --help)\n", argv[i]), 2;
+    }
+    if (!engine || !data) return fprintf(stderr, "sgps eval-fewshot: --engine and --data are required\n"), 2;
+    static const char *mnames[SG_M__COUNT] = {"sgps", "sgps-text", "text", "noadapt", "protonet", "linprobe", "finetune", "chance"};
+    for (int m = 0; m < SG_M__COUNT; m++) fo.methods[m] = methods == NULL;
+    if (methods) {
+        char *list = sg_xstrdup(methods), *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            int hit = 0;
+            for (int m = 0; m < SG_M__COUNT; m++)
+                if (strcmp(t, mnames[m]) == 0) fo.methods[m] = hit = 1;
+            if (!hit) {
+                free(list);
+                return fprintf(stderr, "sgps eval-fewshot: unknown method '%s'\n", t), 2;
+            }
+        }
+        free(list);
+    }
+    int shot_list[16], n_shot = 0;
+    {
+        char *list = sg_xstrdup(shots), *save = NULL;
+        for (char *t = strtok_r(list, ",", &save); t && n_shot < 16; t = strtok_r(NULL, ",", &save)) {
+            long l;
+            if (!sg_cli_parse_int(t, 1, 1000, &l)) {
+                free(list);
+                return fprintf(stderr, "sgps eval-fewshot: bad --shot '%s'\n", t), 2;
+            }
+            shot_list[n_shot++] = (int)l;
+        }
+        free(list);
+    }
+    int rank, size;
+    init_mpi(&argc, &argv, &rank, &size);
+    sg_log_set_rank(size > 1 ? rank : -1);
+    if (rank != 0) sg_log_set_level(SG_LOG_WARN);
+    openblas_set_num_threads(1);
+    sg_err err;
+    sg_engine *e;
+    if (sg_engine_load(engine, &e, &err) != SG_OK) {
+        sg_log(SG_LOG_ERROR, "%s", err.msg);
+        return finish_mpi(1);
+    }
+    sg_registry_texts rt = {0};
+    if (registry && sg_registry_load_texts(registry, &rt, &err) != SG_OK) {
+        sg_log(SG_LOG_ERROR, "%s", err.msg);
+        return finish_mpi(1);
+    }
+    sg_dataset d;
+    char *dirs[1] = {(char *)data};
+    if (sg_cli_load_sets(dirs, 1, sg_engine_get_config(e)->store, &rt, &d, &err) != SG_OK) {
+        sg_log(SG_LOG_ERROR, "%s", err.msg);
+        return finish_mpi(1);
+    }
+    sg_buf md = {0}, js = {0};
+    sg_buf_printf(&md, "| method |");
+    for (int s = 0; s < n_shot; s++) sg_buf_printf(&md, " %d-way %d-shot |", fo.way, shot_list[s]);
+    sg_buf_printf(&md, "\n| --- |");
+    for (int s = 0; s < n_shot; s++) sg_buf_printf(&md, " --- |");
+    sg_buf_printf(&md, "\n");
+    sg_fewshot_result res[16];
+    int code = 0;
+    for (int s = 0; s < n_shot && !code; s++) {
+        fo.shot = shot_list[s];
+        if (sg_fewshot_eval(e, &d, &fo, &res[s], MPI_COMM_WORLD, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "%s: %s", data, err.msg);
+            code = 1;
+        } else if (rank == 0) {
+            sg_log(SG_LOG_INFO, "%d-way %d-shot, %d episodes, %.0f s:", fo.way, fo.shot, fo.episodes, res[s].seconds);
+            for (int m = 0; m < SG_M__COUNT; m++)
+                if (res[s].ran[m])
+                    sg_log(SG_LOG_INFO, "  %-34s %6.2f +- %.2f %%", sg_method_name((sg_method)m), 100 * res[s].mean[m],
+                           100 * res[s].ci95[m]);
+        }
+    }
+    if (rank == 0 && !code) {
+        sg_buf_printf(&js, "{\n  \"engine\": \"%s\",\n  \"data\": \"%s\",\n  \"way\": %d,\n  \"queries\": %d,\n  \"episodes\": %d,\n  \"seed\": %llu,\n  \"results\": [\n",
+                      engine, data, fo.way, fo.queries, fo.episodes, (unsigned long long)fo.seed);
+        int first = 1;
+        for (int m = 0; m < SG_M__COUNT; m++) {
+            if (!res[0].ran[m]) continue;
+            sg_buf_printf(&md, "| %s |", sg_method_name((sg_method)m));
+            for (int s = 0; s < n_shot; s++) {
+                sg_buf_printf(&md, " %.2f ± %.2f |", 100 * res[s].mean[m], 100 * res[s].ci95[m]);
+                sg_buf_printf(&js, "%s    {\"method\": \"%s\", \"shot\": %d, \"accuracy\": %.6f, \"ci95\": %.6f}", first ? "" : ",\n",
+                              mnames[m], shot_list[s], res[s].mean[m], res[s].ci95[m]);
+                first = 0;
+            }
+            sg_buf_printf(&md, "\n");
+        }
+        sg_buf_printf(&js, "\n  ]\n}\n");
+        printf("%.*s", (int)md.len, (const char *)md.data);
+        if (out) {
+            char p1[4096], p2[4096];
+            snprintf(p1, sizeof p1, "%s.json", out);
+            snprintf(p2, sizeof p2, "%s.md", out);
+            if (sg_file_write_atomic(p1, js.data, js.len, &err) != SG_OK ||
+                sg_file_write_atomic(p2, md.data, md.len, &err) != SG_OK) {
+                sg_log(SG_LOG_ERROR, "%s", err.msg);
+                code = 1;
+            }
+        }
+    }
+    sg_buf_free(&md);
+    sg_buf_free(&js);
+    sg_dataset_free(&d);
+    sg_registry_texts_free(&rt);
+    sg_engine_free(e);
+    return finish_mpi(code);
 }

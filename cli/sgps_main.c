@@ -11,6 +11,7 @@ static const sg_command commands[] = {
     {"train-engine", "meta-train an engine (MPI data-parallel)", sg_cmd_train_engine},
     {"synth", "synthesize a classifier for one task, with no training", sg_cmd_synth},
     {"classify", "run a classifier (.sgpm) over image files", sg_cmd_classify},
+    {"eval-fewshot", "few-shot evaluation: SGPS against ProtoNet, linear probe, fine-tuning", sg_cmd_eval_fewshot},
     {"selftest", "train a small CNN on a generated task, end to end", sg_cmd_selftest},
 };
 

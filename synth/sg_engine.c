@@ -5,7 +5,7 @@
  * Parameter layout (one flat buffer; gradients and optimizer moments alike):
  *   [base backbone conv4(BN)] [stage-1 head] | [text embedding] [text MLP]
  *   [per stage: FiLM-γ gen, FiLM-β gen, U, V, α gen] [text→feature projection]
- *   [ω, log τ]
+ *   [ω, log τ, κ]
  * Everything right of `|` is trained in stage 2 (sg_engine_stage2_offset).
  */
 #include "sg_synth_impl.h"
@@ -69,6 +69,7 @@ static void layout(sg_engine *e) {
     e->off_P = take(&off, (size_t)C * c->code_dim + C);
     e->off_omega = take(&off, 1);
     e->off_logtau = take(&off, 1);
+    e->off_kappa = take(&off, 1);
     e->n_params = off;
 }
 
@@ -104,6 +105,7 @@ sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
     for (int i = 0; i < c->width * c->code_dim; i++) p[e->off_P + i] = sp * sg_rng_normal(&r);
     p[e->off_omega] = 0.3f;
     p[e->off_logtau] = logf(10.0f);
+    p[e->off_kappa] = 0.0f; /* no centring at first: the head starts as ProtoNet's */
     return e;
 }
 

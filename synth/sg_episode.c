@@ -4,8 +4,9 @@
  * Head of the synthesized classifier: prototypes p_c mix the mean support
  * feature of class c (through the synthesized backbone) with the projected
  * text code, p_c = [K_c > 0]·mean f(x) + [text]·w_c·(P t_c + b_P), w_c = ω when
- * the class also has images, else 1. The centre m = mean_c p_c; the head is
- * a cosine classifier: logit_c = τ · ((f - m)/|f - m|) · ((p_c - m)/|p_c - m|).
+ * the class also has images, else 1. The head is
+ * a cosine classifier: logit_c = τ · ((f - m)/|f - m|) · ((p_c - m)/|p_c - m|),
+ * with the centre m = κ · mean_c p_c (κ learned; 0 at first).
  * ProtoNet is the special case with no adaptation and no text. */
 #include "sg_synth_impl.h"
 
@@ -33,7 +34,8 @@ typedef struct head_state {
     float tp[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
     float v[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
     float nrm[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
-    float m[SG_ENGINE_MAX_WIDTH];
+    float m[SG_ENGINE_MAX_WIDTH];    /* centre used: κ · mean of the prototypes */
+    float mraw[SG_ENGINE_MAX_WIDTH]; /* mean of the prototypes */
     float wc[SG_MAX_WAY];
     int has_img[SG_MAX_WAY], has_text[SG_MAX_WAY];
 } head_state;
@@ -53,7 +55,7 @@ static void head_forward(const sg_engine *e, head_state *h, float feats_img[][SG
                          float codes[][SG_TEXT_MAX_DIM]) {
     int N = h->N, C = h->C;
     float omega = e->params[e->off_omega];
-    memset(h->m, 0, sizeof h->m);
+    memset(h->mraw, 0, sizeof h->mraw);
     for (int c = 0; c < N; c++) {
         h->wc[c] = h->has_img[c] ? omega : 1.0f;
         for (int j = 0; j < C; j++) h->proto[c][j] = h->has_img[c] ? feats_img[c][j] : 0.0f;
@@ -61,8 +63,11 @@ static void head_forward(const sg_engine *e, head_state *h, float feats_img[][SG
             text_project(e, codes[c], h->tp[c]);
             for (int j = 0; j < C; j++) h->proto[c][j] += h->wc[c] * h->tp[c][j];
         }
-        for (int j = 0; j < C; j++) h->m[j] += h->proto[c][j] / (float)N;
+        for (int j = 0; j < C; j++) h->mraw[j] += h->proto[c][j] / (float)N;
     }
+    float kappa = e->params[e->off_kappa];
+    for (int j = 0; j < C; j++) h->m[j] = kappa * h->mraw[j];
+
     for (int c = 0; c < N; c++)
         for (int j = 0; j < C; j++) h->v[c][j] = h->proto[c][j] - h->m[j];
     sg_l2norm_forward(N, SG_ENGINE_MAX_WIDTH, &h->v[0][0], NULL, SG_L2NORM_EPS, &h->nrm[0][0]);
@@ -167,6 +172,13 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
         sg_l2norm_backward(N, SG_ENGINE_MAX_WIDTH, &h->v[0][0], NULL, SG_L2NORM_EPS, &dn[0][0], &dv[0][0], NULL);
         for (int c = 0; c < N; c++)
             for (int j = 0; j < C; j++) dm[j] -= dv[c][j];
+        /* dm is the gradient of the centre used, κ · mraw */
+        float kappa = e->params[e->off_kappa], dk = 0;
+        for (int j = 0; j < C; j++) {
+            dk += dm[j] * h->mraw[j];
+            dm[j] *= kappa;
+        }
+        grad[e->off_kappa] += dk;
         float *dz = sg_xalloc_floats((size_t)Z);
         float (*dcode)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *dcode);
         float *dfs = ns ? sg_xalloc_floats((size_t)ns * C) : NULL;

@@ -170,6 +170,7 @@ typedef enum sg_method {
     SG_M_SGPS_IMG = 0,
     SG_M_SGPS_IMG_TEXT,
     SG_M_SGPS_TEXT,
+    SG_M_SGPS_NOADAPT, /* ablation: SGPS head on the base kernels, no generated deltas/FiLM, no text */
     SG_M_PROTONET,
     SG_M_LINPROBE,
     SG_M_FINETUNE,

@@ -24,7 +24,7 @@ struct sg_engine {
     size_t off_s2, off_emb, off_t1, off_t2;
     size_t off_gg[SG_ENGINE_MAX_STAGES], off_gb[SG_ENGINE_MAX_STAGES];
     size_t off_U[SG_ENGINE_MAX_STAGES], off_V[SG_ENGINE_MAX_STAGES], off_A[SG_ENGINE_MAX_STAGES];
-    size_t off_P, off_omega, off_logtau;
+    size_t off_P, off_omega, off_logtau, off_kappa;
     /* Reused workspaces (an engine is used by one thread at a time). */
     sg_ctx *ws_base, *ws_sup, *ws_qry;
 };
@@ -59,5 +59,25 @@ void sg_engine_image_summary(const sg_engine *e, sg_ctx *bctx, int n, const floa
 
 /* Base-backbone features (eval mode) of n prepared images → (n, C). */
 void sg_engine_base_features(const sg_engine *e, int n, const float *x, float *feat);
+
+/* Episode sampling (sg_train.c), shared with evaluation. */
+typedef struct sg_episode_buf {
+    int shots[SG_MAX_WAY];
+    const uint8_t *support[SG_MAX_WAY];
+    const char *texts[SG_MAX_WAY];
+    int classes[SG_MAX_WAY]; /* dataset class of each episode class */
+    uint8_t *sup, *qry;
+    int *qlab;
+    sg_episode ep;
+} sg_episode_buf;
+
+/* Draws an N-way episode (N = min(way, eligible classes of one domain)) from
+ * the classes allowed[]: `shot` support and `queries` query images per class;
+ * text dropped per class with probability text_dropout; text_only: no
+ * support, only classes with text. Returns 0 when no domain has two
+ * eligible classes. */
+int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, int way, int shot, int queries,
+                      float text_dropout, int text_only, sg_rng *r, sg_episode_buf *b);
+void sg_episode_buf_free(sg_episode_buf *b);
 
 #endif

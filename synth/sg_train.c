@@ -33,7 +33,7 @@ void sg_train_opts_default(sg_train_opts *o) {
     o->max_shot = 5;
     o->queries = 6;
     o->text_dropout = 0.3f;
-    o->val_episodes = 100;
+    o->val_episodes = 60;
     o->seed = 1;
     o->log_every = 20;
 }
@@ -139,29 +139,10 @@ static sg_status check_same_weights(const sg_engine *e, MPI_Comm comm, sg_err *e
 
 /* ---- episodes ---- */
 
-typedef struct episode_buf {
-    int shots[SG_MAX_WAY];
-    const uint8_t *support[SG_MAX_WAY];
-    const char *texts[SG_MAX_WAY];
-    uint8_t *sup, *qry;
-    int *qlab;
-    sg_episode ep;
-} episode_buf;
-
-/* Draws an episode from the classes allowed[] (grouped by domain). Returns 0
- * when no domain has two classes with enough images. */
 int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, int way, int shot, int queries,
-                      float text_dropout, int text_only, sg_rng *r, episode_buf *b);
-
-int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, int way, int shot, int queries,
-                      float text_dropout, int text_only, sg_rng *r, episode_buf *b) {
-    static _Thread_local class_index ci;
-    static _Thread_local const sg_dataset *ci_for;
-    if (ci_for != d) {
-        if (ci_for) class_index_free(&ci);
-        class_index_build(d, &ci);
-        ci_for = d;
-    }
+                      float text_dropout, int text_only, sg_rng *r, sg_episode_buf *b) {
+    class_index ci; /* O(n) to build: cheap next to an episode */
+    class_index_build(d, &ci);
     int need = (shot > 0 ? shot : 0) + queries;
     /* pick a domain weighted by its eligible classes */
     int *elig = sg_xmalloc(sizeof(int) * (size_t)(n_allowed + 1));
@@ -179,6 +160,7 @@ int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, in
     }
     if (ne < 2) {
         free(elig);
+        class_index_free(&ci);
         return 0;
     }
     sg_rng_shuffle_int(r, elig, (size_t)ne);
@@ -190,6 +172,7 @@ int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, in
     int *perm = sg_xmalloc(sizeof(int) * (size_t)(need + 1));
     for (int c = 0; c < N; c++) {
         int cls = elig[c];
+        b->classes[c] = cls;
         /* partial Fisher-Yates over the class's images */
         int cnt = ci.count[cls];
         int *pool = sg_xmalloc(sizeof(int) * (size_t)cnt);
@@ -213,9 +196,9 @@ int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, in
         if (!text_only && t && sg_rng_uniform(r) < text_dropout) t = NULL;
         b->texts[c] = t;
     }
-    /* A class with neither images nor text cannot be synthesized: keep its text. */
     free(perm);
     free(elig);
+    class_index_free(&ci);
     b->ep.way = N;
     b->ep.shots = b->shots;
     b->ep.support = b->support;
@@ -226,7 +209,7 @@ int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, in
     return 1;
 }
 
-static void episode_buf_free(episode_buf *b) {
+void sg_episode_buf_free(sg_episode_buf *b) {
     free(b->sup);
     free(b->qry);
     free(b->qlab);
@@ -235,8 +218,8 @@ static void episode_buf_free(episode_buf *b) {
 /* Validation: mean accuracy of SGPS (images + text) and of the un-adapted
  * base (ProtoNet-like, no text) on seeded episodes over val classes. */
 static void validate(sg_engine *e, const sg_dataset *d, const sg_train_opts *o, int shot, MPI_Comm comm, int rank,
-                     int P, double *acc_sgps, double *acc_base) {
-    episode_buf b = {0};
+                     int P, int want_sgps, double *acc_sgps, double *acc_base) {
+    sg_episode_buf b = {0};
     double s1 = 0, s2 = 0;
     int cnt = 0;
     float *saved = NULL;
@@ -245,8 +228,8 @@ static void validate(sg_engine *e, const sg_dataset *d, const sg_train_opts *o, 
         sg_rng_seed2(&r, o->seed ^ 0x5A17ULL, (uint64_t)i * 7 + (uint64_t)shot);
         if (!sg_sample_episode(d, o->val_classes, o->n_val_classes, o->way, shot, 15, 0.0f, 0, &r, &b)) break;
         if (i % P != rank) continue;
-        float a1, a2;
-        sg_engine_episode_grad(e, &b.ep, NULL, 1.0f, &a1);
+        float a1 = 0, a2;
+        if (want_sgps) sg_engine_episode_grad(e, &b.ep, NULL, 1.0f, &a1);
         /* base: generators off and no text */
         if (!saved) saved = sg_xalloc_floats(e->n_params - e->off_s2);
         memcpy(saved, e->params + e->off_s2, sizeof(float) * (e->n_params - e->off_s2));
@@ -262,7 +245,7 @@ static void validate(sg_engine *e, const sg_dataset *d, const sg_train_opts *o, 
         cnt++;
     }
     free(saved);
-    episode_buf_free(&b);
+    sg_episode_buf_free(&b);
     double n = allreduce_sum_d(cnt, comm);
     *acc_sgps = allreduce_sum_d(s1, comm) / (n > 0 ? n : 1);
     *acc_base = allreduce_sum_d(s2, comm) / (n > 0 ? n : 1);
@@ -363,8 +346,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 if ((st = check_same_weights(e, comm, err)) != SG_OK) break;
                 if (o->n_val_classes > 0 && o->val_episodes > 0) {
                     double a5, b5, a1, b1;
-                    validate(e, d, o, 1, comm, rank, P, &a1, &b1);
-                    validate(e, d, o, 5, comm, rank, P, &a5, &b5);
+                    validate(e, d, o, 1, comm, rank, P, 0, &a1, &b1);
+                    validate(e, d, o, 5, comm, rank, P, 0, &a5, &b5);
                     double score = b1 + b5;
                     if (rank == 0)
                         sg_log(SG_LOG_INFO, "stage 1 epoch %ld validation (held-out classes): base 1-shot %.1f%%, 5-shot %.1f%%%s",
@@ -401,7 +384,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         if (rank == 0)
             sg_log(SG_LOG_INFO, "stage 2: episodic meta-training, %ld steps x %d episodes (%d-way, K in 0..%d, %d queries/class, text dropout %.2f)",
                    steps, E, o->way, o->max_shot, o->queries, o->text_dropout);
-        episode_buf b = {0};
+        sg_episode_buf b = {0};
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
         best_val = -1;
@@ -451,8 +434,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 if ((st = check_same_weights(e, comm, err)) != SG_OK) break;
                 if (o->n_val_classes > 0 && o->val_episodes > 0) {
                     double a1, b1, a5, b5;
-                    validate(e, d, o, 1, comm, rank, P, &a1, &b1);
-                    validate(e, d, o, 5, comm, rank, P, &a5, &b5);
+                    validate(e, d, o, 1, comm, rank, P, 1, &a1, &b1);
+                    validate(e, d, o, 5, comm, rank, P, 1, &a5, &b5);
                     double score = a1 + a5;
                     if (rank == 0)
                         sg_log(SG_LOG_INFO, "stage 2 step %ld validation: SGPS 1-shot %.1f%% (base %.1f%%), 5-shot %.1f%% (base %.1f%%)%s",
@@ -471,7 +454,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             }
             if (last) break;
         }
-        episode_buf_free(&b);
+        sg_episode_buf_free(&b);
         if (st == SG_OK && best_val >= 0) memcpy(e->params, best, sizeof(float) * np);
     }
     if (st == SG_OK) st = check_same_weights(e, comm, err);

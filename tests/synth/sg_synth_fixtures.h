@@ -1,0 +1,153 @@
+/* sg_synth_fixtures.h — fixtures the synth tests generate themselves: tiny
+ * engine configurations, engines whose generators are moved off their zero
+ * initialization, and a seeded synthetic image-task distribution (shape ×
+ * colour classes with random position, scale, background and noise, and a
+ * description built from the attribute words) packed as an sg_dataset.
+ * Shared by the Criterion tests and the plain MPI programs (no Criterion here). */
+#ifndef SG_SYNTH_FIXTURES_H
+#define SG_SYNTH_FIXTURES_H
+
+#include "sg_synth_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* img 8, store 10, width 4, 2 stages, rank 2: every loss evaluation takes
+ * microseconds, so finite differences can visit every parameter. */
+static inline sg_engine_config fx_tiny_config(void) {
+    sg_engine_config c;
+    sg_engine_config_default(&c);
+    c.img = 8;
+    c.store = 10;
+    c.width = 4;
+    c.stages = 2;
+    c.rank = 2;
+    c.text_buckets = 64;
+    c.text_dim = 6;
+    c.text_hidden = 5;
+    c.code_dim = 4;
+    c.n_base_classes = 3;
+    return c;
+}
+
+/* Moves the engine off its initialization: random FiLM γ/β and α generators
+ * (zero at creation), and a base batch norm with non-trivial affine
+ * parameters and running statistics (so the folded scale and shift are
+ * neither 1 nor 0 and every term of the generator backward matters). */
+static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
+    sg_rng r;
+    sg_rng_seed(&r, seed);
+    float *p = e->params;
+    int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
+    for (int s = 0; s < e->cfg.stages; s++) {
+        for (size_t i = 0; i < (size_t)C * Z + C; i++) {
+            p[e->off_gg[s] + i] = sd * sg_rng_normal(&r);
+            p[e->off_gb[s] + i] = sd * sg_rng_normal(&r);
+        }
+        for (size_t i = 0; i < (size_t)R * Z + R; i++) p[e->off_A[s] + i] = 3 * sd * sg_rng_normal(&r);
+        /* V starts 20× below U·V's natural scale: bring it up so the delta matters */
+        for (size_t i = e->off_V[s]; i < e->off_A[s]; i++) p[i] *= 10;
+        const sg_layer *bn = &e->base.layers[s * 4 + 1];
+        for (int c = 0; c < bn->cin; c++) {
+            p[bn->param_off + c] = 1.0f + 0.2f * sg_rng_normal(&r);
+            p[bn->param_off + bn->cin + c] = 0.2f * sg_rng_normal(&r);
+            e->state[bn->state_off + c] = 0.2f * sg_rng_normal(&r);
+            e->state[bn->state_off + bn->cin + c] = 0.5f + sg_rng_uniform(&r);
+        }
+    }
+}
+
+/* ---- a synthetic task distribution: shape × colour ---- */
+
+#define FX_N_SHAPES 4
+#define FX_N_COLOURS 4
+static const char *const fx_shape_names[FX_N_SHAPES] = {"disc", "bar", "ring", "cross"};
+static const char *const fx_colour_names[FX_N_COLOURS] = {"red", "green", "blue", "yellow"};
+static const float fx_colour_rgb[FX_N_COLOURS][3] = {{0.9f, 0.15f, 0.1f}, {0.15f, 0.8f, 0.2f}, {0.15f, 0.25f, 0.95f}, {0.9f, 0.85f, 0.1f}};
+
+/* Coverage in [0, 1] of shape `shape` centred at (cx, cy), radius rad, angle ca/sa, at (x, y). */
+static inline float fx_shape_cover(int shape, float x, float y, float cx, float cy, float rad, float ca, float sa) {
+    float dx = x - cx, dy = y - cy, d = sqrtf(dx * dx + dy * dy);
+    float u = ca * dx + sa * dy, v = -sa * dx + ca * dy; /* rotated frame */
+    float k;
+    switch (shape) {
+    case 0: k = rad - d; break;                                       /* disc */
+    case 1: k = fminf(rad * 1.2f - fabsf(u), rad * 0.3f - fabsf(v)); break; /* bar */
+    case 2: k = rad * 0.28f - fabsf(d - rad * 0.8f); break;            /* ring */
+    default: k = fmaxf(fminf(rad - fabsf(u), rad * 0.28f - fabsf(v)), fminf(rad - fabsf(v), rad * 0.28f - fabsf(u))); break;
+    }
+    k += 0.5f; /* one-pixel soft edge */
+    return k < 0 ? 0 : k > 1 ? 1 : k;
+}
+
+/* One (3, S, S) uint8 planar image of a coloured shape on a dark, noisy
+ * background at a random position, size and angle. */
+static inline void fx_draw(sg_rng *r, int shape, int colour, int S, uint8_t *img) {
+    float rad = (float)S * (0.22f + 0.1f * sg_rng_uniform(r));
+    float cx = rad + ((float)S - 2 * rad) * sg_rng_uniform(r), cy = rad + ((float)S - 2 * rad) * sg_rng_uniform(r);
+    float ang = 3.14159265f * sg_rng_uniform(r), ca = cosf(ang), sa = sinf(ang);
+    float bg[3], amp = 0.75f + 0.25f * sg_rng_uniform(r);
+    for (int c = 0; c < 3; c++) bg[c] = 0.05f + 0.2f * sg_rng_uniform(r);
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            float a = fx_shape_cover(shape, (float)x + 0.5f, (float)y + 0.5f, cx, cy, rad, ca, sa);
+            for (int c = 0; c < 3; c++) {
+                float v = (1 - a) * bg[c] + a * amp * fx_colour_rgb[colour][c] + 0.06f * sg_rng_normal(r);
+                v = v < 0 ? 0 : v > 1 ? 1 : v;
+                img[((size_t)c * S + y) * S + x] = (uint8_t)lrintf(v * 255.0f);
+            }
+        }
+}
+
+static inline char *fx_describe(int shape, int colour) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "a %s %s on a dark background", fx_colour_names[colour], fx_shape_names[shape]);
+    return sg_xstrdup(buf);
+}
+
+/* A dataset of the given (shape, colour) classes (class k = combos[2k],
+ * combos[2k+1]), per_class images each, one domain. */
+static inline void fx_dataset_build(sg_dataset *d, const int *combos, int n_classes, int per_class, int S,
+                                    uint64_t seed) {
+    memset(d, 0, sizeof *d);
+    d->n = n_classes * per_class;
+    d->store = S;
+    d->pix = sg_xmalloc((size_t)d->n * 3 * S * S);
+    d->label = sg_xcalloc((size_t)d->n, sizeof(int));
+    d->n_classes = n_classes;
+    d->class_names = sg_xcalloc((size_t)n_classes, sizeof(char *));
+    d->class_text = sg_xcalloc((size_t)n_classes, sizeof(char *));
+    d->class_domain = sg_xcalloc((size_t)n_classes, sizeof(int));
+    d->n_domains = 1;
+    d->domain_names = sg_xcalloc(1, sizeof(char *));
+    d->domain_names[0] = sg_xstrdup("shapes");
+    sg_rng r;
+    sg_rng_seed(&r, seed);
+    for (int k = 0; k < n_classes; k++) {
+        int sh = combos[2 * k], co = combos[2 * k + 1];
+        char name[64];
+        snprintf(name, sizeof name, "%s_%s", fx_colour_names[co], fx_shape_names[sh]);
+        d->class_names[k] = sg_xstrdup(name);
+        d->class_text[k] = fx_describe(sh, co);
+        for (int i = 0; i < per_class; i++) {
+            int idx = k * per_class + i;
+            d->label[idx] = k;
+            fx_draw(&r, sh, co, S, d->pix + (size_t)idx * 3 * S * S);
+        }
+    }
+}
+
+/* Largest |a − b| / max(1, |b|) over n floats. */
+static inline double fx_max_rel_diff(const float *a, const float *b, size_t n) {
+    double w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / fmax(1.0, fabs((double)b[i]));
+        if (isnan(d)) return INFINITY;
+        if (d > w) w = d;
+    }
+    return w;
+}
+
+#endif
