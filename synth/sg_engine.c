@@ -42,7 +42,7 @@ static size_t take(size_t *off, size_t n) {
     return o;
 }
 
-static void layout(sg_engine *e) {
+void sg_engine_layout(sg_engine *e) {
     const sg_engine_config *c = &e->cfg;
     sg_arch_conv4(&e->base_cls, 3, c->img, c->width, c->stages, SG_LAYER_BATCHNORM, c->n_base_classes);
     sg_arch_conv4(&e->base, 3, c->img, c->width, c->stages, SG_LAYER_BATCHNORM, 0);
@@ -77,7 +77,7 @@ sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
     sg_engine *e = sg_xcalloc(1, sizeof *e);
     e->cfg = *cfg;
     SG_ASSERT(cfg->stages >= 1 && cfg->stages <= SG_ENGINE_MAX_STAGES);
-    layout(e);
+    sg_engine_layout(e);
     e->params = sg_xalloc_floats(e->n_params);
     e->state = sg_xalloc_floats(e->base.n_state);
     for (int i = 0; i < 3; i++) {

@@ -29,6 +29,9 @@ struct sg_engine {
     sg_ctx *ws_base, *ws_sup, *ws_qry;
 };
 
+/* Fills the architectures and parameter offsets from e->cfg (no allocation). */
+void sg_engine_layout(sg_engine *e);
+
 /* A workspace for arch a with room for n images, reused while big enough. */
 sg_ctx *sg_engine_ws(sg_ctx **slot, const sg_arch *a, int n);
 

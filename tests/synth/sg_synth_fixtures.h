@@ -33,7 +33,7 @@ static inline sg_engine_config fx_tiny_config(void) {
 }
 
 /* Moves the engine off its initialization: random FiLM γ/β and α generators
- * (zero at creation), and a base batch norm with non-trivial affine
+ * (zero at creation), a non-zero centring weight κ (zero at creation), and a base batch norm with non-trivial affine
  * parameters and running statistics (so the folded scale and shift are
  * neither 1 nor 0 and every term of the generator backward matters). */
 static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
@@ -41,14 +41,15 @@ static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
     sg_rng_seed(&r, seed);
     float *p = e->params;
     int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
+    p[e->off_kappa] = 0.6f;
     for (int s = 0; s < e->cfg.stages; s++) {
         for (size_t i = 0; i < (size_t)C * Z + C; i++) {
             p[e->off_gg[s] + i] = sd * sg_rng_normal(&r);
             p[e->off_gb[s] + i] = sd * sg_rng_normal(&r);
         }
         for (size_t i = 0; i < (size_t)R * Z + R; i++) p[e->off_A[s] + i] = 3 * sd * sg_rng_normal(&r);
-        /* V starts 20× below U·V's natural scale: bring it up so the delta matters */
-        for (size_t i = e->off_V[s]; i < e->off_A[s]; i++) p[i] *= 10;
+        /* V starts small: bring it up so the kernel delta matters */
+        for (size_t i = e->off_V[s]; i < e->off_A[s]; i++) p[i] *= 3;
         const sg_layer *bn = &e->base.layers[s * 4 + 1];
         for (int c = 0; c < bn->cin; c++) {
             p[bn->param_off + c] = 1.0f + 0.2f * sg_rng_normal(&r);

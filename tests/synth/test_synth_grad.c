@@ -3,7 +3,7 @@
  * differences of the loss over every stage-2 parameter kind: the embedding
  * rows the episode's texts use, the text MLP, the FiLM γ/β generators, the
  * kernel-delta factors U, V and the α generator A of every stage, the text
- * projection P, ω and log τ.
+ * projection P, ω, log τ and the centring weight κ.
  *
  * The engine is tiny (8 px, width 4, 2 stages), so every parameter of every
  * block is visited. The generators are moved off their zero initialization
@@ -40,9 +40,8 @@ static void five_points(sg_engine *e, const sg_episode *ep, size_t i, float h, d
     p[i] = orig;
 }
 
-/* Checks analytic[idx[k]] for k < n by finite differences. Per index: a
- * fourth-order central difference over the half-steps δ = h/2; when the four
- * half-step slopes show a kink, once more with h/4, else the index is skipped. */
+/* Checks analytic[idx[k]] for k < n by finite differences; indices at a
+ * ReLU / max-pool kink are skipped and counted. */
 static fd_stats check_block(sg_engine *e, const sg_episode *ep, const float *analytic, const char *what,
                             const size_t *idx, size_t n, float h) {
     double *num = sg_xcalloc(n, sizeof(double)), *floor_ = sg_xcalloc(n, sizeof(double));
@@ -53,13 +52,20 @@ static fd_stats check_block(sg_engine *e, const sg_episode *ep, const float *ana
     double sigma = 2e-7 * fabs(l0);
     fd_stats st = {0, 0, 0};
     for (size_t k = 0; k < n; k++) {
-        skip[k] = 1;
-        for (float hk = h; hk >= h / 4 && skip[k]; hk /= 4) {
+        /* Fourth-order central differences over the half-steps δ = h/2 and
+         * δ = h/8. A stencil whose four slopes jump holds a kink. The wide
+         * one is used when both are smooth and agree; else the narrow one
+         * when smooth (a kink inside the wide stencil that its slopes do not
+         * reveal shows as a disagreement); else the index is skipped. */
+        double est[2], fl[2];
+        int smooth[2];
+        for (int t = 0; t < 2; t++) {
+            float hk = t ? h / 4 : h;
             double l[5], at[5], d = hk / 2.0;
             five_points(e, ep, idx[k], hk, l, at);
             /* (−L(+2δ) + 8L(+δ) − 8L(−δ) + L(−2δ)) / 12δ, over the represented steps */
-            num[k] = (8 * (l[3] - l[1]) - (l[4] - l[0])) / (3 * (at[4] - at[0]));
-            floor_[k] = 4 * sigma / d;
+            est[t] = (8 * (l[3] - l[1]) - (l[4] - l[0])) / (3 * (at[4] - at[0]));
+            fl[t] = 4 * sigma / d;
             double sl[4], lo = 1e300, hi = -1e300;
             for (int q = 0; q < 4; q++) sl[q] = (l[q + 1] - l[q]) / (at[q + 1] - at[q]);
             for (int q = 0; q < 3; q++) {
@@ -67,9 +73,14 @@ static fd_stats check_block(sg_engine *e, const sg_episode *ep, const float *ana
                 lo = dd < lo ? dd : lo;
                 hi = dd > hi ? dd : hi;
             }
-            /* smooth: the slope increments agree up to curvature change and noise */
-            skip[k] = hi - lo > 2e-2 * fabs(num[k]) + 12 * sigma / d;
+            /* the slope increments agree up to curvature change and noise */
+            smooth[t] = hi - lo <= 2e-2 * fabs(est[t]) + 12 * sigma / d;
         }
+        int agree = fabs(est[0] - est[1]) <= 1e-2 * fabs(est[0]) + fl[0] + fl[1];
+        int use = smooth[0] && smooth[1] && agree ? 0 : 1;
+        num[k] = est[use];
+        floor_[k] = fl[use];
+        skip[k] = !smooth[1];
         st.skipped += skip[k];
         ss += num[k] * num[k];
     }
@@ -90,7 +101,7 @@ static fd_stats check_block(sg_engine *e, const sg_episode *ep, const float *ana
             worst_k = k;
         }
     }
-    cr_log_info("%-10s %4zu params, %4d checked, %3d at kinks, rms grad %.3g, worst err/allowance %.3g", what, n,
+    cr_log_info("%-10s L %.3f %4zu params, %4d checked, %3d at kinks, rms grad %.3g, worst err/allowance %.3g", what, l0, n,
                 st.checked, st.skipped, rms, st.worst);
     cr_assert(rms > 50 * sigma / h, "%s: finite differences vanish (rms %.3g): the path carries no gradient", what,
               rms);
@@ -244,7 +255,8 @@ static void check_all(sg_engine *e, const sg_episode *ep, int has_text, int has_
     if (has_img_text) check_range(e, ep, g, "omega", e->off_omega, 1, h, &tot);
     else cr_assert(g[e->off_omega] == 0.0f, "ω has gradient but no class has both images and text");
     check_range(e, ep, g, "log tau", e->off_logtau, 1, h, &tot);
-    cr_assert(e->off_logtau + 1 == sg_engine_n_params(e), "a parameter block is not covered by this test");
+    check_range(e, ep, g, "kappa", e->off_kappa, 1, h, &tot);
+    cr_assert(e->off_kappa + 1 == sg_engine_n_params(e), "a parameter block is not covered by this test");
     cr_log_info("total: %d checked, %d at kinks", tot.checked, tot.skipped);
 
     /* `scale` scales the accumulated gradient and nothing else. */

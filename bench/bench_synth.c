@@ -1,0 +1,98 @@
+/* bench_synth.c — time to synthesize a classifier for a 5-way 5-shot task
+ * (images + text) on one core, image decoding excluded, for the default
+ * engine architecture (Conv4-64 at 64 px) or a trained engine given as the
+ * first argument. Prints the median over repeats and where the time goes:
+ * the forward passes of the support images (task summary through the base
+ * network; prototypes through the synthesized network, twice with the flip
+ * view) dominate, so the FLOP floor is printed too. */
+#include "sg_synth.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int cmpd(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double run(sg_engine *e, const sg_task *t, const sg_synth_opts *o, int reps) {
+    double *ts = malloc(sizeof(double) * (size_t)reps);
+    for (int r = 0; r < reps; r++) {
+        sg_classifier *c;
+        sg_err err;
+        double t0 = sg_now();
+        if (sg_engine_synthesize(e, t, o, &c, &err) != SG_OK) {
+            fprintf(stderr, "synthesis failed: %s\n", err.msg);
+            exit(1);
+        }
+        ts[r] = sg_now() - t0;
+        sg_classifier_free(c);
+    }
+    qsort(ts, (size_t)reps, sizeof(double), cmpd);
+    double m = ts[reps / 2];
+    free(ts);
+    return m;
+}
+
+int main(int argc, char **argv) {
+    openblas_set_num_threads(1);
+    sg_engine *e;
+    sg_err err;
+    if (argc > 1) {
+        if (sg_engine_load(argv[1], &e, &err) != SG_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+    } else {
+        sg_engine_config cfg;
+        sg_engine_config_default(&cfg);
+        e = sg_engine_create(&cfg, 1);
+    }
+    const sg_engine_config *cf = sg_engine_get_config(e);
+    int N = 5, K = 5, S = cf->store;
+    size_t ssz = (size_t)3 * S * S;
+    uint8_t *img = malloc(ssz * (size_t)N * K);
+    sg_rng r;
+    sg_rng_seed(&r, 7);
+    for (size_t i = 0; i < ssz * (size_t)N * K; i++) img[i] = (uint8_t)sg_rng_below(&r, 256);
+    sg_task_class cls[5];
+    static const char *txt = "a brown lesion with an irregular border and a blue-grey veil";
+    for (int c = 0; c < N; c++) {
+        cls[c].name = "class";
+        cls[c].text = txt;
+        cls[c].n_shots = K;
+        cls[c].images = img + (size_t)c * K * ssz;
+    }
+    sg_task t = {N, cls};
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    int reps = 15;
+    run(e, &t, &o, 2);
+    double full = run(e, &t, &o, reps);
+    o.flip_aug = 0;
+    double noflip = run(e, &t, &o, reps);
+    o.use_images = 0;
+    double textonly = run(e, &t, &o, reps);
+    double mflop = 0;
+    {
+        sg_arch a;
+        sg_arch_conv4(&a, 3, cf->img, cf->width, cf->stages, SG_LAYER_AFFINE, 0);
+        for (int i = 0; i < a.n_layers; i++)
+            if (a.layers[i].kind == SG_LAYER_CONV2D) {
+                const sg_layer *l = &a.layers[i];
+                mflop += 2.0 * l->cout * l->cin * l->k * l->k * l->out_h * l->out_w / 1e6;
+            }
+    }
+    printf("engine: Conv%d-%d at %d px, %zu parameters; 5-way 5-shot, images + text, one core\n", cf->stages,
+           cf->width, cf->img, sg_engine_n_params(e));
+    printf("synthesis, median of %d: %.1f ms (flip views on, 75 image forwards)\n", reps, 1e3 * full);
+    printf("synthesis without flip views: %.1f ms (50 image forwards)\n", 1e3 * noflip);
+    printf("synthesis, text only: %.2f ms\n", 1e3 * textonly);
+    printf("FLOP floor: %.0f MFLOP per image forward; 50 forwards = %.2f GFLOP\n", mflop, 50 * mflop / 1e3);
+    printf("target <= 20 ms: %s\n", full <= 0.020 ? "met" : "NOT met");
+    sg_engine_free(e);
+    free(img);
+    return 0;
+}
