@@ -50,12 +50,13 @@ static const char train_help[] =
     "  --time-budget SEC   end stage 2 early after SEC seconds\n"
     "  --threads N         OpenBLAS threads per rank (default 1)\n"
     "  --init ENGINE       start from this engine's weights (e.g. a stage-1 checkpoint with --epochs 0)\n"
+    "  --init-backbone ENGINE  take only the base backbone (stage 1) from ENGINE; fresh generator\n"
     "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments.\n";
 
 int sg_cmd_train_engine(int argc, char **argv) {
     char *sets[MAX_SETS];
     int n_sets = 0;
-    const char *registry = NULL, *out = NULL, *val = NULL, *ckpt = NULL, *init = NULL;
+    const char *registry = NULL, *out = NULL, *val = NULL, *ckpt = NULL, *init = NULL, *init_bb = NULL;
     sg_train_opts o;
     sg_train_opts_default(&o);
     sg_engine_config cfg;
@@ -75,6 +76,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--out", &v) || sg_cli_opt(argc, argv, &i, "-o", &v)) out = v;
         else if (sg_cli_opt(argc, argv, &i, "--val", &v)) val = v;
         else if (sg_cli_opt(argc, argv, &i, "--checkpoint", &v)) ckpt = v;
+        else if (sg_cli_opt(argc, argv, &i, "--init-backbone", &v)) init_bb = v;
         else if (sg_cli_opt(argc, argv, &i, "--init", &v)) init = v;
         else if (sg_cli_opt(argc, argv, &i, "--epochs", &v) && sg_cli_parse_int(v, 0, 100000, &l)) o.stage1_epochs = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--batch", &v) && sg_cli_parse_int(v, 1, 1 << 16, &l)) o.batch = (int)l;
@@ -161,6 +163,10 @@ int sg_cmd_train_engine(int argc, char **argv) {
         float mean[3], std[3];
         sg_dataset_stats(&d, mean, std);
         sg_engine_set_normalization(e, mean, std);
+        if (init_bb && sg_engine_load_backbone(e, init_bb, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "--init-backbone: %s", err.msg);
+            return finish_mpi(1);
+        }
     }
     if (rank == 0)
         sg_log(SG_LOG_INFO, "engine: Conv%d-%d at %dpx, %zu parameters; %d images, %d classes (%d held out for validation), %d without text",

@@ -5,7 +5,7 @@
  * Parameter layout (one flat buffer; gradients and optimizer moments alike):
  *   [base backbone conv4(BN)] [stage-1 head] | [text embedding] [text MLP]
  *   [per stage: FiLM-γ gen, FiLM-β gen, U, V, α gen] [text→feature projection]
- *   [ω, log τ, κ]
+ *   [ω, log τ, κ, ρ, log λ]
  * Everything right of `|` is trained in stage 2 (sg_engine_stage2_offset).
  */
 #include "sg_synth_impl.h"
@@ -70,6 +70,8 @@ void sg_engine_layout(sg_engine *e) {
     e->off_omega = take(&off, 1);
     e->off_logtau = take(&off, 1);
     e->off_kappa = take(&off, 1);
+    e->off_rho = take(&off, 1);
+    e->off_loglam = take(&off, 1);
     e->n_params = off;
 }
 
@@ -106,6 +108,8 @@ sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
     p[e->off_omega] = 0.3f;
     p[e->off_logtau] = logf(10.0f);
     p[e->off_kappa] = 0.0f; /* no centring at first: the head starts as ProtoNet's */
+    p[e->off_rho] = 0.0f;   /* ridge-regression head off at first */
+    p[e->off_loglam] = 0.0f;
     return e;
 }
 

@@ -110,3 +110,48 @@ sg_status sg_engine_load(const char *path, sg_engine **out, sg_err *err) {
     free(data);
     return s;
 }
+
+sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
+    uint8_t *data;
+    size_t len;
+    sg_status s = sg_file_read_all(path, &data, &len, (size_t)4 << 30, err);
+    if (s != SG_OK) return s;
+    s = SG_ERR_FORMAT;
+    sg_rd r = {data, len >= 4 ? len - 4 : 0, 8, 0};
+    uint32_t nv, v[10];
+    float mean[3], std[3];
+    uint64_t np, nst;
+    if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0) {
+        s = sg_err_set(err, SG_ERR_FORMAT, "%s: not an sgps engine file (bad magic)", path);
+    } else if (sg_get_u32le(data + 4) > SG_SGPE_VERSION) {
+        s = sg_err_set(err, SG_ERR_VERSION, "%s: engine format version %u is newer than this sgps reads", path,
+                       sg_get_u32le(data + 4));
+    } else if (sg_crc32(0, data, len - 4) != sg_get_u32le(data + len - 4)) {
+        s = sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", path);
+    } else if (sg_rd_u32(&r, &nv) || nv != 10) {
+        s = sg_err_set(err, SG_ERR_FORMAT, "%s: malformed header", path);
+    } else {
+        for (int i = 0; i < 10; i++) sg_rd_u32(&r, &v[i]);
+        sg_rd_f32s(&r, mean, 3);
+        sg_rd_f32s(&r, std, 3);
+        const sg_engine_config *c = &e->cfg;
+        if (r.bad || (int)v[0] != c->img || (int)v[1] != c->store || (int)v[2] != c->width || (int)v[3] != c->stages ||
+            (int)v[9] != c->n_base_classes) {
+            s = sg_err_set(err, SG_ERR_ARG, "%s: its backbone (img %u, store %u, width %u, stages %u, %u classes) does not match",
+                           path, v[0], v[1], v[2], v[3], v[9]);
+        } else if (sg_rd_u64(&r, &np) || np < e->off_s2 || np > (r.len - r.pos) / 4) {
+            s = sg_err_set(err, SG_ERR_FORMAT, "%s: truncated parameter block", path);
+        } else {
+            sg_rd_f32s(&r, e->params, e->off_s2);
+            r.pos += (size_t)(np - e->off_s2) * 4;
+            if (sg_rd_u64(&r, &nst) || nst != e->base.n_state || sg_rd_f32s(&r, e->state, e->base.n_state)) {
+                s = sg_err_set(err, SG_ERR_FORMAT, "%s: malformed running statistics", path);
+            } else {
+                sg_engine_set_normalization(e, mean, std);
+                s = SG_OK;
+            }
+        }
+    }
+    free(data);
+    return s;
+}

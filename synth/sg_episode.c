@@ -27,6 +27,117 @@ void sg_engine_base_features(const sg_engine *e, int n, const float *x, float *f
     sg_ctx_free(ctx);
 }
 
+/* Closed-form ridge-regression head (as in R2-D2, Bertinetto et al. 2019):
+ * rows U (n, C) with labels y, W_r (N, C) = αᵀU with α = (UUᵀ + λI)⁻¹ Y.
+ * Computed in double with an explicit inverse (n is a support set: small). */
+typedef struct ridge_state {
+    int n, N, C;
+    double *ainv; /* (n, n) */
+    float *alpha; /* (n, N) */
+    float *w;     /* (N, C) */
+} ridge_state;
+
+static void ridge_forward(int n, int N, int C, const float *U, const int *y, float lam, ridge_state *r) {
+    r->n = n;
+    r->N = N;
+    r->C = C;
+    double *a = sg_xcalloc((size_t)n * n, sizeof(double)), *l = sg_xcalloc((size_t)n * n, sizeof(double));
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j <= i; j++) {
+            double s = 0;
+            for (int k = 0; k < C; k++) s += (double)U[(size_t)i * C + k] * U[(size_t)j * C + k];
+            a[(size_t)i * n + j] = a[(size_t)j * n + i] = s + (i == j ? lam : 0);
+        }
+    /* Cholesky A = L Lᵀ (A is SPD: λ > 0) */
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j <= i; j++) {
+            double s = a[(size_t)i * n + j];
+            for (int k = 0; k < j; k++) s -= l[(size_t)i * n + k] * l[(size_t)j * n + k];
+            l[(size_t)i * n + j] = i == j ? sqrt(s > 1e-30 ? s : 1e-30) : s / l[(size_t)j * n + j];
+        }
+    /* A⁻¹ column by column */
+    r->ainv = sg_xcalloc((size_t)n * n, sizeof(double));
+    double *col = sg_xcalloc((size_t)n, sizeof(double));
+    for (int c = 0; c < n; c++) {
+        for (int i = 0; i < n; i++) {
+            double s = i == c ? 1.0 : 0.0;
+            for (int k = 0; k < i; k++) s -= l[(size_t)i * n + k] * col[k];
+            col[i] = s / l[(size_t)i * n + i];
+        }
+        for (int i = n - 1; i >= 0; i--) {
+            double s = col[i];
+            for (int k = i + 1; k < n; k++) s -= l[(size_t)k * n + i] * col[k];
+            col[i] = s / l[(size_t)i * n + i];
+        }
+        for (int i = 0; i < n; i++) r->ainv[(size_t)i * n + c] = col[i];
+    }
+    r->alpha = sg_xalloc_floats((size_t)n * N);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < N; c++) {
+            double s = 0;
+            for (int k = 0; k < n; k++)
+                if (y[k] == c) s += r->ainv[(size_t)i * n + k];
+            r->alpha[(size_t)i * N + c] = (float)s;
+        }
+    r->w = sg_xalloc_floats((size_t)N * C);
+    for (int c = 0; c < N; c++)
+        for (int k = 0; k < C; k++) {
+            float s = 0;
+            for (int i = 0; i < n; i++) s += r->alpha[(size_t)i * N + c] * U[(size_t)i * C + k];
+            r->w[(size_t)c * C + k] = s;
+        }
+    free(a);
+    free(l);
+    free(col);
+}
+
+/* dW (N, C) → accumulates dU (n, C); returns d(λ). */
+static float ridge_backward(const ridge_state *r, const float *U, const float *dw, float *du) {
+    int n = r->n, N = r->N, C = r->C;
+    float *dalpha = sg_xalloc_floats((size_t)n * N);
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < N; c++) {
+            float s = 0;
+            for (int k = 0; k < C; k++) {
+                du[(size_t)i * C + k] += r->alpha[(size_t)i * N + c] * dw[(size_t)c * C + k];
+                s += U[(size_t)i * C + k] * dw[(size_t)c * C + k];
+            }
+            dalpha[(size_t)i * N + c] = s;
+        }
+    /* dA = -A⁻¹ dα αᵀ */
+    double *t = sg_xcalloc((size_t)n * n, sizeof(double)), *da = sg_xcalloc((size_t)n * n, sizeof(double));
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int c = 0; c < N; c++) s += (double)dalpha[(size_t)i * N + c] * r->alpha[(size_t)j * N + c];
+            t[(size_t)i * n + j] = s;
+        }
+    double dlam = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int k = 0; k < n; k++) s += r->ainv[(size_t)i * n + k] * t[(size_t)k * n + j];
+            da[(size_t)i * n + j] = -s;
+        }
+    for (int i = 0; i < n; i++) {
+        dlam += da[(size_t)i * n + i];
+        for (int j = 0; j < n; j++) {
+            float g = (float)(da[(size_t)i * n + j] + da[(size_t)j * n + i]);
+            for (int k = 0; k < C; k++) du[(size_t)i * C + k] += g * U[(size_t)j * C + k];
+        }
+    }
+    free(dalpha);
+    free(t);
+    free(da);
+    return (float)dlam;
+}
+
+static void ridge_free(ridge_state *r) {
+    free(r->ainv);
+    free(r->alpha);
+    free(r->w);
+}
+
 /* Head forward: prototypes from support features and text projections. */
 typedef struct head_state {
     int N, C;
@@ -89,6 +200,9 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
     /* text codes */
     static _Thread_local sg_text_cache tcache[SG_MAX_WAY];
     static _Thread_local int tids[SG_MAX_WAY][SG_TEXT_MAX_IDS];
+    static _Thread_local uint8_t tdrop[SG_MAX_WAY][SG_TEXT_MAX_IDS];
+    sg_rng wr;
+    sg_rng_seed2(&wr, ep->seed, 0x770D);
     int ntid[SG_MAX_WAY], n_text = 0;
     float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *codes);
     head_state *h = sg_xcalloc(1, sizeof *h);
@@ -100,7 +214,13 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
         h->has_text[c] = ep->texts && ep->texts[c] && ep->texts[c][0];
         if (!h->has_text[c]) continue;
         ntid[c] = sg_text_tokenize(ep->texts[c], cf->text_buckets, tids[c], SG_TEXT_MAX_IDS);
-        sg_text_forward(e, tids[c], ntid[c], NULL, &tcache[c]);
+        int kept = 0;
+        for (int i = 0; i < ntid[c]; i++) {
+            tdrop[c][i] = ep->word_dropout > 0 && sg_rng_uniform(&wr) < ep->word_dropout;
+            kept += !tdrop[c][i];
+        }
+        if (!kept && ntid[c]) tdrop[c][0] = 0;
+        sg_text_forward(e, tids[c], ntid[c], tdrop[c], &tcache[c]);
         memcpy(codes[c], tcache[c].code, sizeof(float) * (size_t)T);
         for (int t = 0; t < T; t++) z[C + t] += codes[c][t];
         n_text++;
@@ -121,23 +241,46 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
     int keep = grad != NULL;
     sg_ctx *cs = ns ? sg_engine_ws(&e->ws_sup, &e->syn, ns) : NULL, *cq = sg_engine_ws(&e->ws_qry, &e->syn, nq);
     float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
+    float *fsup = NULL; /* (ns, C) support features */
     if (ns) {
         const float *fs = sg_net_forward(&e->syn, cs, theta, NULL, xs, ns, keep);
+        fsup = sg_xalloc_floats((size_t)ns * C);
+        memcpy(fsup, fs, sizeof(float) * (size_t)ns * C);
         for (int c = 0, k = 0; c < N; c++)
             for (int i = 0; i < ep->shots[c]; i++, k++)
                 for (int j = 0; j < C; j++) fimg[c][j] += fs[(size_t)k * C + j] / (float)ep->shots[c];
     }
     head_forward(e, h, fimg, codes);
     const float *fq = sg_net_forward(&e->syn, cq, theta, NULL, xq, nq, keep);
-    float tau = expf(e->params[e->off_logtau]);
+    float tau = expf(e->params[e->off_logtau]), rho = e->params[e->off_rho];
+    float lam = expf(e->params[e->off_loglam]);
     float *u = sg_xalloc_floats((size_t)nq * C), *logits = sg_xalloc_floats((size_t)nq * N);
     float *dlog = sg_xalloc_floats((size_t)nq * N);
+    float *l1 = sg_xalloc_floats((size_t)nq * N), *l2 = sg_xalloc_floats((size_t)nq * N);
+    /* ridge head over the centred, normalized support features */
+    ridge_state rs = {0};
+    float *us = NULL;
+    int *ys = NULL;
+    if (ns) {
+        const float *fs = fsup;
+        us = sg_xalloc_floats((size_t)ns * C);
+        ys = sg_xmalloc(sizeof(int) * (size_t)ns);
+        for (int c = 0, k = 0; c < N; c++)
+            for (int i = 0; i < ep->shots[c]; i++) ys[k++] = c;
+        sg_l2norm_forward(ns, C, fs, h->m, SG_L2NORM_EPS, us);
+        ridge_forward(ns, N, C, us, ys, lam, &rs);
+    }
     sg_l2norm_forward(nq, C, fq, h->m, SG_L2NORM_EPS, u);
     for (int q = 0; q < nq; q++)
         for (int c = 0; c < N; c++) {
-            float s = 0;
-            for (int j = 0; j < C; j++) s += u[(size_t)q * C + j] * h->nrm[c][j];
-            logits[(size_t)q * N + c] = tau * s;
+            float s = 0, s2 = 0;
+            for (int j = 0; j < C; j++) {
+                s += u[(size_t)q * C + j] * h->nrm[c][j];
+                if (ns) s2 += u[(size_t)q * C + j] * rs.w[(size_t)c * C + j];
+            }
+            l1[(size_t)q * N + c] = s;
+            l2[(size_t)q * N + c] = s2;
+            logits[(size_t)q * N + c] = tau * s + rho * s2;
         }
     float loss = sg_softmax_xent(nq, N, logits, ep->query_label, scale, dlog, NULL);
     if (acc) {
@@ -153,22 +296,40 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
 
     if (grad) {
         /* head backward */
-        float dlt = 0;
-        for (size_t i = 0; i < (size_t)nq * N; i++) dlt += dlog[i] * logits[i];
+        float dlt = 0, drho = 0;
+        for (size_t i = 0; i < (size_t)nq * N; i++) {
+            dlt += dlog[i] * tau * l1[i];
+            drho += dlog[i] * l2[i];
+        }
         grad[e->off_logtau] += dlt;
+        grad[e->off_rho] += drho;
         float (*dn)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *dn);
         float (*dv)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *dv);
         float *du = sg_xalloc_floats((size_t)nq * C), *dfq = sg_xalloc_floats((size_t)nq * C);
         float dm[SG_ENGINE_MAX_WIDTH] = {0};
         for (int q = 0; q < nq; q++)
             for (int c = 0; c < N; c++) {
-                float g = tau * dlog[(size_t)q * N + c];
+                float g = tau * dlog[(size_t)q * N + c], g2 = rho * dlog[(size_t)q * N + c];
                 for (int j = 0; j < C; j++) {
                     dn[c][j] += g * u[(size_t)q * C + j];
-                    du[(size_t)q * C + j] += g * h->nrm[c][j];
+                    du[(size_t)q * C + j] += g * h->nrm[c][j] + (ns ? g2 * rs.w[(size_t)c * C + j] : 0.0f);
                 }
             }
         sg_l2norm_backward(nq, C, fq, h->m, SG_L2NORM_EPS, du, dfq, dm);
+        float *dfs = ns ? sg_xalloc_floats((size_t)ns * C) : NULL;
+        if (ns) {
+            float *dw = sg_xalloc_floats((size_t)N * C), *dus = sg_xalloc_floats((size_t)ns * C);
+            for (int q = 0; q < nq; q++)
+                for (int c = 0; c < N; c++) {
+                    float g2 = rho * dlog[(size_t)q * N + c];
+                    for (int j = 0; j < C; j++) dw[(size_t)c * C + j] += g2 * u[(size_t)q * C + j];
+                }
+            float dl = ridge_backward(&rs, us, dw, dus);
+            grad[e->off_loglam] += dl * lam;
+            sg_l2norm_backward(ns, C, fsup, h->m, SG_L2NORM_EPS, dus, dfs, dm);
+            free(dw);
+            free(dus);
+        }
         sg_l2norm_backward(N, SG_ENGINE_MAX_WIDTH, &h->v[0][0], NULL, SG_L2NORM_EPS, &dn[0][0], &dv[0][0], NULL);
         for (int c = 0; c < N; c++)
             for (int j = 0; j < C; j++) dm[j] -= dv[c][j];
@@ -181,7 +342,6 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
         grad[e->off_kappa] += dk;
         float *dz = sg_xalloc_floats((size_t)Z);
         float (*dcode)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *dcode);
-        float *dfs = ns ? sg_xalloc_floats((size_t)ns * C) : NULL;
         float *gP = grad + e->off_P, *gpb = gP + (size_t)C * T;
         const float *P = e->params + e->off_P;
         for (int c = 0, k0 = 0; c < N; c++) {
@@ -203,7 +363,7 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
                 }
             }
             for (int i = 0; i < ep->shots[c]; i++)
-                for (int j = 0; j < C; j++) dfs[(size_t)(k0 + i) * C + j] = dp[j] / (float)ep->shots[c];
+                for (int j = 0; j < C; j++) dfs[(size_t)(k0 + i) * C + j] += dp[j] / (float)ep->shots[c];
             k0 += ep->shots[c];
         }
         sg_net_backward(&e->syn, cq, theta, NULL, dfq, dtheta, NULL);
@@ -212,13 +372,14 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
         for (int c = 0; c < N; c++) {
             if (!h->has_text[c]) continue;
             for (int t = 0; t < T; t++) dcode[c][t] += dz[C + t] / (float)n_text;
-            sg_text_backward(e, tids[c], ntid[c], NULL, &tcache[c], dcode[c], grad);
+            sg_text_backward(e, tids[c], ntid[c], tdrop[c], &tcache[c], dcode[c], grad);
         }
         free(dn); free(dv); free(du); free(dfq); free(dz); free(dcode); free(dfs);
     }
     sg_gen_cache_free(gc);
     free(xs); free(xq); free(codes); free(h); free(z); free(theta); free(dtheta); free(fimg);
-    free(u); free(logits); free(dlog);
+    free(u); free(logits); free(dlog); free(l1); free(l2); free(us); free(ys); free(fsup);
+    ridge_free(&rs);
     return loss;
 }
 
@@ -279,9 +440,16 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     sg_gen_forward(e, z, o->adapt, gc, theta);
     sg_gen_cache_free(gc);
     float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
+    float *fsup = NULL;
+    int *ys = NULL;
     if (ns) {
         ctx = sg_engine_ws(&me->ws_sup, &e->syn, ns * views);
         const float *fs = sg_net_forward(&e->syn, ctx, theta, NULL, xs, ns * views, 0);
+        fsup = sg_xalloc_floats((size_t)ns * views * C);
+        memcpy(fsup, fs, sizeof(float) * (size_t)ns * views * C);
+        ys = sg_xmalloc(sizeof(int) * (size_t)ns * views);
+        for (int c = 0, k = 0; c < N; c++)
+            for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots * views; i++) ys[k++] = c;
         for (int c = 0, k = 0; c < N; c++)
             for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots; i++, k++)
                 for (int v = 0; v < views; v++)
@@ -290,20 +458,31 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     }
     head_forward(e, h, fimg, codes);
 
-    /* The classifier: synthesized backbone, centred L2 norm, cosine head. */
+    /* The classifier: synthesized backbone, centred L2 norm, linear head
+     * (cosine to the prototypes + ridge regression). */
     sg_arch a = e->syn;
     int li = sg_arch_add_l2norm(&a);
     int lh = sg_arch_add_linear(&a, N, 1);
     float *params = sg_xalloc_floats(a.n_params);
     memcpy(params, theta, sizeof(float) * e->syn.n_params);
     memcpy(params + a.layers[li].param_off, h->m, sizeof(float) * (size_t)C);
-    float tau = expf(e->params[e->off_logtau]);
+    float tau = expf(e->params[e->off_logtau]), rho = e->params[e->off_rho];
     float *W = params + a.layers[lh].param_off;
     for (int c = 0; c < N; c++)
         for (int j = 0; j < C; j++) W[(size_t)c * C + j] = tau * h->nrm[c][j];
+    if (ns && rho != 0) {
+        /* plus the ridge-regression head over the centred support features (every view) */
+        float *us = sg_xalloc_floats((size_t)ns * views * C);
+        sg_l2norm_forward(ns * views, C, fsup, h->m, SG_L2NORM_EPS, us);
+        ridge_state rs = {0};
+        ridge_forward(ns * views, N, C, us, ys, expf(e->params[e->off_loglam]), &rs);
+        for (size_t i = 0; i < (size_t)N * C; i++) W[i] += rho * rs.w[i];
+        ridge_free(&rs);
+        free(us);
+    }
     const char **names = sg_xcalloc((size_t)N, sizeof *names);
     for (int c = 0; c < N; c++) names[c] = task->classes[c].name ? task->classes[c].name : "";
     *out = sg_classifier_create(&a, e->mean, e->std, N, names, params, NULL);
-    free(names); free(params); free(theta); free(fimg); free(h); free(codes); free(z); free(xs); free(ids);
+    free(names); free(params); free(theta); free(fimg); free(fsup); free(ys); free(h); free(codes); free(z); free(xs); free(ids);
     return SG_OK;
 }

@@ -61,6 +61,10 @@ sg_status sg_engine_save(const sg_engine *e, const char *path, sg_err *err);
 void sg_engine_serialize(const sg_engine *e, sg_buf *out);
 sg_status sg_engine_load(const char *path, sg_engine **out, sg_err *err);
 sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *name, sg_engine **out, sg_err *err);
+/* Copies the base backbone, its stage-1 head, running statistics and input
+ * normalization from an engine file whose backbone configuration matches;
+ * the generator keeps its own (e.g. fresh) parameters. */
+sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err);
 /* CRC-32 of the parameters: equal on every rank after each step. */
 uint32_t sg_engine_params_crc(const sg_engine *e);
 
@@ -157,6 +161,8 @@ typedef struct sg_episode {
     int n_query;
     const uint8_t *query; /* (n_query, 3, store, store) */
     const int *query_label;
+    float word_dropout; /* training: drop each text token with this probability (0: none) */
+    uint64_t seed;      /* seeds the word dropout */
 } sg_episode;
 
 float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, float scale, float *acc);

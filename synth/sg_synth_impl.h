@@ -24,7 +24,7 @@ struct sg_engine {
     size_t off_s2, off_emb, off_t1, off_t2;
     size_t off_gg[SG_ENGINE_MAX_STAGES], off_gb[SG_ENGINE_MAX_STAGES];
     size_t off_U[SG_ENGINE_MAX_STAGES], off_V[SG_ENGINE_MAX_STAGES], off_A[SG_ENGINE_MAX_STAGES];
-    size_t off_P, off_omega, off_logtau, off_kappa;
+    size_t off_P, off_omega, off_logtau, off_kappa, off_rho, off_loglam;
     /* Reused workspaces (an engine is used by one thread at a time). */
     sg_ctx *ws_base, *ws_sup, *ws_qry;
 };

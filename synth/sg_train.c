@@ -206,6 +206,8 @@ int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, in
     b->ep.n_query = N * queries;
     b->ep.query = b->qry;
     b->ep.query_label = b->qlab;
+    b->ep.word_dropout = 0;
+    b->ep.seed = 0;
     return 1;
 }
 
@@ -388,6 +390,17 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
         best_val = -1;
+        if (o->n_val_classes > 0 && o->val_episodes > 0) {
+            /* the starting point is a candidate too: stage 2 must earn its keep */
+            double a1, b1, a5, b5;
+            validate(e, d, o, 1, comm, rank, P, 1, &a1, &b1);
+            validate(e, d, o, 5, comm, rank, P, 1, &a5, &b5);
+            best_val = a1 + a5;
+            memcpy(best, e->params, sizeof(float) * np);
+            if (rank == 0)
+                sg_log(SG_LOG_INFO, "stage 2 start validation: SGPS 1-shot %.1f%% (base %.1f%%), 5-shot %.1f%% (base %.1f%%)",
+                       100 * a1, 100 * b1, 100 * a5, 100 * b5);
+        }
         double t2 = sg_now();
         for (long step = 0; step < steps; step++) {
             memset(grad + off, 0, sizeof(float) * n2);
@@ -402,6 +415,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 if (!sg_sample_episode(d, train_cls, n_train, o->way, shot, o->queries, o->text_dropout, text_only, &r, &b))
                     continue;
                 if (k % P != rank) continue;
+                b.ep.word_dropout = 0.2f;
+                b.ep.seed = o->seed ^ ((uint64_t)step * (uint64_t)E + (uint64_t)k);
                 float a;
                 lsr += sg_engine_episode_grad(e, &b.ep, grad, 1.0f / (float)E, &a);
                 acr += a;

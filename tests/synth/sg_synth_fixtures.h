@@ -33,7 +33,8 @@ static inline sg_engine_config fx_tiny_config(void) {
 }
 
 /* Moves the engine off its initialization: random FiLM γ/β and α generators
- * (zero at creation), a non-zero centring weight κ (zero at creation), and a base batch norm with non-trivial affine
+ * (zero at creation), a non-zero centring weight κ and ridge-head weight ρ
+ * (both zero at creation), and a base batch norm with non-trivial affine
  * parameters and running statistics (so the folded scale and shift are
  * neither 1 nor 0 and every term of the generator backward matters). */
 static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
@@ -42,6 +43,8 @@ static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
     float *p = e->params;
     int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
     p[e->off_kappa] = 0.6f;
+    p[e->off_rho] = 0.5f; /* ridge head on (off at creation) */
+    p[e->off_loglam] = -0.5f;
     for (int s = 0; s < e->cfg.stages; s++) {
         for (size_t i = 0; i < (size_t)C * Z + C; i++) {
             p[e->off_gg[s] + i] = sd * sg_rng_normal(&r);
@@ -83,23 +86,49 @@ static inline float fx_shape_cover(int shape, float x, float y, float cx, float 
     return k < 0 ? 0 : k > 1 ? 1 : k;
 }
 
-/* One (3, S, S) uint8 planar image of a coloured shape on a dark, noisy
- * background at a random position, size and angle. */
-static inline void fx_draw(sg_rng *r, int shape, int colour, int S, uint8_t *img) {
-    float rad = (float)S * (0.22f + 0.1f * sg_rng_uniform(r));
+/* Paints shape `shape` in colour `colour` (random position, size, angle,
+ * brightness) into the float planes f (3, S, S). */
+static inline void fx_paint(sg_rng *r, int shape, int colour, int S, float scale, float *f) {
+    float rad = (float)S * scale * (0.22f + 0.1f * sg_rng_uniform(r));
     float cx = rad + ((float)S - 2 * rad) * sg_rng_uniform(r), cy = rad + ((float)S - 2 * rad) * sg_rng_uniform(r);
     float ang = 3.14159265f * sg_rng_uniform(r), ca = cosf(ang), sa = sinf(ang);
-    float bg[3], amp = 0.75f + 0.25f * sg_rng_uniform(r);
-    for (int c = 0; c < 3; c++) bg[c] = 0.05f + 0.2f * sg_rng_uniform(r);
+    float amp = 0.75f + 0.25f * sg_rng_uniform(r);
     for (int y = 0; y < S; y++)
         for (int x = 0; x < S; x++) {
             float a = fx_shape_cover(shape, (float)x + 0.5f, (float)y + 0.5f, cx, cy, rad, ca, sa);
-            for (int c = 0; c < 3; c++) {
-                float v = (1 - a) * bg[c] + a * amp * fx_colour_rgb[colour][c] + 0.06f * sg_rng_normal(r);
-                v = v < 0 ? 0 : v > 1 ? 1 : v;
-                img[((size_t)c * S + y) * S + x] = (uint8_t)lrintf(v * 255.0f);
+            for (int c = 0; a > 0 && c < 3; c++) {
+                float *v = f + ((size_t)c * S + y) * S + x;
+                *v = (1 - a) * *v + a * amp * fx_colour_rgb[colour][c];
             }
         }
+}
+
+/* One (3, S, S) uint8 planar image of a coloured shape on a dark, noisy
+ * background at a random position, size and angle. With `distractor`, a
+ * second, smaller object of another shape and another colour is painted
+ * first: one support image alone then does not tell which object is the
+ * class, the description does. */
+static inline void fx_draw_scene(sg_rng *r, int shape, int colour, int S, int distractor, uint8_t *img) {
+    float *f = sg_xalloc_floats((size_t)3 * S * S), bg[3];
+    for (int c = 0; c < 3; c++) bg[c] = 0.05f + 0.2f * sg_rng_uniform(r);
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < S * S; i++) f[(size_t)c * S * S + i] = bg[c];
+    if (distractor) {
+        int ds = (shape + 1 + (int)sg_rng_below(r, FX_N_SHAPES - 1)) % FX_N_SHAPES;
+        int dc = (colour + 1 + (int)sg_rng_below(r, FX_N_COLOURS - 1)) % FX_N_COLOURS;
+        fx_paint(r, ds, dc, S, 0.8f, f);
+    }
+    fx_paint(r, shape, colour, S, distractor ? 0.8f : 1.0f, f);
+    for (size_t i = 0; i < (size_t)3 * S * S; i++) {
+        float v = f[i] + 0.06f * sg_rng_normal(r);
+        v = v < 0 ? 0 : v > 1 ? 1 : v;
+        img[i] = (uint8_t)lrintf(v * 255.0f);
+    }
+    free(f);
+}
+
+static inline void fx_draw(sg_rng *r, int shape, int colour, int S, uint8_t *img) {
+    fx_draw_scene(r, shape, colour, S, 0, img);
 }
 
 static inline char *fx_describe(int shape, int colour) {
@@ -109,9 +138,10 @@ static inline char *fx_describe(int shape, int colour) {
 }
 
 /* A dataset of the given (shape, colour) classes (class k = combos[2k],
- * combos[2k+1]), per_class images each, one domain. */
+ * combos[2k+1]), per_class images each (with a distractor object when
+ * `distractor`), one domain. */
 static inline void fx_dataset_build(sg_dataset *d, const int *combos, int n_classes, int per_class, int S,
-                                    uint64_t seed) {
+                                    int distractor, uint64_t seed) {
     memset(d, 0, sizeof *d);
     d->n = n_classes * per_class;
     d->store = S;
@@ -135,7 +165,7 @@ static inline void fx_dataset_build(sg_dataset *d, const int *combos, int n_clas
         for (int i = 0; i < per_class; i++) {
             int idx = k * per_class + i;
             d->label[idx] = k;
-            fx_draw(&r, sh, co, S, d->pix + (size_t)idx * 3 * S * S);
+            fx_draw_scene(&r, sh, co, S, distractor, d->pix + (size_t)idx * 3 * S * S);
         }
     }
 }

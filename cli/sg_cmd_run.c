@@ -1,0 +1,177 @@
+/* sg_cmd_run.c — `sgps validate MANIFEST` (every problem at once, before any
+ * work) and `[mpirun -n P] sgps run MANIFEST` (the batch job: pipeline/ runs
+ * the units, jobs/ writes metrics, summary and report). Exit statuses are
+ * documented in docs/run-folder.md. */
+#include "sg_cli.h"
+#include "sg_cli_run.h"
+#include "sg_jobs.h"
+#include "sg_pipeline.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char validate_help[] =
+    "usage: sgps validate MANIFEST\n\n"
+    "Checks a run manifest and its registry (docs/formats-manifest.md): JSON shape, task\n"
+    "ids, registry ids, shots against exemplars, thresholds, label mappings, the engine\n"
+    "(loaded: format and version), every exemplar the tasks use (decoded) and every\n"
+    "shard file. Prints every problem, one per line, as FILE: $.json.path: reason.\n"
+    "Exit status: 0 valid; 1 problems found (all printed); 2 bad arguments.\n";
+
+static void print_diag(const sg_diag *d, FILE *f) {
+    for (size_t i = 0; i < d->n; i++) fprintf(f, "%s\n", d->msgs[i]);
+}
+
+int sg_cmd_validate(int argc, char **argv) {
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (sg_cli_is_help(argv[i])) {
+            fputs(validate_help, stdout);
+            return 0;
+        } else if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "sgps validate: unexpected argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+        path = argv[i];
+    }
+    if (!path) {
+        fprintf(stderr, "sgps validate: a manifest is required (see --help)\n");
+        return 2;
+    }
+    sg_diag d = {0};
+    sg_manifest *m = NULL;
+    sg_manifest_load(path, 1, &m, &d);
+    int code = d.n ? 1 : 0;
+    print_diag(&d, stderr);
+    if (code) fprintf(stderr, "sgps validate: %s: %zu problem%s\n", path, d.n, d.n == 1 ? "" : "s");
+    else printf("%s: valid: %d tasks, %zu units\n", path, m->n_tasks, m->n_units);
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    return code;
+}
+
+static const char run_help[] =
+    "usage: [mpirun -n P] sgps run MANIFEST [--out DIR] [--resume] [--retry-failed] [--fail-fast] [--quiet]\n\n"
+    "Runs every (task, shard) unit of a manifest: rank 0 hands units to the ranks that\n"
+    "ask (with one rank it works itself); each rank synthesizes a task's classifier once\n"
+    "and streams the shard through it. Outputs go to the manifest's \"output\" folder\n"
+    "(docs/run-folder.md): run.json, status.tsv, tasks/<id>/{classifier.sgpm,\n"
+    "predictions.csv, metrics.json, worklist-*.csv}, summary.json, summary.csv, report.html.\n\n"
+    "  --out DIR        run folder instead of the manifest's \"output\"\n"
+    "  --resume         keep units already complete for this manifest and engine\n"
+    "  --retry-failed   with --resume (implied), also redo units that failed\n"
+    "  --fail-fast      stop handing out units after the first failure\n"
+    "  --quiet          no progress lines\n"
+    "SIGTERM or SIGUSR1: finish the current batch, write status, exit 4; --resume completes.\n"
+    "Exit status: 0 all units succeeded; 1 invalid manifest or run-folder error;\n"
+    "2 bad arguments; 3 some units failed (status.tsv says why); 4 interrupted, resumable.\n";
+
+static int finish(int code) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Finalize();
+    return code;
+}
+
+int sg_cmd_run(int argc, char **argv) {
+    const char *path = NULL;
+    sg_run_opts o;
+    memset(&o, 0, sizeof o);
+    o.progress = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (sg_cli_is_help(argv[i])) {
+            fputs(run_help, stdout);
+            return 0;
+        } else if (sg_cli_opt(argc, argv, &i, "--out", &v)) o.out = v;
+        else if (strcmp(argv[i], "--resume") == 0) o.resume = 1;
+        else if (strcmp(argv[i], "--retry-failed") == 0) o.resume = o.retry_failed = 1;
+        else if (strcmp(argv[i], "--fail-fast") == 0) o.fail_fast = 1;
+        else if (strcmp(argv[i], "--quiet") == 0) o.progress = 0;
+        else if (argv[i][0] != '-' && !path) path = argv[i];
+        else {
+            fprintf(stderr, "sgps run: bad or unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "sgps run: a manifest is required (see --help)\n");
+        return 2;
+    }
+    o.version = SG_VERSION_STRING;
+    o.git_hash = sg_git_hash;
+    const char *delay = getenv("SGPS_TEST_BATCH_DELAY_MS"); /* tests: make a run slow enough to interrupt */
+    if (delay) o.unit_delay_s = atof(delay) / 1000.0;
+
+    int inited = 0, rank, size;
+    MPI_Initialized(&inited);
+    if (!inited) MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    sg_log_set_rank(size > 1 ? rank : -1);
+    if (rank != 0) sg_log_set_level(SG_LOG_WARN);
+    sg_pipeline_install_signals();
+
+    sg_diag d = {0};
+    sg_manifest *m = NULL;
+    int ok = 1;
+    if (rank == 0) {
+        ok = sg_manifest_load(path, 1, &m, &d) == SG_OK;
+        for (size_t i = 0; i < d.n; i++)
+            sg_log(d.kind[i] == SG_DIAG_ERROR ? SG_LOG_ERROR : SG_LOG_WARN, "%s%s", d.msgs[i],
+                   d.kind[i] == SG_DIAG_DATA ? " (the units that need it will fail)" : "");
+        if (!ok) sg_log(SG_LOG_ERROR, "%s: %zu errors; nothing was run", path, sg_diag_count(&d, SG_DIAG_ERROR));
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!ok) {
+        sg_manifest_free(m);
+        sg_diag_free(&d);
+        return finish(SG_RUN_EXIT_ERROR);
+    }
+    if (rank != 0) ok = sg_manifest_load(path, 0, &m, &d) == SG_OK;
+    char hash[65] = {0};
+    if (m) memcpy(hash, m->config_hash, sizeof hash);
+    MPI_Bcast(hash, sizeof hash, MPI_CHAR, 0, MPI_COMM_WORLD);
+    if (!m || strcmp(hash, m->config_hash) != 0) ok = 0;
+    int all_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!all_ok) {
+        if (!ok) sg_log(SG_LOG_ERROR, "%s: the manifest or engine reads differently on this rank", path);
+        sg_manifest_free(m);
+        sg_diag_free(&d);
+        return finish(SG_RUN_EXIT_ERROR);
+    }
+
+    sg_err err;
+    sg_run_result res;
+    int code = SG_RUN_EXIT_OK;
+    if (sg_pipeline_run(m, &o, MPI_COMM_WORLD, &res, &err) != SG_OK) {
+        sg_log(SG_LOG_ERROR, "%s", err.msg);
+        code = SG_RUN_EXIT_ERROR;
+    } else if (rank == 0) {
+        int stopped = sg_pipeline_stop_requested();
+        if (!stopped && sg_jobs_finalize(m, sg_run_dir(m, &o), &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "%s", err.msg);
+            code = SG_RUN_EXIT_ERROR;
+        }
+        if (sg_pipeline_finish_run_json(m, &o, &res, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "%s", err.msg);
+            code = SG_RUN_EXIT_ERROR;
+        }
+        if (code == SG_RUN_EXIT_OK) {
+            if (stopped) code = SG_RUN_EXIT_INTERRUPTED;
+            else if (res.units_failed || res.units_not_run) code = SG_RUN_EXIT_FAILED;
+        }
+        if (o.progress || code)
+            sg_log(code ? SG_LOG_WARN : SG_LOG_INFO,
+                   "%s: %zu units ok (%zu from earlier runs), %zu failed, %zu not run; %llu images in %.1f s%s",
+                   sg_run_dir(m, &o), res.units_ok, res.units_resumed, res.units_failed, res.units_not_run,
+                   (unsigned long long)res.images, res.seconds,
+                   code == SG_RUN_EXIT_INTERRUPTED ? "; interrupted: run again with --resume" : "");
+    }
+    sg_run_result_free(&res);
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    return finish(code);
+}

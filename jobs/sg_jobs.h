@@ -1,0 +1,69 @@
+/* sg_jobs.h — job kinds over the results of a pipeline run: `evaluate`
+ * (labelled shards → metrics) and `screen` (unlabelled → worklists), the
+ * per-task metrics, and the run summary and report.
+ *
+ * jobs depends on pipeline (it reads a run's part files through
+ * sg_run_load_task); pipeline never depends on jobs.
+ *
+ * Use (rank 0, after sg_pipeline_run):
+ *   sg_jobs_finalize(manifest, run_dir, &err)
+ *     → tasks/<id>/predictions.csv, metrics.json, worklist-<class>.csv (screen),
+ *       summary.json, summary.csv, report.html — all written atomically and
+ *       byte-identical whatever the number of ranks.
+ *
+ * Metrics (sg_metrics_compute) are plain functions of the prediction rows,
+ * exposed for tests.
+ */
+#ifndef SG_JOBS_H
+#define SG_JOBS_H
+
+#include "sg_core.h"
+#include "sg_pipeline.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SG_ECE_BINS 15
+#define SG_HIST_BINS 20
+
+typedef struct sg_metrics {
+    int k;                   /* classes */
+    size_t n_total;          /* rows */
+    size_t n;                /* rows with a known label: the metrics use these */
+    double threshold;        /* operating point on each class's probability */
+    int64_t *confusion;      /* (k, k): rows true class, columns argmax prediction */
+    int64_t *support;        /* (k) labelled rows per true class */
+    double accuracy, balanced_accuracy, macro_f1; /* argmax decisions; NaN when n == 0 */
+    double *precision, *recall, *f1;              /* (k) argmax, one-vs-rest */
+    double *sensitivity, *specificity;            /* (k) decision score_k >= threshold */
+    double *auroc, *auroc_lo, *auroc_hi;          /* (k) one-vs-rest; NaN when undefined */
+    int bootstrap;           /* resamples for the AUROC interval */
+    uint64_t seed;
+    double ece;              /* SG_ECE_BINS equal-width bins on the top-class probability */
+    int64_t ece_count[SG_ECE_BINS];
+    double ece_conf[SG_ECE_BINS], ece_acc[SG_ECE_BINS];
+    /* all rows, labelled or not */
+    int64_t *flagged;        /* (k) rows with score_k >= threshold */
+    int64_t *hist;           /* (k, SG_HIST_BINS) histogram of score_k on [0, 1] */
+} sg_metrics;
+
+/* rows: n rows of k classes (label -1 = unknown). stream separates the
+ * bootstrap streams of different tasks (e.g. a hash of the task id). */
+void sg_metrics_compute(size_t n, int k, const int *label, const int *pred, const float *score, double threshold,
+                        int bootstrap, uint64_t seed, uint64_t stream, sg_metrics *out);
+void sg_metrics_free(sg_metrics *m);
+
+/* One-vs-rest AUROC of score (n rows, stride floats apart) for positive[i] != 0,
+ * ties counted half (the Mann-Whitney statistic). NaN without positives or negatives. */
+double sg_auroc(size_t n, const float *score, size_t stride, const uint8_t *positive);
+
+/* Writes every per-task output, the summary and the report for a run folder.
+ * Tasks with failed or missing units get metrics over the units that
+ * succeeded, marked "complete": false. */
+sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,462 @@
+/* sg_report.c — the end of a run on rank 0: per task predictions.csv,
+ * metrics.json and (screen) worklists, then summary.json, summary.csv and a
+ * self-contained report.html (inline SVG, no scripts, no network).
+ *
+ * Everything here is a function of the part files in shard order and the
+ * manifest, never of timings or ranks: the outputs are byte-identical for
+ * any number of ranks. Numbers are printed with fixed precision (%.6f). */
+#include "sg_jobs.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- small writers ---- */
+
+static void jnum(sg_buf *b, double x) {
+    if (isnan(x) || isinf(x)) sg_buf_printf(b, "null");
+    else sg_buf_printf(b, "%.6f", x);
+}
+
+static void jstr(sg_buf *b, const char *s) {
+    sg_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') sg_buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20) sg_buf_printf(b, "\\u%04x", *p);
+        else sg_buf_append(b, p, 1);
+    }
+    sg_buf_append(b, "\"", 1);
+}
+
+static void hstr(sg_buf *b, const char *s) {
+    for (const char *p = s; *p; p++) {
+        switch (*p) {
+        case '<': sg_buf_printf(b, "&lt;"); break;
+        case '>': sg_buf_printf(b, "&gt;"); break;
+        case '&': sg_buf_printf(b, "&amp;"); break;
+        case '"': sg_buf_printf(b, "&quot;"); break;
+        default: sg_buf_append(b, p, 1);
+        }
+    }
+}
+
+static void fnum(sg_buf *b, double x) {
+    if (!isnan(x)) sg_buf_printf(b, "%.6f", x);
+}
+
+static sg_status write_buf(const char *dir, const char *name, const sg_buf *b, sg_err *err) {
+    char path[8192];
+    snprintf(path, sizeof path, "%.4200s/%.400s", dir, name);
+    return sg_file_write_atomic(path, b->data ? (const void *)b->data : "", b->len, err);
+}
+
+static void safe_name(const char *id, char *out, size_t n) {
+    size_t i = 0;
+    for (; id[i] && i + 1 < n; i++) out[i] = id[i] == '/' || id[i] == ':' ? '_' : id[i];
+    out[i] = 0;
+}
+
+/* Length of the first two CSV fields of a row (key, shard), quotes honoured. */
+static size_t two_fields(const char *line) {
+    const char *p = line;
+    for (int f = 0; f < 2 && *p; f++) {
+        if (*p == '"') {
+            p++;
+            while (*p && !(*p == '"' && p[1] != '"')) p += *p == '"' ? 2 : 1;
+            if (*p) p++;
+        } else {
+            while (*p && *p != ',') p++;
+        }
+        if (f == 0 && *p == ',') p++;
+    }
+    return (size_t)(p - line);
+}
+
+static double mean_defined(const double *v, int k) {
+    double s = 0;
+    int n = 0;
+    for (int c = 0; c < k; c++)
+        if (!isnan(v[c])) {
+            s += v[c];
+            n++;
+        }
+    return n ? s / n : NAN;
+}
+
+/* ---- per task ---- */
+
+typedef struct task_out {
+    const char *status; /* complete, incomplete, failed */
+    sg_task_rows rows;
+    sg_metrics met;
+} task_out;
+
+static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_buf *b) {
+    const sg_run_task *t = &m->tasks[ti];
+    const sg_metrics *x = &to->met;
+    int K = t->n_classes;
+    sg_buf_printf(b, "{\n  \"task\": ");
+    jstr(b, t->id);
+    sg_buf_printf(b, ",\n  \"kind\": \"%s\",\n  \"status\": \"%s\",\n  \"complete\": %s,\n", sg_task_kind_str(t->kind),
+                  to->status, strcmp(to->status, "complete") == 0 ? "true" : "false");
+    sg_buf_printf(b, "  \"units\": {\"ok\": %zu, \"failed\": %zu, \"missing\": %zu},\n", to->rows.units_ok,
+                  to->rows.units_failed, to->rows.units_missing);
+    sg_buf_printf(b, "  \"images\": %zu,\n  \"labelled\": %zu,\n  \"skipped\": %llu,\n  \"unmapped_labels\": %llu,\n",
+                  x->n_total, x->n, (unsigned long long)to->rows.skipped, (unsigned long long)to->rows.unmapped);
+    sg_buf_printf(b, "  \"classes\": [");
+    for (int c = 0; c < K; c++) {
+        if (c) sg_buf_printf(b, ", ");
+        jstr(b, t->class_ids[c]);
+    }
+    sg_buf_printf(b, "],\n  \"threshold\": ");
+    jnum(b, t->threshold);
+    sg_buf_printf(b, ",\n  \"decision\": \"argmax for confusion, accuracy, F1; score_k >= threshold for sensitivity, "
+                     "specificity, flagged\",\n");
+    if (t->kind == SG_TASK_EVALUATE) {
+        sg_buf_printf(b, "  \"accuracy\": ");
+        jnum(b, x->accuracy);
+        sg_buf_printf(b, ",\n  \"balanced_accuracy\": ");
+        jnum(b, x->balanced_accuracy);
+        sg_buf_printf(b, ",\n  \"macro_f1\": ");
+        jnum(b, x->macro_f1);
+        sg_buf_printf(b, ",\n  \"mean_auroc\": ");
+        jnum(b, mean_defined(x->auroc, K));
+        sg_buf_printf(b, ",\n  \"ece\": ");
+        jnum(b, x->ece);
+        sg_buf_printf(b, ",\n  \"ece_bins\": %d,\n  \"ece_confidence\": \"top-class probability, equal-width bins on [0, 1]\",\n",
+                      SG_ECE_BINS);
+        sg_buf_printf(b, "  \"bootstrap\": {\"resamples\": %d, \"seed\": %llu, \"interval\": \"percentile 95%%\"},\n",
+                      x->bootstrap, (unsigned long long)x->seed);
+        sg_buf_printf(b, "  \"per_class\": [\n");
+        for (int c = 0; c < K; c++) {
+            sg_buf_printf(b, "    {\"class\": ");
+            jstr(b, t->class_ids[c]);
+            sg_buf_printf(b, ", \"support\": %lld, \"precision\": ", (long long)x->support[c]);
+            jnum(b, x->precision[c]);
+            sg_buf_printf(b, ", \"recall\": ");
+            jnum(b, x->recall[c]);
+            sg_buf_printf(b, ", \"f1\": ");
+            jnum(b, x->f1[c]);
+            sg_buf_printf(b, ", \"sensitivity\": ");
+            jnum(b, x->sensitivity[c]);
+            sg_buf_printf(b, ", \"specificity\": ");
+            jnum(b, x->specificity[c]);
+            sg_buf_printf(b, ", \"auroc\": ");
+            jnum(b, x->auroc[c]);
+            sg_buf_printf(b, ", \"auroc_ci95\": [");
+            jnum(b, x->auroc_lo[c]);
+            sg_buf_printf(b, ", ");
+            jnum(b, x->auroc_hi[c]);
+            sg_buf_printf(b, "], \"flagged\": %lld}%s\n", (long long)x->flagged[c], c + 1 < K ? "," : "");
+        }
+        sg_buf_printf(b, "  ],\n  \"confusion\": [");
+        for (int r = 0; r < K; r++) {
+            sg_buf_printf(b, "%s[", r ? ", " : "");
+            for (int c = 0; c < K; c++) sg_buf_printf(b, "%s%lld", c ? ", " : "", (long long)x->confusion[r * K + c]);
+            sg_buf_printf(b, "]");
+        }
+        sg_buf_printf(b, "],\n  \"reliability\": [");
+        for (int i = 0; i < SG_ECE_BINS; i++) {
+            sg_buf_printf(b, "%s{\"count\": %lld, \"confidence\": ", i ? ", " : "", (long long)x->ece_count[i]);
+            jnum(b, x->ece_count[i] ? x->ece_conf[i] : NAN);
+            sg_buf_printf(b, ", \"accuracy\": ");
+            jnum(b, x->ece_count[i] ? x->ece_acc[i] : NAN);
+            sg_buf_printf(b, "}");
+        }
+        sg_buf_printf(b, "],\n");
+    } else {
+        sg_buf_printf(b, "  \"per_class\": [\n");
+        for (int c = 0; c < K; c++) {
+            sg_buf_printf(b, "    {\"class\": ");
+            jstr(b, t->class_ids[c]);
+            sg_buf_printf(b, ", \"flagged\": %lld, \"worklist\": %s}%s\n", (long long)x->flagged[c],
+                          c == t->reference ? "false" : "true", c + 1 < K ? "," : "");
+        }
+        sg_buf_printf(b, "  ],\n");
+    }
+    sg_buf_printf(b, "  \"score_histogram\": {\"bins\": %d, \"counts\": [", SG_HIST_BINS);
+    for (int c = 0; c < K; c++) {
+        sg_buf_printf(b, "%s[", c ? ", " : "");
+        for (int i = 0; i < SG_HIST_BINS; i++)
+            sg_buf_printf(b, "%s%lld", i ? ", " : "", (long long)x->hist[(size_t)c * SG_HIST_BINS + (size_t)i]);
+        sg_buf_printf(b, "]");
+    }
+    sg_buf_printf(b, "]}\n}\n");
+}
+
+typedef struct wl_item {
+    float s;
+    size_t i;
+} wl_item;
+
+static int cmp_wl(const void *a, const void *b) {
+    const wl_item *x = a, *y = b;
+    if (x->s != y->s) return x->s > y->s ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static sg_status write_worklists(const sg_run_task *t, const task_out *to, const char *tdir, sg_err *err) {
+    const sg_task_rows *r = &to->rows;
+    int K = t->n_classes;
+    wl_item *it = sg_xmalloc((r->n ? r->n : 1) * sizeof *it);
+    sg_status st = SG_OK;
+    for (int c = 0; c < K && st == SG_OK; c++) {
+        if (c == t->reference) continue;
+        size_t n = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            float s = r->score[i * (size_t)K + (size_t)c];
+            if (s >= t->threshold) it[n++] = (wl_item){s, i};
+        }
+        qsort(it, n, sizeof *it, cmp_wl);
+        sg_buf b = {0};
+        sg_buf_printf(&b, "rank,key,shard,score\n");
+        for (size_t j = 0; j < n; j++) {
+            const char *line = r->line[it[j].i];
+            sg_buf_printf(&b, "%zu,%.*s,%.6f\n", j + 1, (int)two_fields(line), line, (double)it[j].s);
+        }
+        char name[300], fn[400];
+        safe_name(t->class_ids[c], name, sizeof name);
+        snprintf(fn, sizeof fn, "worklist-%s.csv", name);
+        st = write_buf(tdir, fn, &b, err);
+        sg_buf_free(&b);
+    }
+    free(it);
+    return st;
+}
+
+/* ---- report.html ---- */
+
+static void svg_auroc(sg_buf *b, const sg_run_task *t, const sg_metrics *x) {
+    int K = t->n_classes, W = 520, row = 22, H = K * row + 30, left = 200, pw = W - left - 20;
+    sg_buf_printf(b, "<svg width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"11\">", W, H);
+    for (int g = 0; g <= 4; g++) {
+        double xx = left + pw * g / 4.0;
+        sg_buf_printf(b, "<line x1=\"%.1f\" y1=\"0\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/><text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%.2f</text>",
+                      xx, xx, K * row, xx, K * row + 14, g / 4.0);
+    }
+    for (int c = 0; c < K; c++) {
+        int y = c * row + 4;
+        sg_buf_printf(b, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">", left - 6, y + 12);
+        hstr(b, t->class_ids[c]);
+        sg_buf_printf(b, "</text>");
+        if (isnan(x->auroc[c])) continue;
+        sg_buf_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"14\" fill=\"#4a7fb5\"/>", left, y,
+                      pw * x->auroc[c]);
+        if (!isnan(x->auroc_lo[c]))
+            sg_buf_printf(b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#000\" stroke-width=\"1.5\"/>",
+                          left + pw * x->auroc_lo[c], y + 7, left + pw * x->auroc_hi[c], y + 7);
+    }
+    sg_buf_printf(b, "<text x=\"%d\" y=\"%d\">AUROC (one-vs-rest) with bootstrap 95%% CI</text></svg>\n", left,
+                  K * row + 27);
+}
+
+static void svg_reliability(sg_buf *b, const sg_metrics *x) {
+    int S = 220, pad = 30;
+    sg_buf_printf(b, "<svg width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\" font-size=\"10\">", S + pad + 10,
+                  S + pad + 10);
+    sg_buf_printf(b, "<rect x=\"%d\" y=\"10\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>", pad, S, S);
+    sg_buf_printf(b, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"10\" stroke=\"#bbb\" stroke-dasharray=\"4\"/>", pad, S + 10,
+                  pad + S);
+    double bw = (double)S / SG_ECE_BINS;
+    for (int i = 0; i < SG_ECE_BINS; i++) {
+        if (!x->ece_count[i]) continue;
+        double h = S * x->ece_acc[i];
+        sg_buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#4a7fb5\" opacity=\"0.8\"/>",
+                      pad + i * bw, 10 + S - h, bw - 1, h);
+    }
+    sg_buf_printf(b, "<text x=\"%d\" y=\"%d\">confidence (%d bins)</text><text x=\"2\" y=\"20\">acc</text></svg>\n", pad,
+                  S + 28, SG_ECE_BINS);
+}
+
+static void svg_hist(sg_buf *b, const sg_run_task *t, const sg_metrics *x, int c) {
+    int W = 240, H = 80;
+    int64_t mx = 1;
+    for (int i = 0; i < SG_HIST_BINS; i++)
+        if (x->hist[(size_t)c * SG_HIST_BINS + (size_t)i] > mx) mx = x->hist[(size_t)c * SG_HIST_BINS + (size_t)i];
+    sg_buf_printf(b, "<div class=\"h\"><div>");
+    hstr(b, t->class_ids[c]);
+    sg_buf_printf(b, "</div><svg width=\"%d\" height=\"%d\" xmlns=\"http://www.w3.org/2000/svg\">", W, H + 2);
+    double bw = (double)W / SG_HIST_BINS;
+    for (int i = 0; i < SG_HIST_BINS; i++) {
+        double h = (double)H * (double)x->hist[(size_t)c * SG_HIST_BINS + (size_t)i] / (double)mx;
+        sg_buf_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>", i * bw, H - h, bw - 1,
+                      h, (i + 0.5) / SG_HIST_BINS >= t->threshold ? "#c0504d" : "#4a7fb5");
+    }
+    sg_buf_printf(b, "</svg></div>\n");
+}
+
+static void html_task(sg_buf *b, const sg_manifest *m, int ti, const task_out *to) {
+    const sg_run_task *t = &m->tasks[ti];
+    const sg_metrics *x = &to->met;
+    int K = t->n_classes;
+    sg_buf_printf(b, "<h2 id=\"t%d\">", ti);
+    hstr(b, t->id);
+    sg_buf_printf(b, " <small>(%s, %s; %zu images, %zu labelled; units ok %zu, failed %zu, missing %zu)</small></h2>\n",
+                  sg_task_kind_str(t->kind), to->status, x->n_total, x->n, to->rows.units_ok, to->rows.units_failed,
+                  to->rows.units_missing);
+    sg_buf_printf(b, "<p>%d shots per class, text %s, operating point %.3f.</p>\n", t->shots, t->use_text ? "on" : "off",
+                  t->threshold);
+    if (t->kind == SG_TASK_EVALUATE && x->n) {
+        sg_buf_printf(b, "<p>balanced accuracy <b>%.3f</b>, macro-F1 <b>%.3f</b>, ECE <b>%.3f</b> (%d bins)</p>\n",
+                      x->balanced_accuracy, x->macro_f1, x->ece, SG_ECE_BINS);
+        sg_buf_printf(b, "<table><tr><th>class</th><th>support</th><th>sensitivity</th><th>specificity</th><th>F1</th>"
+                         "<th>AUROC [95%% CI]</th></tr>\n");
+        for (int c = 0; c < K; c++) {
+            sg_buf_printf(b, "<tr><td>");
+            hstr(b, t->class_ids[c]);
+            sg_buf_printf(b, "</td><td>%lld</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.3f [%.3f, %.3f]</td></tr>\n",
+                          (long long)x->support[c], x->sensitivity[c], x->specificity[c], x->f1[c], x->auroc[c],
+                          x->auroc_lo[c], x->auroc_hi[c]);
+        }
+        sg_buf_printf(b, "</table>\n<div class=\"row\">");
+        svg_auroc(b, t, x);
+        svg_reliability(b, x);
+        sg_buf_printf(b, "</div>\n<table class=\"cm\"><tr><th>true \\ predicted</th>");
+        for (int c = 0; c < K; c++) {
+            sg_buf_printf(b, "<th>");
+            hstr(b, t->class_ids[c]);
+            sg_buf_printf(b, "</th>");
+        }
+        sg_buf_printf(b, "</tr>\n");
+        for (int r = 0; r < K; r++) {
+            sg_buf_printf(b, "<tr><th>");
+            hstr(b, t->class_ids[r]);
+            sg_buf_printf(b, "</th>");
+            for (int c = 0; c < K; c++) {
+                int64_t v = x->confusion[r * K + c];
+                double f = x->support[r] ? (double)v / (double)x->support[r] : 0;
+                sg_buf_printf(b, "<td style=\"background:rgba(74,127,181,%.2f)\">%lld</td>", f, (long long)v);
+            }
+            sg_buf_printf(b, "</tr>\n");
+        }
+        sg_buf_printf(b, "</table>\n");
+    } else if (t->kind == SG_TASK_EVALUATE) {
+        sg_buf_printf(b, "<p>No labelled images: no metrics.</p>\n");
+    }
+    sg_buf_printf(b, "<p>Score distributions (red: at or above the operating point)");
+    if (t->kind == SG_TASK_SCREEN) {
+        sg_buf_printf(b, "; flagged for review:");
+        for (int c = 0; c < K; c++)
+            if (c != t->reference) {
+                sg_buf_printf(b, " ");
+                hstr(b, t->class_ids[c]);
+                sg_buf_printf(b, " %lld", (long long)x->flagged[c]);
+            }
+    }
+    sg_buf_printf(b, "</p><div class=\"row\">");
+    for (int c = 0; c < K; c++) svg_hist(b, t, x, c);
+    sg_buf_printf(b, "</div>\n");
+}
+
+/* ---- finalize ---- */
+
+sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
+    task_out *to = sg_xcalloc((size_t)m->n_tasks, sizeof *to);
+    sg_status st = SG_OK;
+    for (int ti = 0; ti < m->n_tasks && st == SG_OK; ti++) {
+        const sg_run_task *t = &m->tasks[ti];
+        task_out *o = &to[ti];
+        st = sg_run_load_task(m, dir, ti, &o->rows, err);
+        if (st != SG_OK) break;
+        o->status = !o->rows.units_ok                                          ? "failed"
+                    : o->rows.units_failed || o->rows.units_missing ? "incomplete"
+                                                                                : "complete";
+        sg_metrics_compute(o->rows.n, t->n_classes, o->rows.label, o->rows.pred, o->rows.score, t->threshold,
+                           m->bootstrap, m->seed, sg_fnv1a64(t->id, strlen(t->id)), &o->met);
+        char tdir[4200];
+        snprintf(tdir, sizeof tdir, "%s/tasks/%s", dir, t->id);
+        st = sg_mkdir_p(tdir, err);
+        if (st != SG_OK) break;
+        sg_buf b = {0};
+        char *hdr = sg_run_predictions_header(m, ti);
+        sg_buf_printf(&b, "%s", hdr);
+        free(hdr);
+        for (size_t i = 0; i < o->rows.n; i++) sg_buf_printf(&b, "%s\n", o->rows.line[i]);
+        st = write_buf(tdir, "predictions.csv", &b, err);
+        sg_buf_free(&b);
+        if (st == SG_OK) {
+            metrics_json(m, ti, o, &b);
+            st = write_buf(tdir, "metrics.json", &b, err);
+            sg_buf_free(&b);
+        }
+        if (st == SG_OK && t->kind == SG_TASK_SCREEN) st = write_worklists(t, o, tdir, err);
+    }
+    if (st == SG_OK) {
+        sg_buf js = {0}, csv = {0}, h = {0};
+        sg_buf_printf(&js, "{\n  \"config_hash\": \"%s\",\n  \"tasks\": [\n", m->config_hash);
+        sg_buf_printf(&csv, "task,kind,status,units_ok,units_failed,units_missing,images,labelled,balanced_accuracy,"
+                            "macro_f1,mean_auroc,ece,flagged\n");
+        sg_buf_printf(&h, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sgps run report</title><style>"
+                          "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:.5em 0}"
+                          "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:right}"
+                          ".row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}.h{font-size:11px}"
+                          "</style></head><body>\n<h1>sgps run report</h1>\n<p>configuration ");
+        sg_buf_printf(&h, "%s; engine sha256 %s; %d tasks, %zu units.</p>\n<table><tr><th>task</th><th>kind</th>"
+                          "<th>status</th><th>images</th><th>balanced acc.</th><th>macro-F1</th><th>mean AUROC</th>"
+                          "<th>ECE</th><th>flagged</th></tr>\n",
+                      m->config_hash, m->engine_sha256, m->n_tasks, m->n_units);
+        for (int ti = 0; ti < m->n_tasks; ti++) {
+            const sg_run_task *t = &m->tasks[ti];
+            const task_out *o = &to[ti];
+            const sg_metrics *x = &o->met;
+            int K = t->n_classes;
+            int64_t flagged = 0;
+            for (int c = 0; c < K; c++)
+                if (c != t->reference) flagged += x->flagged[c];
+            double mauc = mean_defined(x->auroc, K);
+            sg_buf_printf(&js, "    {\"task\": ");
+            jstr(&js, t->id);
+            sg_buf_printf(&js, ", \"kind\": \"%s\", \"status\": \"%s\", \"units_ok\": %zu, \"units_failed\": %zu, "
+                               "\"units_missing\": %zu, \"images\": %zu, \"labelled\": %zu, \"balanced_accuracy\": ",
+                          sg_task_kind_str(t->kind), o->status, o->rows.units_ok, o->rows.units_failed,
+                          o->rows.units_missing, x->n_total, x->n);
+            jnum(&js, x->balanced_accuracy);
+            sg_buf_printf(&js, ", \"macro_f1\": ");
+            jnum(&js, x->macro_f1);
+            sg_buf_printf(&js, ", \"mean_auroc\": ");
+            jnum(&js, mauc);
+            sg_buf_printf(&js, ", \"ece\": ");
+            jnum(&js, x->ece);
+            sg_buf_printf(&js, ", \"flagged\": %lld}%s\n", (long long)flagged, ti + 1 < m->n_tasks ? "," : "");
+            sg_buf_printf(&csv, "%s,%s,%s,%zu,%zu,%zu,%zu,%zu,", t->id, sg_task_kind_str(t->kind), o->status,
+                          o->rows.units_ok, o->rows.units_failed, o->rows.units_missing, x->n_total, x->n);
+            fnum(&csv, x->balanced_accuracy);
+            sg_buf_printf(&csv, ",");
+            fnum(&csv, x->macro_f1);
+            sg_buf_printf(&csv, ",");
+            fnum(&csv, mauc);
+            sg_buf_printf(&csv, ",");
+            fnum(&csv, x->ece);
+            sg_buf_printf(&csv, ",%lld\n", (long long)flagged);
+            sg_buf_printf(&h, "<tr><td><a href=\"#t%d\">", ti);
+            hstr(&h, t->id);
+            sg_buf_printf(&h, "</a></td><td>%s</td><td>%s</td><td>%zu</td>", sg_task_kind_str(t->kind), o->status,
+                          x->n_total);
+            double v[4] = {x->balanced_accuracy, x->macro_f1, mauc, x->ece};
+            for (int i = 0; i < 4; i++) {
+                if (isnan(v[i])) sg_buf_printf(&h, "<td>–</td>");
+                else sg_buf_printf(&h, "<td>%.3f</td>", v[i]);
+            }
+            sg_buf_printf(&h, "<td>%lld</td></tr>\n", (long long)flagged);
+        }
+        sg_buf_printf(&js, "  ]\n}\n");
+        sg_buf_printf(&h, "</table>\n");
+        for (int ti = 0; ti < m->n_tasks; ti++) html_task(&h, m, ti, &to[ti]);
+        sg_buf_printf(&h, "<p><small>AUROC intervals: percentile bootstrap, %d resamples, seed %llu. ECE: %d equal-width "
+                          "bins of the top-class probability. Sensitivity/specificity: score of the class at or above "
+                          "the task's operating point.</small></p>\n</body></html>\n",
+                      m->bootstrap, (unsigned long long)m->seed, SG_ECE_BINS);
+        st = write_buf(dir, "summary.json", &js, err);
+        if (st == SG_OK) st = write_buf(dir, "summary.csv", &csv, err);
+        if (st == SG_OK) st = write_buf(dir, "report.html", &h, err);
+        sg_buf_free(&js);
+        sg_buf_free(&csv);
+        sg_buf_free(&h);
+    }
+    for (int ti = 0; ti < m->n_tasks; ti++) {
+        sg_task_rows_free(&to[ti].rows);
+        sg_metrics_free(&to[ti].met);
+    }
+    free(to);
+    return st;
+}

@@ -1,0 +1,185 @@
+/* sg_pipeline.h — the batch pipeline: the disease registry and the run
+ * manifest (JSON, validated with every problem reported at once), MPI
+ * scheduling of work units (task, shard) over ranks, per-task classifier
+ * synthesis, streaming inference over shards, and the run folder.
+ *
+ * pipeline uses io, synth, model, core and MPI. jobs/ (metrics, reports,
+ * worklists) builds on pipeline, never the reverse.
+ *
+ * Lifecycle of a run (every rank of comm):
+ *   1) sg_diag d = {0};
+ *      sg_manifest_load(path, deep, &m, &d)        rank 0 deep = 1 (exemplars
+ *      decoded, shard files checked, engine loaded); other ranks deep = 0
+ *      d lists every problem, each naming file, JSON path and reason.
+ *      Returns SG_OK when no problem is of kind SG_DIAG_ERROR.
+ *   2) sg_pipeline_run(m, &opts, comm, &res, &err)  units → part files,
+ *      status.tsv, run.json (rank 0)
+ *   3) rank 0: sg_run_load_task(m, out, t, &rows, &err) per task (jobs/)
+ *   4) sg_manifest_free(m); sg_diag_free(&d)
+ *
+ * Problems of kind SG_DIAG_DATA (a missing or corrupt exemplar, a missing
+ * shard file) make `sgps validate` fail but do not stop `sgps run`: there the
+ * affected units fail alone, with the reason in status.tsv.
+ */
+#ifndef SG_PIPELINE_H
+#define SG_PIPELINE_H
+
+#include "sg_core.h"
+
+#include <mpi.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SG_MANIFEST_VERSION 1
+#define SG_RUN_PART_VERSION 1
+
+/* Exit statuses of `sgps run` (docs/run-folder.md). */
+#define SG_RUN_EXIT_OK 0          /* every unit succeeded, outputs written */
+#define SG_RUN_EXIT_ERROR 1       /* invalid manifest or a run-folder I/O error */
+#define SG_RUN_EXIT_USAGE 2       /* bad arguments */
+#define SG_RUN_EXIT_FAILED 3      /* some units failed (reasons in status.tsv) */
+#define SG_RUN_EXIT_INTERRUPTED 4 /* stopped by SIGTERM/SIGUSR1; --resume completes it */
+
+/* ---- diagnostics ----------------------------------------------------------- */
+
+typedef enum sg_diag_kind {
+    SG_DIAG_ERROR = 0, /* the manifest cannot run */
+    SG_DIAG_DATA = 1   /* a file a task needs is missing or unreadable: its units fail alone */
+} sg_diag_kind;
+
+typedef struct sg_diag {
+    char **msgs;        /* (n) "FILE: $.json.path: reason" */
+    sg_diag_kind *kind; /* (n) */
+    size_t n, cap;
+} sg_diag;
+
+void sg_diag_add(sg_diag *d, sg_diag_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+size_t sg_diag_count(const sg_diag *d, sg_diag_kind kind);
+void sg_diag_free(sg_diag *d);
+
+/* ---- registry and manifest --------------------------------------------------- */
+
+typedef struct sg_disease {
+    char *id, *name, *modality, *description; /* name/modality/description may be NULL */
+    char *orpha, *icd10;                     /* codes, or NULL */
+    char **exemplars;                        /* (n_exemplars) paths resolved against the registry folder */
+    int n_exemplars;
+} sg_disease;
+
+typedef enum sg_task_kind { SG_TASK_EVALUATE = 0, SG_TASK_SCREEN = 1 } sg_task_kind;
+const char *sg_task_kind_str(sg_task_kind k);
+
+typedef struct sg_run_task {
+    char *id;
+    sg_task_kind kind;
+    int n_classes;
+    int *disease;     /* (n_classes) index into the registry */
+    char **class_ids; /* (n_classes) registry ids: the classifier's class names */
+    int reference;    /* class index of the reference class (no worklist), or -1 */
+    int shots;        /* exemplars used per class (the first `shots` of each entry) */
+    int use_text;
+    double threshold; /* operating point on each class's probability */
+    char **shards;    /* (n_shards) paths to open */
+    char **shard_names; /* (n_shards) as written in outputs (relative to the manifest folder) */
+    size_t n_shards;
+    char **map_keys; /* (n_map) shard labels (integer as text, or a string label) */
+    int *map_class;  /* (n_map) class index */
+    int n_map;       /* 0: an integer shard label k is class k */
+} sg_run_task;
+
+typedef struct sg_manifest {
+    char *path, *engine_path, *registry_path, *output; /* resolved */
+    sg_disease *diseases;
+    int n_diseases;
+    sg_run_task *tasks;
+    int n_tasks;
+    uint64_t seed;      /* bootstrap seed (default 1) */
+    int bootstrap;      /* resamples (default 1000) */
+    int batch;          /* images per forward (default 64) */
+    char manifest_sha256[65], engine_sha256[65];
+    char config_hash[65]; /* sha256(manifest bytes, engine sha256): parts of other configurations are redone */
+    size_t n_units;       /* sum of n_shards */
+} sg_manifest;
+
+/* Loads and validates. deep = 1 also loads the engine (format and version),
+ * decodes the exemplars the tasks use and checks that shard files exist.
+ * *out is set whenever the manifest could be parsed far enough to run (it
+ * may be non-NULL with errors); free with sg_manifest_free. */
+sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_diag *diag);
+void sg_manifest_free(sg_manifest *m);
+/* Unit u (0 <= u < n_units) → task and shard index: units are ordered by task, then shard. */
+void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard);
+
+/* Decodes an image file, resizes it to side × side and rounds to uint8
+ * planar (3, side, side): the engine's support-image format. */
+sg_status sg_image_file_to_u8(const char *path, int side, uint8_t *out, sg_err *err);
+
+/* ---- the run ---------------------------------------------------------------- */
+
+typedef struct sg_run_opts {
+    const char *out;       /* run folder; NULL: the manifest's "output" */
+    int resume;            /* keep units whose part file is complete for this configuration */
+    int retry_failed;      /* with resume: redo units recorded as failed */
+    int fail_fast;         /* stop handing out units after the first failure */
+    int progress;          /* rank 0 logs units done/total, images/s, ETA */
+    const char *version;   /* sgps version and git hash, for run.json */
+    const char *git_hash;
+    double unit_delay_s;   /* tests only: sleep after each batch */
+} sg_run_opts;
+
+typedef struct sg_run_result {
+    size_t units_total, units_ok, units_failed, units_resumed, units_not_run;
+    int interrupted; /* a signal (or --fail-fast) stopped the run early */
+    uint64_t images;
+    double seconds;
+    int ranks;
+    char start[32]; /* UTC, ISO 8601 */
+    char **hosts;   /* (n_hosts) distinct host names, rank 0 only */
+    int n_hosts;
+} sg_run_result;
+void sg_run_result_free(sg_run_result *res);
+
+/* SIGTERM and SIGUSR1 set a flag: each rank finishes its current batch, the
+ * unfinished unit is left for --resume, rank 0 writes status and exits. */
+void sg_pipeline_install_signals(void);
+int sg_pipeline_stop_requested(void);
+
+/* Runs every unit (all ranks of comm call it). Rank 0 schedules (and works
+ * itself when comm has one rank), writes status.tsv and run.json. Returns
+ * SG_OK when the run folder could be written (unit failures are counted in
+ * res, not returned). res is filled on rank 0. */
+sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm comm, sg_run_result *res,
+                          sg_err *err);
+/* Rewrites run.json with the end time and result (rank 0, after jobs wrote their outputs). */
+sg_status sg_pipeline_finish_run_json(const sg_manifest *m, const sg_run_opts *o, const sg_run_result *res,
+                                      sg_err *err);
+/* The run folder: o->out or m->output. */
+const char *sg_run_dir(const sg_manifest *m, const sg_run_opts *o);
+
+/* ---- reading a task's results back ------------------------------------------ */
+
+typedef struct sg_task_rows {
+    size_t n;          /* prediction rows, in shard order then sample order */
+    int k;             /* classes */
+    int *label;        /* (n) class index or -1 (unknown) */
+    int *pred;         /* (n) argmax class */
+    float *score;      /* (n, k) class probabilities as written (6 decimals) */
+    char **line;       /* (n) the CSV row as written in the part file, without newline */
+    size_t units_ok, units_failed, units_missing;
+    uint64_t skipped;  /* samples skipped by the reader, over ok units */
+    uint64_t unmapped; /* images whose shard label had no class */
+} sg_task_rows;
+
+/* Gathers the part files of task t from run folder dir (units of this
+ * configuration only). */
+sg_status sg_run_load_task(const sg_manifest *m, const char *dir, int t, sg_task_rows *rows, sg_err *err);
+void sg_task_rows_free(sg_task_rows *r);
+/* The CSV header of predictions.csv for task t (with newline), malloc'd. */
+char *sg_run_predictions_header(const sg_manifest *m, int t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

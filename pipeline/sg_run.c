@@ -1,0 +1,851 @@
+/* sg_run.c — one batch run over MPI: work units (task, shard), a dynamic
+ * scheduler on rank 0, per-task classifier synthesis cached on each rank,
+ * streaming inference over shards, and the run folder (docs/run-folder.md).
+ *
+ * Each finished unit leaves one part file, written atomically by the rank
+ * that ran it: parts/<task>/<shard index>.part, a header line with the
+ * configuration hash and the unit's status, then its prediction rows. A part
+ * under its final name is complete by construction, which is what --resume
+ * relies on; rows are merged in shard order by rank 0 afterwards, so the
+ * outputs do not depend on which rank ran what, or when. The run folder must
+ * be visible to every rank (a shared file system, as for any Slurm job). */
+#include "sg_pipeline.h"
+#include "sg_io.h"
+#include "sg_model.h"
+#include "sg_synth.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TAG_REPORT 71
+#define TAG_ASSIGN 72
+
+enum { U_OK = 0, U_FAILED = 1, U_INTERRUPTED = 2, U_NOT_RUN = 3 };
+static const char *const unit_status_names[] = {"ok", "failed", "interrupted", "not-run"};
+
+/* What a rank tells rank 0 about one unit (plain bytes: ranks run the same binary). */
+typedef struct unit_report {
+    int32_t unit, status, rank, resumed;
+    uint64_t images, unmapped;
+    uint64_t skips[SG_SKIP__COUNT];
+    double seconds;
+    char msg[768];
+} unit_report;
+
+/* ---- signals ---- */
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_flag = 1;
+}
+
+void sg_pipeline_install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+int sg_pipeline_stop_requested(void) { return stop_flag != 0; }
+
+/* ---- paths ---- */
+
+const char *sg_run_dir(const sg_manifest *m, const sg_run_opts *o) { return o && o->out ? o->out : m->output; }
+
+static void part_path(const char *dir, const sg_run_task *t, size_t s, char *out, size_t n) {
+    snprintf(out, n, "%s/parts/%s/%06zu.part", dir, t->id, s);
+}
+
+static void task_dir(const char *dir, const sg_run_task *t, char *out, size_t n) {
+    snprintf(out, n, "%s/tasks/%s", dir, t->id);
+}
+
+static void sanitize(char *s) {
+    for (; *s; s++)
+        if (*s == '\n' || *s == '\r' || *s == '\t') *s = ' ';
+}
+
+/* CSV field: quoted when it holds a comma or a quote; control characters become '?'. */
+static void csv_field(sg_buf *b, const char *s) {
+    int q = strpbrk(s, ",\"") != NULL;
+    if (q) sg_buf_append(b, "\"", 1);
+    for (const char *p = s; *p; p++) {
+        char c = (unsigned char)*p < 0x20 ? '?' : *p;
+        if (c == '"') sg_buf_append(b, "\"", 1);
+        sg_buf_append(b, &c, 1);
+    }
+    if (q) sg_buf_append(b, "\"", 1);
+}
+
+/* ---- part files ---- */
+
+typedef struct part_header {
+    char config[65];
+    int status, rank;
+    double seconds;
+    uint64_t images, unmapped, skips[SG_SKIP__COUNT];
+    char msg[768];
+    size_t body; /* offset of the first row */
+} part_header;
+
+static int part_parse(const uint8_t *data, size_t len, part_header *h) {
+    memset(h, 0, sizeof *h);
+    const char *p = (const char *)data;
+    const char *nl = memchr(p, '\n', len);
+    if (!nl) return 0;
+    char st[32];
+    int ver, used = 0;
+    unsigned long long im, um, sk[SG_SKIP__COUNT];
+    if (sscanf(p, "sgps-part %d %64s %31s %d %lf %llu %llu%n", &ver, h->config, st, &h->rank, &h->seconds, &im, &um,
+               &used) != 7 ||
+        ver != SG_RUN_PART_VERSION)
+        return 0;
+    const char *q = p + used;
+    for (int i = 0; i < SG_SKIP__COUNT; i++) {
+        char *end;
+        sk[i] = strtoull(q, &end, 10);
+        if (end == q) return 0;
+        q = end;
+        h->skips[i] = sk[i];
+    }
+    h->images = im;
+    h->unmapped = um;
+    if (strcmp(st, "ok") == 0) h->status = U_OK;
+    else if (strcmp(st, "failed") == 0) h->status = U_FAILED;
+    else return 0;
+    const char *m0 = nl + 1, *m1 = memchr(m0, '\n', len - (size_t)(m0 - p));
+    if (!m1) return 0;
+    size_t ml = (size_t)(m1 - m0);
+    if (ml >= sizeof h->msg) ml = sizeof h->msg - 1;
+    memcpy(h->msg, m0, ml);
+    h->msg[ml] = 0;
+    h->body = (size_t)(m1 + 1 - p);
+    return 1;
+}
+
+static int part_read(const char *path, part_header *h, uint8_t **data, size_t *len) {
+    uint8_t *d;
+    size_t n;
+    if (access(path, F_OK) != 0) return 0;
+    if (sg_file_read_all(path, &d, &n, (size_t)16 << 30, NULL) != SG_OK) return 0;
+    int ok = part_parse(d, n, h);
+    if (ok && data) {
+        *data = d;
+        *len = n;
+    } else {
+        free(d);
+    }
+    return ok;
+}
+
+static sg_status part_write(const char *dir, const sg_manifest *m, const sg_run_task *t, size_t s,
+                            const unit_report *r, const sg_buf *rows, sg_err *err) {
+    char tdir[4096], path[4200];
+    snprintf(tdir, sizeof tdir, "%s/parts/%s", dir, t->id);
+    sg_status st = sg_mkdir_p(tdir, err);
+    if (st != SG_OK) return st;
+    part_path(dir, t, s, path, sizeof path);
+    sg_buf b = {0};
+    sg_buf_printf(&b, "sgps-part %d %s %s %d %.3f %llu %llu", SG_RUN_PART_VERSION, m->config_hash,
+                  r->status == U_OK ? "ok" : "failed", r->rank, r->seconds, (unsigned long long)r->images,
+                  (unsigned long long)r->unmapped);
+    for (int i = 0; i < SG_SKIP__COUNT; i++) sg_buf_printf(&b, " %llu", (unsigned long long)r->skips[i]);
+    char msg[sizeof r->msg];
+    memcpy(msg, r->msg, sizeof msg);
+    sanitize(msg);
+    sg_buf_printf(&b, "\n%s\n", msg);
+    if (rows && rows->len) sg_buf_append(&b, rows->data, rows->len);
+    st = sg_file_write_atomic(path, b.data ? (const void *)b.data : "", b.len, err);
+    sg_buf_free(&b);
+    return st;
+}
+
+/* ---- synthesis ---- */
+
+static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg_classifier **out, sg_err *err) {
+    const sg_run_task *t = &m->tasks[ti];
+    int S = sg_engine_get_config(e)->store;
+    size_t ssz = (size_t)3 * S * S;
+    sg_task_class *cls = sg_xcalloc((size_t)t->n_classes, sizeof *cls);
+    uint8_t **pix = sg_xcalloc((size_t)t->n_classes, sizeof *pix);
+    sg_status st = SG_OK;
+    for (int c = 0; c < t->n_classes && st == SG_OK; c++) {
+        const sg_disease *d = &m->diseases[t->disease[c]];
+        cls[c].name = d->id;
+        cls[c].text = t->use_text ? d->description : NULL;
+        pix[c] = sg_xmalloc(ssz * (size_t)(t->shots ? t->shots : 1));
+        for (int k = 0; k < t->shots && st == SG_OK; k++) {
+            sg_err e2;
+            st = sg_image_file_to_u8(d->exemplars[k], S, pix[c] + (size_t)k * ssz, &e2);
+            if (st != SG_OK) sg_err_set(err, st, "exemplar %d of '%s': %s", k, d->id, e2.msg);
+        }
+        cls[c].n_shots = t->shots;
+        cls[c].images = pix[c];
+    }
+    if (st == SG_OK) {
+        sg_synth_opts so;
+        sg_synth_opts_default(&so);
+        so.use_images = t->shots > 0;
+        so.use_text = t->use_text;
+        sg_task task = {t->n_classes, cls};
+        sg_err e2;
+        st = sg_engine_synthesize(e, &task, &so, out, &e2);
+        if (st != SG_OK) sg_err_set(err, st, "synthesis: %s", e2.msg);
+        else {
+            sg_buf meta = {0};
+            sg_buf_printf(&meta, "{\"task\": \"%s\", \"engine_sha256\": \"%s\", \"config\": \"%s\"}", t->id,
+                          m->engine_sha256, m->config_hash);
+            sg_buf_append(&meta, "", 1);
+            (*out)->meta_json = (char *)meta.data;
+        }
+    }
+    for (int c = 0; c < t->n_classes; c++) free(pix[c]);
+    free(pix);
+    free(cls);
+    return st;
+}
+
+/* ---- a worker: engine and classifiers cached per task ---- */
+
+typedef struct worker {
+    const sg_manifest *m;
+    const sg_run_opts *o;
+    const char *dir;
+    int rank;
+    sg_engine *engine;
+    int engine_tried;
+    char engine_err[1024];
+    sg_classifier **cls; /* (n_tasks) */
+    char **cls_err;      /* (n_tasks) */
+    int *cls_tried;
+} worker;
+
+static void worker_init(worker *w, const sg_manifest *m, const sg_run_opts *o, int rank) {
+    memset(w, 0, sizeof *w);
+    w->m = m;
+    w->o = o;
+    w->dir = sg_run_dir(m, o);
+    w->rank = rank;
+    w->cls = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *w->cls);
+    w->cls_err = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *w->cls_err);
+    w->cls_tried = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *w->cls_tried);
+}
+
+static void worker_free(worker *w) {
+    for (int t = 0; t < w->m->n_tasks; t++) {
+        sg_classifier_free(w->cls[t]);
+        free(w->cls_err[t]);
+    }
+    free(w->cls);
+    free(w->cls_err);
+    free(w->cls_tried);
+    sg_engine_free(w->engine);
+}
+
+/* The task's classifier, synthesized on first use and saved as
+ * tasks/<id>/classifier.sgpm when that file is missing. */
+static const sg_classifier *worker_classifier(worker *w, int t, const char **why) {
+    if (!w->engine_tried) {
+        sg_err err;
+        w->engine_tried = 1;
+        if (sg_engine_load(w->m->engine_path, &w->engine, &err) != SG_OK) {
+            snprintf(w->engine_err, sizeof w->engine_err, "engine: %.1000s", err.msg);
+            w->engine = NULL;
+        }
+    }
+    if (!w->engine) {
+        *why = w->engine_err;
+        return NULL;
+    }
+    if (!w->cls_tried[t]) {
+        sg_err err;
+        w->cls_tried[t] = 1;
+        if (synth_task(w->m, w->engine, t, &w->cls[t], &err) != SG_OK) {
+            w->cls[t] = NULL;
+            w->cls_err[t] = sg_xstrdup(err.msg);
+        } else {
+            char td[4096], path[4200];
+            task_dir(w->dir, &w->m->tasks[t], td, sizeof td);
+            snprintf(path, sizeof path, "%s/classifier.sgpm", td);
+            if (access(path, F_OK) != 0 &&
+                (sg_mkdir_p(td, &err) != SG_OK || sg_classifier_save(w->cls[t], path, &err) != SG_OK))
+                sg_log(SG_LOG_WARN, "%s", err.msg);
+        }
+    }
+    *why = w->cls_err[t];
+    return w->cls[t];
+}
+
+static int map_label(const sg_run_task *t, const sg_sample *s) {
+    if (t->n_map == 0) return s->label >= 0 && s->label < t->n_classes ? s->label : -1;
+    char num[32];
+    if (s->label >= 0) {
+        snprintf(num, sizeof num, "%d", s->label);
+        for (int i = 0; i < t->n_map; i++)
+            if (strcmp(t->map_keys[i], num) == 0) return t->map_class[i];
+    }
+    if (s->label_str)
+        for (int i = 0; i < t->n_map; i++)
+            if (strcmp(t->map_keys[i], s->label_str) == 0) return t->map_class[i];
+    return -1;
+}
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct batch {
+    int n, cap;
+    float *x;    /* (cap, 3, H, W) */
+    char **key;  /* (cap) */
+    int *label;  /* (cap) */
+    float *prob; /* (cap, K) */
+} batch;
+
+static void batch_flush(batch *b, const sg_classifier *c, sg_ctx *ctx, const sg_run_task *t, const char *shard_name,
+                        sg_buf *rows) {
+    if (!b->n) return;
+    int K = c->n_classes;
+    const float *logits = sg_net_forward(&c->arch, ctx, c->params, c->state, b->x, b->n, 0);
+    sg_softmax(b->n, K, logits, b->prob);
+    for (int i = 0; i < b->n; i++) {
+        const float *p = b->prob + (size_t)i * K;
+        int best = 0;
+        for (int k = 1; k < K; k++)
+            if (p[k] > p[best]) best = k;
+        csv_field(rows, b->key[i]);
+        sg_buf_append(rows, ",", 1);
+        csv_field(rows, shard_name);
+        sg_buf_printf(rows, ",%s,%s", b->label[i] >= 0 ? t->class_ids[b->label[i]] : "", t->class_ids[best]);
+        for (int k = 0; k < K; k++) sg_buf_printf(rows, ",%.6f", (double)p[k]);
+        sg_buf_append(rows, "\n", 1);
+        free(b->key[i]);
+        b->key[i] = NULL;
+    }
+    b->n = 0;
+}
+
+static void run_unit(worker *w, size_t u, unit_report *r) {
+    const sg_manifest *m = w->m;
+    int ti;
+    size_t si;
+    sg_manifest_unit(m, u, &ti, &si);
+    const sg_run_task *t = &m->tasks[ti];
+    memset(r, 0, sizeof *r);
+    r->unit = (int32_t)u;
+    r->rank = w->rank;
+    double t0 = sg_now();
+    const char *why = NULL;
+    const sg_classifier *c = worker_classifier(w, ti, &why);
+    sg_buf rows = {0};
+    if (!c) {
+        r->status = U_FAILED;
+        snprintf(r->msg, sizeof r->msg, "%.760s", why ? why : "no classifier");
+    } else {
+        sg_shard_reader_opts ro;
+        sg_shard_reader_opts_default(&ro);
+        ro.decode = 1;
+        ro.min_w = c->arch.in_w;
+        ro.min_h = c->arch.in_h;
+        ro.log_skips = 0;
+        sg_err err;
+        sg_shard_reader *rd = sg_shard_reader_open(t->shards[si], &ro, &err);
+        if (!rd) {
+            r->status = U_FAILED;
+            snprintf(r->msg, sizeof r->msg, "%.760s", err.msg);
+        } else {
+            int B = m->batch, K = c->n_classes;
+            size_t in = (size_t)c->arch.in_c * c->arch.in_h * c->arch.in_w;
+            batch b = {0, B, sg_xalloc_floats((size_t)B * in), sg_xcalloc((size_t)B, sizeof(char *)),
+                       sg_xcalloc((size_t)B, sizeof(int)), sg_xalloc_floats((size_t)B * K)};
+            sg_ctx *ctx = sg_ctx_create(&c->arch, B);
+            sg_sample *s;
+            sg_status st;
+            while ((st = sg_shard_reader_next(rd, &s)) == SG_OK && s) {
+                sg_image_to_tensor(&s->img, c->arch.in_h, c->arch.in_w, c->mean, c->std, b.x + (size_t)b.n * in);
+                b.key[b.n] = sg_xstrdup(s->key);
+                b.label[b.n] = t->kind == SG_TASK_EVALUATE ? map_label(t, s) : -1;
+                if (t->kind == SG_TASK_EVALUATE && b.label[b.n] < 0) r->unmapped++;
+                b.n++;
+                r->images++;
+                if (b.n == B) {
+                    batch_flush(&b, c, ctx, t, t->shard_names[si], &rows);
+                    if (w->o->unit_delay_s > 0) sleep_s(w->o->unit_delay_s);
+                    if (sg_pipeline_stop_requested()) break;
+                }
+            }
+            if (sg_pipeline_stop_requested()) {
+                r->status = U_INTERRUPTED;
+                snprintf(r->msg, sizeof r->msg, "interrupted by a signal; --resume redoes this unit");
+            } else if (st != SG_OK) {
+                r->status = U_FAILED;
+                snprintf(r->msg, sizeof r->msg, "%s", sg_status_str(st));
+            } else {
+                batch_flush(&b, c, ctx, t, t->shard_names[si], &rows);
+                sg_shard_reader_skips(rd, r->skips);
+                if (sg_shard_reader_status(rd, &err) != SG_OK) {
+                    r->status = U_FAILED;
+                    snprintf(r->msg, sizeof r->msg, "shard unreadable: %.700s", err.msg);
+                }
+            }
+            for (int i = 0; i < b.n; i++) free(b.key[i]);
+            free(b.x);
+            free(b.key);
+            free(b.label);
+            free(b.prob);
+            sg_ctx_free(ctx);
+            sg_shard_reader_free(rd);
+        }
+    }
+    r->seconds = sg_now() - t0;
+    if (r->status != U_INTERRUPTED) {
+        sg_err err;
+        if (part_write(w->dir, m, t, si, r, r->status == U_OK ? &rows : NULL, &err) != SG_OK) {
+            r->status = U_FAILED;
+            snprintf(r->msg, sizeof r->msg, "cannot write the part file: %.700s", err.msg);
+        }
+    }
+    if (r->status == U_FAILED)
+        sg_log(SG_LOG_WARN, "unit %s / %s failed: %s", t->id, t->shard_names[si], r->msg);
+    sg_buf_free(&rows);
+}
+
+/* ---- MPI helpers: polling receives, so a waiting rank neither spins a core
+ * nor misses a signal ---- */
+
+static int recv_poll(void *buf, int n, int src, int tag, MPI_Comm comm, MPI_Status *st, void (*idle)(void *),
+                     void *u) {
+    MPI_Request rq;
+    if (MPI_Irecv(buf, n, MPI_BYTE, src, tag, comm, &rq) != MPI_SUCCESS) return 0;
+    int done = 0;
+    while (!done) {
+        if (MPI_Test(&rq, &done, st) != MPI_SUCCESS) return 0;
+        if (!done) {
+            if (idle) idle(u);
+            sleep_s(0.002);
+        }
+    }
+    return 1;
+}
+
+/* ---- rank 0 bookkeeping ---- */
+
+typedef struct sched {
+    const sg_manifest *m;
+    const sg_run_opts *o;
+    unit_report *rep; /* (n_units) */
+    size_t todo_n, done_n;
+    uint64_t images;
+    double t0, last_print;
+    int stop;
+} sched;
+
+static void progress(sched *s, int force) {
+    double now = sg_now();
+    if (!s->o->progress || (!force && now - s->last_print < 2.0)) return;
+    s->last_print = now;
+    double el = now - s->t0;
+    size_t failed = 0;
+    for (size_t u = 0; u < s->m->n_units; u++) failed += s->rep[u].status == U_FAILED && !s->rep[u].resumed;
+    double eta = s->done_n ? el / (double)s->done_n * (double)(s->todo_n - s->done_n) : 0;
+    sg_log(SG_LOG_INFO, "units %zu/%zu (%zu failed), %llu images, %.0f images/s, ETA %.0f s", s->done_n, s->todo_n,
+           failed, (unsigned long long)s->images, el > 0 ? (double)s->images / el : 0.0, eta);
+}
+
+static void sched_idle(void *u) {
+    sched *s = u;
+    if (sg_pipeline_stop_requested()) s->stop = 1;
+    progress(s, 0);
+}
+
+static void sched_record(sched *s, const unit_report *r) {
+    s->rep[r->unit] = *r;
+    s->done_n++;
+    s->images += r->images;
+    if (r->status == U_INTERRUPTED) s->stop = 1;
+    if (r->status == U_FAILED && s->o->fail_fast) s->stop = 1;
+    progress(s, 0);
+}
+
+static void skips_str(const uint64_t *sk, uint64_t unmapped, char *out, size_t n) {
+    size_t o = 0;
+    out[0] = 0;
+    for (int i = 0; i < SG_SKIP__COUNT; i++)
+        if (sk[i] && o < n)
+            o += (size_t)snprintf(out + o, n - o, "%s%s=%llu", o ? ";" : "", sg_skip_reason_str((sg_skip_reason)i),
+                                  (unsigned long long)sk[i]);
+    if (unmapped && o < n)
+        o += (size_t)snprintf(out + o, n - o, "%sunmapped label=%llu", o ? ";" : "", (unsigned long long)unmapped);
+    if (!o) snprintf(out, n, "-");
+}
+
+static sg_status write_status(const sg_manifest *m, const char *dir, const unit_report *rep, sg_err *err) {
+    sg_buf b = {0};
+    sg_buf_printf(&b, "task\tshard\tstatus\trank\tseconds\timages\tskipped\tmessage\n");
+    for (size_t u = 0; u < m->n_units; u++) {
+        int ti;
+        size_t si;
+        sg_manifest_unit(m, u, &ti, &si);
+        const unit_report *r = &rep[u];
+        char sk[512], msg[sizeof r->msg];
+        skips_str(r->skips, r->unmapped, sk, sizeof sk);
+        memcpy(msg, r->msg, sizeof msg);
+        sanitize(msg);
+        char rank[16];
+        if (r->status == U_NOT_RUN) snprintf(rank, sizeof rank, "-");
+        else snprintf(rank, sizeof rank, "%d", r->rank);
+        sg_buf_printf(&b, "%s\t%s\t%s\t%s\t%.3f\t%llu\t%s\t%s\n", m->tasks[ti].id, m->tasks[ti].shard_names[si],
+                      unit_status_names[r->status], rank, r->seconds, (unsigned long long)r->images, sk,
+                      msg[0] ? msg : "-");
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/status.tsv", dir);
+    sg_status st = sg_file_write_atomic(path, b.data, b.len, err);
+    sg_buf_free(&b);
+    return st;
+}
+
+/* ---- run.json ---- */
+
+static void iso_now(char *out, size_t n) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static sg_status write_run_json(const sg_manifest *m, const sg_run_opts *o, const sg_run_result *res, int final,
+                                sg_err *err) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "sgps_version", o->version ? o->version : SG_VERSION_STRING);
+    cJSON_AddStringToObject(j, "git_hash", o->git_hash ? o->git_hash : "unknown");
+    cJSON_AddStringToObject(j, "manifest", m->path);
+    cJSON_AddStringToObject(j, "manifest_sha256", m->manifest_sha256);
+    cJSON_AddStringToObject(j, "engine", m->engine_path);
+    cJSON_AddStringToObject(j, "engine_sha256", m->engine_sha256);
+    cJSON_AddStringToObject(j, "config_hash", m->config_hash);
+    cJSON_AddNumberToObject(j, "ranks", res->ranks);
+    cJSON *h = cJSON_AddArrayToObject(j, "hosts");
+    for (int i = 0; i < res->n_hosts; i++) cJSON_AddItemToArray(h, cJSON_CreateString(res->hosts[i]));
+    cJSON_AddStringToObject(j, "start", res->start);
+    if (final) {
+        char end[32];
+        iso_now(end, sizeof end);
+        cJSON_AddStringToObject(j, "end", end);
+    } else {
+        cJSON_AddNullToObject(j, "end");
+    }
+    cJSON *opt = cJSON_AddObjectToObject(j, "options");
+    cJSON_AddBoolToObject(opt, "resume", o->resume);
+    cJSON_AddBoolToObject(opt, "retry_failed", o->retry_failed);
+    cJSON_AddBoolToObject(opt, "fail_fast", o->fail_fast);
+    cJSON *sl = cJSON_AddObjectToObject(j, "slurm");
+    static const char *const vars[] = {"SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NAME",
+                                       "SLURM_CLUSTER_NAME", "SLURM_JOB_NODELIST", "SLURM_NTASKS", "SLURM_RESTART_COUNT",
+                                       NULL};
+    for (const char *const *v = vars; *v; v++) {
+        const char *val = getenv(*v);
+        if (val) cJSON_AddStringToObject(sl, *v, val);
+    }
+    cJSON *u = cJSON_AddObjectToObject(j, "units");
+    cJSON_AddNumberToObject(u, "total", (double)m->n_units);
+    if (final) {
+        cJSON_AddNumberToObject(u, "ok", (double)res->units_ok);
+        cJSON_AddNumberToObject(u, "failed", (double)res->units_failed);
+        cJSON_AddNumberToObject(u, "resumed", (double)res->units_resumed);
+        cJSON_AddNumberToObject(u, "not_run", (double)res->units_not_run);
+        cJSON_AddBoolToObject(j, "interrupted", res->interrupted);
+        cJSON_AddNumberToObject(j, "images", (double)res->images);
+        cJSON_AddNumberToObject(j, "seconds", res->seconds);
+    }
+    char *txt = cJSON_Print(j);
+    cJSON_Delete(j);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/run.json", sg_run_dir(m, o));
+    sg_buf b = {0};
+    sg_buf_printf(&b, "%s\n", txt);
+    free(txt);
+    sg_status st = sg_file_write_atomic(path, b.data, b.len, err);
+    sg_buf_free(&b);
+    return st;
+}
+
+sg_status sg_pipeline_finish_run_json(const sg_manifest *m, const sg_run_opts *o, const sg_run_result *res,
+                                      sg_err *err) {
+    return write_run_json(m, o, res, 1, err);
+}
+
+void sg_run_result_free(sg_run_result *res) {
+    for (int i = 0; i < res->n_hosts; i++) free(res->hosts[i]);
+    free(res->hosts);
+    res->hosts = NULL;
+    res->n_hosts = 0;
+}
+
+static void gather_hosts(MPI_Comm comm, int rank, int size, sg_run_result *res) {
+    char name[MPI_MAX_PROCESSOR_NAME] = {0};
+    int len = 0;
+    MPI_Get_processor_name(name, &len);
+    char *all = rank == 0 ? sg_xcalloc((size_t)size, MPI_MAX_PROCESSOR_NAME) : NULL;
+    MPI_Gather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, all, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0, comm);
+    if (rank == 0) {
+        res->hosts = sg_xcalloc((size_t)size, sizeof(char *));
+        res->n_hosts = 0;
+        for (int i = 0; i < size; i++) {
+            const char *h = all + (size_t)i * MPI_MAX_PROCESSOR_NAME;
+            int seen = 0;
+            for (int k = 0; k < res->n_hosts; k++) seen |= strcmp(res->hosts[k], h) == 0;
+            if (!seen) res->hosts[res->n_hosts++] = sg_xstrdup(h);
+        }
+    }
+    free(all);
+}
+
+/* ---- the run ---- */
+
+sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm comm, sg_run_result *res,
+                          sg_err *err) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    memset(res, 0, sizeof *res);
+    openblas_set_num_threads(1);
+    const char *dir = sg_run_dir(m, o);
+    double t0 = sg_now();
+    res->ranks = size;
+    gather_hosts(comm, rank, size, res);
+
+    /* rank 0: what is already done, the run folder, run.json (end null) */
+    int ok = 1;
+    size_t *todo = NULL;
+    sched s = {m, o, NULL, 0, 0, 0, t0, t0, 0};
+    if (rank == 0) {
+        iso_now(res->start, sizeof res->start);
+        s.rep = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *s.rep);
+        todo = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *todo);
+        if (sg_mkdir_p(dir, err) != SG_OK || write_run_json(m, o, res, 0, err) != SG_OK) ok = 0;
+        for (size_t u = 0; ok && u < m->n_units; u++) {
+            int ti;
+            size_t si;
+            sg_manifest_unit(m, u, &ti, &si);
+            char pp[4200];
+            part_path(dir, &m->tasks[ti], si, pp, sizeof pp);
+            part_header h;
+            unit_report *r = &s.rep[u];
+            r->unit = (int32_t)u;
+            r->status = U_NOT_RUN;
+            if (o->resume && part_read(pp, &h, NULL, NULL) && strcmp(h.config, m->config_hash) == 0 &&
+                (h.status == U_OK || !o->retry_failed)) {
+                r->status = h.status;
+                r->rank = h.rank;
+                r->seconds = h.seconds;
+                r->images = h.images;
+                r->unmapped = h.unmapped;
+                memcpy(r->skips, h.skips, sizeof r->skips);
+                r->resumed = 1;
+                snprintf(r->msg, sizeof r->msg, "%.700s%s(from an earlier run)", h.msg, h.msg[0] ? " " : "");
+                res->units_resumed++;
+                continue;
+            }
+            if (!o->resume && unlink(pp) != 0 && errno != ENOENT) {
+                sg_err_set(err, SG_ERR_IO, "%s: cannot remove: %s", pp, strerror(errno));
+                ok = 0;
+            }
+            todo[s.todo_n++] = u;
+        }
+        if (ok && o->progress)
+            sg_log(SG_LOG_INFO, "%zu units (%d tasks), %zu to run, %zu done earlier; %d rank%s%s", m->n_units,
+                   m->n_tasks, s.todo_n, (size_t)res->units_resumed, size, size > 1 ? "s" : "",
+                   size > 1 ? " (rank 0 schedules)" : "");
+    }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+    if (!ok) {
+        free(s.rep);
+        free(todo);
+        if (rank == 0) return SG_ERR_IO;
+        return sg_err_set(err, SG_ERR_IO, "rank 0 could not prepare the run folder");
+    }
+
+    worker w;
+    worker_init(&w, m, o, rank);
+    if (size == 1) {
+        for (size_t i = 0; i < s.todo_n && !s.stop; i++) {
+            if (sg_pipeline_stop_requested()) {
+                s.stop = 1;
+                break;
+            }
+            unit_report r;
+            run_unit(&w, todo[i], &r);
+            sched_record(&s, &r);
+        }
+    } else if (rank == 0) {
+        size_t next = 0;
+        int active = size - 1;
+        while (active > 0) {
+            unit_report r;
+            MPI_Status st;
+            if (!recv_poll(&r, (int)sizeof r, MPI_ANY_SOURCE, TAG_REPORT, comm, &st, sched_idle, &s)) {
+                sg_err_set(err, SG_ERR_MPI, "receiving a unit report failed");
+                break;
+            }
+            if (r.unit >= 0 && (size_t)r.unit < m->n_units) sched_record(&s, &r);
+            if (sg_pipeline_stop_requested()) s.stop = 1;
+            int32_t a = !s.stop && next < s.todo_n ? (int32_t)todo[next++] : -1;
+            MPI_Send(&a, 1, MPI_INT32_T, st.MPI_SOURCE, TAG_ASSIGN, comm);
+            if (a < 0) active--;
+        }
+    } else {
+        unit_report r;
+        memset(&r, 0, sizeof r);
+        r.unit = -1;
+        for (;;) {
+            MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_REPORT, comm);
+            int32_t a;
+            MPI_Status st;
+            if (!recv_poll(&a, (int)sizeof a, 0, TAG_ASSIGN, comm, &st, NULL, NULL) || a < 0) break;
+            run_unit(&w, (size_t)a, &r);
+        }
+    }
+
+    sg_status ret = SG_OK;
+    if (rank == 0) {
+        if (sg_pipeline_stop_requested()) s.stop = 1;
+        /* classifiers of tasks whose units all ran in earlier runs */
+        for (int t = 0; t < m->n_tasks && !s.stop; t++) {
+            char td[4096], path[4200];
+            task_dir(dir, &m->tasks[t], td, sizeof td);
+            snprintf(path, sizeof path, "%s/classifier.sgpm", td);
+            const char *why;
+            if (access(path, F_OK) != 0) worker_classifier(&w, t, &why);
+        }
+        for (size_t u = 0; u < m->n_units; u++) {
+            const unit_report *r = &s.rep[u];
+            if (r->status == U_OK) res->units_ok++;
+            else if (r->status == U_FAILED) res->units_failed++;
+            else res->units_not_run++;
+            if (!r->resumed) res->images += r->images;
+        }
+        res->interrupted = res->units_not_run > 0;
+        res->units_total = m->n_units;
+        res->seconds = sg_now() - t0;
+        progress(&s, 1);
+        ret = write_status(m, dir, s.rep, err);
+    }
+    worker_free(&w);
+    free(s.rep);
+    free(todo);
+    return ret;
+}
+
+/* ---- reading results back ---- */
+
+char *sg_run_predictions_header(const sg_manifest *m, int ti) {
+    const sg_run_task *t = &m->tasks[ti];
+    sg_buf b = {0};
+    sg_buf_printf(&b, "key,shard,label,predicted");
+    for (int k = 0; k < t->n_classes; k++) sg_buf_printf(&b, ",score_%s", t->class_ids[k]);
+    sg_buf_printf(&b, "\n");
+    sg_buf_append(&b, "", 1);
+    return (char *)b.data;
+}
+
+static int class_index(const sg_run_task *t, const char *s, size_t n) {
+    for (int k = 0; k < t->n_classes; k++)
+        if (strlen(t->class_ids[k]) == n && memcmp(t->class_ids[k], s, n) == 0) return k;
+    return -1;
+}
+
+sg_status sg_run_load_task(const sg_manifest *m, const char *dir, int ti, sg_task_rows *rows, sg_err *err) {
+    const sg_run_task *t = &m->tasks[ti];
+    memset(rows, 0, sizeof *rows);
+    int K = t->n_classes;
+    rows->k = K;
+    size_t cap = 0;
+    for (size_t si = 0; si < t->n_shards; si++) {
+        char pp[4200];
+        part_path(dir, t, si, pp, sizeof pp);
+        part_header h;
+        uint8_t *data;
+        size_t len;
+        if (!part_read(pp, &h, &data, &len)) {
+            rows->units_missing++;
+            continue;
+        }
+        if (strcmp(h.config, m->config_hash) != 0 || h.status != U_OK) {
+            if (strcmp(h.config, m->config_hash) != 0) rows->units_missing++;
+            else rows->units_failed++;
+            free(data);
+            continue;
+        }
+        rows->units_ok++;
+        rows->unmapped += h.unmapped;
+        for (int i = 0; i < SG_SKIP__COUNT; i++) rows->skipped += h.skips[i];
+        char *p = (char *)data + h.body, *end = (char *)data + len;
+        while (p < end) {
+            char *nl = memchr(p, '\n', (size_t)(end - p));
+            if (!nl) nl = end;
+            size_t ll = (size_t)(nl - p);
+            if (ll) {
+                if (rows->n == cap) {
+                    cap = cap ? 2 * cap : 1024;
+                    rows->label = sg_xrealloc(rows->label, cap * sizeof(int));
+                    rows->pred = sg_xrealloc(rows->pred, cap * sizeof(int));
+                    rows->score = sg_xrealloc(rows->score, cap * (size_t)K * sizeof(float));
+                    rows->line = sg_xrealloc(rows->line, cap * sizeof(char *));
+                }
+                /* fields from the right: K scores, predicted, label */
+                char *q = nl;
+                char *fs[SG_MAX_CLASSES + 2];
+                size_t fl[SG_MAX_CLASSES + 2];
+                int bad = 0;
+                for (int f = K + 1; f >= 0 && !bad; f--) {
+                    char *c = q - 1;
+                    while (c >= p && *c != ',') c--;
+                    if (c < p) bad = 1;
+                    else {
+                        fs[f] = c + 1;
+                        fl[f] = (size_t)(q - c - 1);
+                        q = c;
+                    }
+                }
+                if (bad) {
+                    sg_err_set(err, SG_ERR_FORMAT, "%s: malformed row", pp);
+                    free(data);
+                    sg_task_rows_free(rows);
+                    return SG_ERR_FORMAT;
+                }
+                size_t r = rows->n++;
+                rows->label[r] = fl[0] ? class_index(t, fs[0], fl[0]) : -1;
+                rows->pred[r] = class_index(t, fs[1], fl[1]);
+                for (int k = 0; k < K; k++) rows->score[r * (size_t)K + (size_t)k] = strtof(fs[2 + k], NULL);
+                rows->line[r] = sg_xmalloc(ll + 1);
+                memcpy(rows->line[r], p, ll);
+                rows->line[r][ll] = 0;
+            }
+            p = nl + 1;
+        }
+        free(data);
+    }
+    return SG_OK;
+}
+
+void sg_task_rows_free(sg_task_rows *r) {
+    for (size_t i = 0; i < r->n; i++) free(r->line[i]);
+    free(r->line);
+    free(r->label);
+    free(r->pred);
+    free(r->score);
+    memset(r, 0, sizeof *r);
+}

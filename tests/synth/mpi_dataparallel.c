@@ -1,0 +1,135 @@
+/* mpi_dataparallel.c — data-parallel equivalence of stage-2 meta-training:
+ * the same episodes trained on 1 rank and on 2 ranks must give the same
+ * parameters up to float summation order, and every rank must hold
+ * identical parameters.
+ *
+ *   mpirun -n P mpi_dataparallel run OUT   trains a tiny engine (no stage 1,
+ *        STEPS steps of E episodes, no validation) on a generated dataset,
+ *        checks that the parameters' CRC is equal on all ranks, that the
+ *        frozen base did not move and the generator did, and (rank 0)
+ *        writes the parameters to OUT.
+ *   mpi_dataparallel compare A B           max |a − b| / max(1, |b|) ≤ 1e-5.
+ *
+ * E is odd, so the ranks hold unequal shares of a step. Several steps, not
+ * one: AdamW's first step is lr·sign(g) and would hide gradients that are
+ * wrong in magnitude; later steps mix gradients of different steps.
+ * Exit status 0 on success; messages on stderr. Registered in tests.cmake. */
+#include "sg_synth_fixtures.h"
+
+enum { E_PER_STEP = 5, STEPS = 3 };
+
+static int fail(const char *what) {
+    fprintf(stderr, "mpi_dataparallel: FAIL: %s\n", what);
+    return 1;
+}
+
+static int run(const char *out) {
+    int rank, P;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    /* 6 shape × colour classes, one domain */
+    const int combos[12] = {0, 0, 1, 1, 2, 2, 3, 3, 0, 2, 1, 3};
+    sg_dataset d;
+    sg_engine_config c = fx_tiny_config();
+    c.width = 8;
+    c.n_base_classes = 6;
+    fx_dataset_build(&d, combos, 6, 10, c.store, 1, 3);
+    sg_engine *e = sg_engine_create(&c, 9);
+    fx_engine_perturb(e, 10, 0.1f);
+    size_t np = sg_engine_n_params(e), s2 = sg_engine_stage2_offset(e);
+    float *init = sg_xalloc_floats(np);
+    memcpy(init, sg_engine_params(e), sizeof(float) * np);
+
+    sg_train_opts o;
+    sg_train_opts_default(&o);
+    o.stage1_epochs = 0;
+    o.stage2_episodes = E_PER_STEP * STEPS;
+    o.episodes_per_step = E_PER_STEP;
+    o.n_val_classes = 0;
+    o.val_episodes = 0;
+    o.way = 3;
+    o.max_shot = 2;
+    o.queries = 2;
+    o.lr2 = 1e-2f;
+    o.seed = 17;
+    o.log_every = 1000;
+    sg_err err = {{0}};
+    sg_status st = sg_engine_train(e, &d, &o, MPI_COMM_WORLD, &err);
+    int bad = 0;
+    if (st != SG_OK) {
+        fprintf(stderr, "rank %d: sg_engine_train: %s\n", rank, err.msg);
+        bad = 1;
+    }
+    uint32_t crc = sg_engine_params_crc(e), lo, hi;
+    MPI_Allreduce(&crc, &lo, 1, MPI_UINT32_T, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&crc, &hi, 1, MPI_UINT32_T, MPI_MAX, MPI_COMM_WORLD);
+    if (lo != hi) bad |= fail("ranks hold different parameters after training");
+    const float *p = sg_engine_params(e);
+    if (memcmp(p, init, sizeof(float) * s2) != 0) bad |= fail("stage 2 moved the frozen base");
+    size_t moved = 0;
+    for (size_t i = s2; i < np; i++) moved += p[i] != init[i];
+    if (moved < (np - s2) / 4) bad |= fail("stage 2 barely moved the generator");
+    if (rank == 0 && !bad) {
+        FILE *f = fopen(out, "wb");
+        uint64_t n = np;
+        if (!f || fwrite(&n, sizeof n, 1, f) != 1 || fwrite(p, sizeof(float), np, f) != np || fclose(f) != 0)
+            bad |= fail("cannot write the parameter dump");
+        else
+            fprintf(stderr, "mpi_dataparallel: %d rank(s), %zu parameters (%zu moved), CRC %08x -> %s\n", P, np, moved, crc,
+                    out);
+    }
+    int any = 0;
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    sg_engine_free(e);
+    sg_dataset_free(&d);
+    free(init);
+    return any;
+}
+
+static float *read_dump(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    uint64_t k = 0;
+    if (!f || fread(&k, sizeof k, 1, f) != 1 || k == 0 || k > ((uint64_t)1 << 30)) {
+        if (f) fclose(f);
+        return NULL;
+    }
+    float *v = sg_xalloc_floats(k);
+    size_t got = fread(v, sizeof(float), k, f);
+    fclose(f);
+    if (got != k) {
+        free(v);
+        return NULL;
+    }
+    *n = k;
+    return v;
+}
+
+static int compare(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    float *pa = read_dump(a, &na), *pb = read_dump(b, &nb);
+    if (!pa || !pb) return fail("cannot read a parameter dump");
+    if (na != nb) return fail("dumps differ in size");
+    double w = fx_max_rel_diff(pa, pb, na);
+    size_t diff = 0;
+    for (size_t i = 0; i < na; i++) diff += pa[i] != pb[i];
+    fprintf(stderr, "mpi_dataparallel: %zu parameters, %zu not bit-identical, max relative difference %.3g\n", na, diff, w);
+    free(pa);
+    free(pb);
+    return w <= 1e-5 ? 0 : fail("1-rank and 2-rank training differ by more than 1e-5");
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "compare") == 0) return compare(argv[2], argv[3]);
+    if (argc != 3 || strcmp(argv[1], "run") != 0) {
+        fprintf(stderr, "usage: mpirun -n P %s run OUT | %s compare A B\n", argv[0], argv[0]);
+        return 2;
+    }
+    MPI_Init(&argc, &argv);
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    sg_log_set_rank(rank);
+    sg_log_set_level(SG_LOG_WARN);
+    int rc = run(argv[2]);
+    MPI_Finalize();
+    return rc;
+}
