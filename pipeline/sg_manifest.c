@@ -563,7 +563,7 @@ void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard) 
     SG_ASSERT(0);
 }
 
-sg_status sg_image_file_to_u8(const char *path, int side, uint8_t *out, sg_err *err) {
+sg_status sg_pipeline_image_u8(const char *path, int side, uint8_t *out, sg_err *err) {
     sg_image im;
     sg_image_limits lim = sg_image_limits_default();
     uint8_t *data;

@@ -114,7 +114,7 @@ void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard);
 
 /* Decodes an image file, resizes it to side × side and rounds to uint8
  * planar (3, side, side): the engine's support-image format. */
-sg_status sg_image_file_to_u8(const char *path, int side, uint8_t *out, sg_err *err);
+sg_status sg_pipeline_image_u8(const char *path, int side, uint8_t *out, sg_err *err);
 
 /* ---- the run ---------------------------------------------------------------- */
 

@@ -187,7 +187,7 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
         pix[c] = sg_xmalloc(ssz * (size_t)(t->shots ? t->shots : 1));
         for (int k = 0; k < t->shots && st == SG_OK; k++) {
             sg_err e2;
-            st = sg_image_file_to_u8(d->exemplars[k], S, pix[c] + (size_t)k * ssz, &e2);
+            st = sg_pipeline_image_u8(d->exemplars[k], S, pix[c] + (size_t)k * ssz, &e2);
             if (st != SG_OK) sg_err_set(err, st, "exemplar %d of '%s': %s", k, d->id, e2.msg);
         }
         cls[c].n_shots = t->shots;
@@ -254,7 +254,8 @@ static void worker_free(worker *w) {
 }
 
 /* The task's classifier, synthesized on first use and saved as
- * tasks/<id>/classifier.sgpm when that file is missing. */
+ * tasks/<id>/classifier.sgpm (atomically; every rank that synthesizes a task
+ * writes the same bytes). */
 static const sg_classifier *worker_classifier(worker *w, int t, const char **why) {
     if (!w->engine_tried) {
         sg_err err;
@@ -278,13 +279,23 @@ static const sg_classifier *worker_classifier(worker *w, int t, const char **why
             char td[4096], path[4200];
             task_dir(w->dir, &w->m->tasks[t], td, sizeof td);
             snprintf(path, sizeof path, "%s/classifier.sgpm", td);
-            if (access(path, F_OK) != 0 &&
-                (sg_mkdir_p(td, &err) != SG_OK || sg_classifier_save(w->cls[t], path, &err) != SG_OK))
+            if (sg_mkdir_p(td, &err) != SG_OK || sg_classifier_save(w->cls[t], path, &err) != SG_OK)
                 sg_log(SG_LOG_WARN, "%s", err.msg);
         }
     }
     *why = w->cls_err[t];
     return w->cls[t];
+}
+
+static int classifier_current(const sg_manifest *m, const char *dir, int t) {
+    char td[4096], path[4200];
+    task_dir(dir, &m->tasks[t], td, sizeof td);
+    snprintf(path, sizeof path, "%s/classifier.sgpm", td);
+    sg_classifier *c = NULL;
+    if (access(path, F_OK) != 0 || sg_classifier_load(path, &c, NULL) != SG_OK) return 0;
+    int ok = c->meta_json && strstr(c->meta_json, m->config_hash) != NULL;
+    sg_classifier_free(c);
+    return ok;
 }
 
 static int map_label(const sg_run_task *t, const sg_sample *s) {
@@ -347,6 +358,11 @@ static void run_unit(worker *w, size_t u, unit_report *r) {
     r->unit = (int32_t)u;
     r->rank = w->rank;
     double t0 = sg_now();
+    if (sg_pipeline_stop_requested()) {
+        r->status = U_INTERRUPTED;
+        snprintf(r->msg, sizeof r->msg, "interrupted by a signal before it started");
+        return;
+    }
     const char *why = NULL;
     const sg_classifier *c = worker_classifier(w, ti, &why);
     sg_buf rows = {0};
@@ -448,9 +464,11 @@ typedef struct sched {
     unit_report *rep; /* (n_units) */
     size_t todo_n, done_n;
     uint64_t images;
-    double t0, last_print;
+    double t0, last_print, last_status;
     int stop;
 } sched;
+
+static sg_status write_status(const sg_manifest *m, const char *dir, const unit_report *rep, sg_err *err);
 
 static void progress(sched *s, int force) {
     double now = sg_now();
@@ -464,10 +482,20 @@ static void progress(sched *s, int force) {
            failed, (unsigned long long)s->images, el > 0 ? (double)s->images / el : 0.0, eta);
 }
 
+/* status.tsv every 30 s while the run goes, so a long job can be watched. */
+static void status_checkpoint(sched *s) {
+    double now = sg_now();
+    if (now - s->last_status < 30.0) return;
+    s->last_status = now;
+    sg_err err;
+    if (write_status(s->m, sg_run_dir(s->m, s->o), s->rep, &err) != SG_OK) sg_log(SG_LOG_WARN, "%s", err.msg);
+}
+
 static void sched_idle(void *u) {
     sched *s = u;
     if (sg_pipeline_stop_requested()) s->stop = 1;
     progress(s, 0);
+    status_checkpoint(s);
 }
 
 static void sched_record(sched *s, const unit_report *r) {
@@ -477,6 +505,7 @@ static void sched_record(sched *s, const unit_report *r) {
     if (r->status == U_INTERRUPTED) s->stop = 1;
     if (r->status == U_FAILED && s->o->fail_fast) s->stop = 1;
     progress(s, 0);
+    status_checkpoint(s);
 }
 
 static void skips_str(const uint64_t *sk, uint64_t unmapped, char *out, size_t n) {
@@ -630,7 +659,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
     /* rank 0: what is already done, the run folder, run.json (end null) */
     int ok = 1;
     size_t *todo = NULL;
-    sched s = {m, o, NULL, 0, 0, 0, t0, t0, 0};
+    sched s = {m, o, NULL, 0, 0, 0, t0, t0, t0, 0};
     if (rank == 0) {
         iso_now(res->start, sizeof res->start);
         s.rep = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *s.rep);
@@ -722,14 +751,13 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
     sg_status ret = SG_OK;
     if (rank == 0) {
         if (sg_pipeline_stop_requested()) s.stop = 1;
-        /* classifiers of tasks whose units all ran in earlier runs */
-        for (int t = 0; t < m->n_tasks && !s.stop; t++) {
-            char td[4096], path[4200];
-            task_dir(dir, &m->tasks[t], td, sizeof td);
-            snprintf(path, sizeof path, "%s/classifier.sgpm", td);
-            const char *why;
-            if (access(path, F_OK) != 0) worker_classifier(&w, t, &why);
-        }
+        /* classifiers no rank wrote in this run (all units resumed, or P > 1 and
+         * rank 0 only scheduled): rewrite unless the file is of this configuration */
+        for (int t = 0; t < m->n_tasks && !s.stop; t++)
+            if (!w.cls_tried[t] && !classifier_current(m, dir, t)) {
+                const char *why;
+                worker_classifier(&w, t, &why);
+            }
         for (size_t u = 0; u < m->n_units; u++) {
             const unit_report *r = &s.rep[u];
             if (r->status == U_OK) res->units_ok++;

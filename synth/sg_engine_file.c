@@ -37,6 +37,20 @@ sg_status sg_engine_save(const sg_engine *e, const char *path, sg_err *err) {
 
 static int in_range(int v, int lo, int hi) { return v >= lo && v <= hi; }
 
+/* NULL when the base network's running statistics are usable, else why not. */
+const char *sg_engine_check_state(const sg_engine *e) {
+    for (int i = 0; i < e->base.n_layers; i++) {
+        const sg_layer *l = &e->base.layers[i];
+        if (l->kind != SG_LAYER_BATCHNORM) continue;
+        for (int c = 0; c < 2 * l->cin; c++) {
+            float v = e->state[l->state_off + (size_t)c];
+            if (!isfinite(v)) return "a batch-norm running statistic is not finite";
+            if (c >= l->cin && v < 0) return "a batch-norm running variance is negative";
+        }
+    }
+    return NULL;
+}
+
 sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *name, sg_engine **out, sg_err *err) {
     *out = NULL;
     if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0)
@@ -45,7 +59,10 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
     if (ver > SG_SGPE_VERSION)
         return sg_err_set(err, SG_ERR_VERSION, "%s: engine format version %u is newer than this sgps reads (%d); upgrade sgps",
                           name, ver, SG_SGPE_VERSION);
-    if (ver < 1) return sg_err_set(err, SG_ERR_VERSION, "%s: engine format version %u is not supported", name, ver);
+    if (ver < SG_SGPE_VERSION)
+        return sg_err_set(err, SG_ERR_VERSION,
+                          "%s: engine format version %u has an older generator layout; retrain the generator from its backbone "
+                          "(sgps train-engine --init-backbone %s --epochs 0)", name, ver, name);
     uint32_t crc = sg_get_u32le(data + len - 4);
     sg_rd r = {data, len - 4, 8, 0};
     uint32_t nv;
@@ -90,6 +107,12 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
             sg_engine_free(e);
             return sg_err_set(err, SG_ERR_NONFINITE, "%s: parameter %zu is not finite", name, i);
         }
+    const char *bad = sg_engine_check_state(e);
+    if (bad) {
+        sg_status code = strstr(bad, "negative") ? SG_ERR_FORMAT : SG_ERR_NONFINITE;
+        sg_engine_free(e);
+        return sg_err_set(err, code, "%s: %s", name, bad);
+    }
     for (int i = 0; i < 3; i++)
         if (!isfinite(mean[i]) || !isfinite(std[i]) || std[i] <= 0) {
             sg_engine_free(e);
@@ -144,8 +167,11 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
         } else {
             sg_rd_f32s(&r, e->params, e->off_s2);
             r.pos += (size_t)(np - e->off_s2) * 4;
+            const char *bad = NULL;
             if (sg_rd_u64(&r, &nst) || nst != e->base.n_state || sg_rd_f32s(&r, e->state, e->base.n_state)) {
                 s = sg_err_set(err, SG_ERR_FORMAT, "%s: malformed running statistics", path);
+            } else if ((bad = sg_engine_check_state(e)) != NULL) {
+                s = sg_err_set(err, SG_ERR_NONFINITE, "%s: %s", path, bad);
             } else {
                 sg_engine_set_normalization(e, mean, std);
                 s = SG_OK;

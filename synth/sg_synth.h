@@ -33,7 +33,7 @@
 extern "C" {
 #endif
 
-#define SG_SGPE_VERSION 1
+#define SG_SGPE_VERSION 2 /* 2: head scalars κ, ρ, log λ added; 1 files load with sg_engine_load_backbone */
 
 typedef struct sg_engine_config {
     int img;          /* classifier input side (64) */

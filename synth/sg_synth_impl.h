@@ -29,6 +29,8 @@ struct sg_engine {
     sg_ctx *ws_base, *ws_sup, *ws_qry;
 };
 
+const char *sg_engine_check_state(const sg_engine *e);
+
 /* Fills the architectures and parameter offsets from e->cfg (no allocation). */
 void sg_engine_layout(sg_engine *e);
 

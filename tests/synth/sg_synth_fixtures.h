@@ -65,11 +65,12 @@ static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
 
 /* ---- a synthetic task distribution: shape × colour ---- */
 
-#define FX_N_SHAPES 4
-#define FX_N_COLOURS 4
-static const char *const fx_shape_names[FX_N_SHAPES] = {"disc", "bar", "ring", "cross"};
-static const char *const fx_colour_names[FX_N_COLOURS] = {"red", "green", "blue", "yellow"};
-static const float fx_colour_rgb[FX_N_COLOURS][3] = {{0.9f, 0.15f, 0.1f}, {0.15f, 0.8f, 0.2f}, {0.15f, 0.25f, 0.95f}, {0.9f, 0.85f, 0.1f}};
+#define FX_N_SHAPES 6
+#define FX_N_COLOURS 6
+static const char *const fx_shape_names[FX_N_SHAPES] = {"disc", "bar", "ring", "cross", "square", "triangle"};
+static const char *const fx_colour_names[FX_N_COLOURS] = {"red", "green", "blue", "yellow", "magenta", "cyan"};
+static const float fx_colour_rgb[FX_N_COLOURS][3] = {{0.9f, 0.15f, 0.1f}, {0.15f, 0.8f, 0.2f}, {0.15f, 0.25f, 0.95f},
+                                                     {0.9f, 0.85f, 0.1f}, {0.85f, 0.15f, 0.85f}, {0.1f, 0.85f, 0.85f}};
 
 /* Coverage in [0, 1] of shape `shape` centred at (cx, cy), radius rad, angle ca/sa, at (x, y). */
 static inline float fx_shape_cover(int shape, float x, float y, float cx, float cy, float rad, float ca, float sa) {
@@ -80,7 +81,10 @@ static inline float fx_shape_cover(int shape, float x, float y, float cx, float 
     case 0: k = rad - d; break;                                       /* disc */
     case 1: k = fminf(rad * 1.2f - fabsf(u), rad * 0.3f - fabsf(v)); break; /* bar */
     case 2: k = rad * 0.28f - fabsf(d - rad * 0.8f); break;            /* ring */
-    default: k = fmaxf(fminf(rad - fabsf(u), rad * 0.28f - fabsf(v)), fminf(rad - fabsf(v), rad * 0.28f - fabsf(u))); break;
+    case 4: k = fminf(rad * 0.8f - fabsf(u), rad * 0.8f - fabsf(v)); break; /* square */
+    case 5: k = fminf(fminf(v + rad * 0.5f, rad * 0.9f - v - 1.73f * u), rad * 0.9f - v + 1.73f * u) * 0.5f; break; /* triangle */
+    default: /* cross */
+        k = fmaxf(fminf(rad - fabsf(u), rad * 0.28f - fabsf(v)), fminf(rad - fabsf(v), rad * 0.28f - fabsf(u))); break;
     }
     k += 0.5f; /* one-pixel soft edge */
     return k < 0 ? 0 : k > 1 ? 1 : k;

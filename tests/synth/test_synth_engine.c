@@ -398,6 +398,25 @@ static size_t dmg_mismatch(uint8_t *p, size_t n, const sg_engine *e) {
     return n;
 }
 
+static size_t dmg_old_version(uint8_t *p, size_t n, const sg_engine *e) {
+    (void)e;
+    sg_put_u32le(p + 4, SG_SGPE_VERSION - 1);
+    fix_crc(p, n);
+    return n;
+}
+static size_t dmg_nan_state(uint8_t *p, size_t n, const sg_engine *e) {
+    /* the first running mean: after the parameters and the state count */
+    sg_put_f32le(p + OFF_PARAMS + 4 * e->n_params + 8, NAN);
+    fix_crc(p, n);
+    return n;
+}
+static size_t dmg_negative_var(uint8_t *p, size_t n, const sg_engine *e) {
+    const sg_layer *bn = &e->base.layers[1];
+    sg_put_f32le(p + OFF_PARAMS + 4 * e->n_params + 8 + 4 * (bn->state_off + (size_t)bn->cin), -1.0f);
+    fix_crc(p, n);
+    return n;
+}
+
 static void expect_refusal(damage_fn f, sg_status want, const char *reason) {
     sg_err err = {{0}};
     char path[512];
@@ -409,6 +428,9 @@ static void expect_refusal(damage_fn f, sg_status want, const char *reason) {
 
 Test(synth_file, refuses_wrong_magic) { expect_refusal(dmg_magic, SG_ERR_FORMAT, "bad magic"); }
 Test(synth_file, refuses_newer_version) { expect_refusal(dmg_version, SG_ERR_VERSION, "newer"); }
+Test(synth_file, refuses_older_layout) { expect_refusal(dmg_old_version, SG_ERR_VERSION, "older generator layout"); }
+Test(synth_file, refuses_nonfinite_running_stat) { expect_refusal(dmg_nan_state, SG_ERR_NONFINITE, "not finite"); }
+Test(synth_file, refuses_negative_running_variance) { expect_refusal(dmg_negative_var, SG_ERR_FORMAT, "negative"); }
 Test(synth_file, refuses_truncated) { expect_refusal(dmg_truncate, SG_ERR_CHECKSUM, "truncated"); }
 Test(synth_file, refuses_flipped_byte) { expect_refusal(dmg_flip, SG_ERR_CHECKSUM, "checksum"); }
 Test(synth_file, refuses_nan_parameter) { expect_refusal(dmg_nan, SG_ERR_NONFINITE, "not finite"); }

@@ -1,0 +1,171 @@
+/* test_manifest.c — registry and manifest loading over a generated world:
+ * the good manifest has no problem and the expected units; a manifest with
+ * many problems reports every one at once, each with file, JSON path and
+ * reason, and tells run-stopping errors from per-unit data problems. */
+#include "sg_pipeline.h"
+#include "sg_pipeline_fixtures.h"
+
+#include <criterion/criterion.h>
+
+static char *world(const fxp_opts *o) {
+    char *t = strdup("/tmp/sgpipe-test-XXXXXX");
+    cr_assert(mkdtemp(t));
+    fxp_make_world(t, o);
+    return t;
+}
+
+static void rmrf(const char *dir) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static int has(const sg_diag *d, const char *needle, sg_diag_kind kind) {
+    for (size_t i = 0; i < d->n; i++)
+        if (strstr(d->msgs[i], needle) && d->kind[i] == kind) return 1;
+    return 0;
+}
+
+static void dump(const sg_diag *d) {
+    for (size_t i = 0; i < d->n; i++) fprintf(stderr, "  [%d] %s\n", d->kind[i], d->msgs[i]);
+}
+
+Test(pipeline, manifest_good) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    char *mp = fxp_path(dir, "manifest.json");
+    sg_diag d = {0};
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_OK);
+    dump(&d);
+    cr_assert_eq(d.n, 0);
+    cr_assert_eq(m->n_tasks, 3);
+    cr_assert_eq(m->n_units, 10);
+    cr_assert_eq(m->batch, 16);
+    cr_assert_eq(m->seed, 5);
+    const sg_run_task *t = &m->tasks[1];
+    cr_assert_str_eq(t->id, "a-vs-ref");
+    cr_assert_eq(t->n_classes, 2);
+    cr_assert_eq(t->reference, 1);
+    cr_assert_eq(t->use_text, 0);
+    cr_assert_float_eq(t->threshold, 0.4, 1e-12);
+    cr_assert_eq(t->n_map, 2);
+    cr_assert_str_eq(t->shard_names[3], "shards/lab-000003.tar");
+    cr_assert(strstr(t->shards[3], dir) == t->shards[3], "shard paths resolve against the manifest folder");
+    cr_assert_str_eq(m->tasks[0].class_ids[2], "ref:normal");
+    cr_assert_eq(m->tasks[0].map_class[2], 2);
+    int ti;
+    size_t si;
+    sg_manifest_unit(m, 9, &ti, &si);
+    cr_assert(ti == 2 && si == 1);
+    sg_manifest_unit(m, 4, &ti, &si);
+    cr_assert(ti == 1 && si == 0);
+    cr_assert_eq(strlen(m->config_hash), 64);
+    cr_assert_str_eq(m->diseases[0].orpha, "ORPHA:1");
+    cr_assert(strstr(m->diseases[0].exemplars[1], "exemplars/d0-1.jpg"));
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}
+
+Test(pipeline, manifest_every_problem_at_once) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    const char *bad =
+        "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\", \"bootstrap\": 10,\n"
+        " \"tasks\": [\n"
+        "  {\"id\": \"ok\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
+        "   \"shards\": \"shards/lab-{000000..000009}.tar\"},\n"
+        "  {\"id\": \"ok\", \"kind\": \"screen\", \"classes\": [\"orpha:1\"], \"shots\": 1, \"shards\": \"shards/lab-000000.tar\"},\n"
+        "  {\"id\": \"../x\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"nope\"], \"shots\": 2.5,"
+        "   \"shards\": \"shards/lab-{000000,000000}.tar\", \"threshold\": -1, \"text\": \"yes\"},\n"
+        "  {\"id\": \"b\", \"kind\": \"evaluate\", \"classes\": [\"orpha:9\", \"ref:normal\"], \"shots\": 1,"
+        "   \"shards\": \"shards/lab-000000.tar\", \"reference\": \"orpha:2\"}\n"
+        " ]}\n";
+    char *mp = fxp_path(dir, "bad.json");
+    fxp_write(mp, bad, strlen(bad));
+    sg_diag d = {0};
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
+    dump(&d);
+    cr_assert(has(&d, "bad.json: $.bootstrap: must be an integer 1000..100000", SG_DIAG_ERROR));
+    cr_assert(has(&d, "shards/lab-000004.tar: No such file or directory", SG_DIAG_DATA), "missing shard files are data problems");
+    cr_assert(!has(&d, "lab-000003.tar", SG_DIAG_DATA), "existing shards are not reported");
+    cr_assert(has(&d, "bad.json: $.tasks[1].id: duplicate task id 'ok'", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[1].classes: must be an array of at least 2", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[2].id: '../x'", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[2].classes[1]: 'nope' is not in the registry", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[2].shots: must be an integer", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[2].threshold: must be a number in [0, 1]", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[2].text: must be true or false", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[2].shards: shard 'shards/lab-000000.tar' listed twice", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[3].reference: 'orpha:2' is not among the task's classes", SG_DIAG_ERROR));
+    cr_assert(has(&d, "registry.json: $.diseases[3].exemplars[0]: ", SG_DIAG_DATA), "a corrupt exemplar is a data problem");
+    cr_assert(has(&d, "(used by task 'b')", SG_DIAG_DATA));
+    cr_assert_geq(d.n, 13);
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}
+
+Test(pipeline, manifest_engine_and_registry_problems) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    /* an engine from the future, a registry with duplicate ids and a bad exemplar list */
+    char *ep = fxp_path(dir, "engine.sgpe");
+    uint8_t *data;
+    size_t len;
+    cr_assert_eq(sg_file_read_all(ep, &data, &len, 1 << 30, NULL), SG_OK);
+    sg_put_u32le(data + 4, 99);
+    fxp_write(ep, data, len);
+    free(data);
+    const char *reg = "{\"diseases\": [{\"id\": \"x\", \"exemplars\": [\"a.png\", 3]}, {\"id\": \"x\"}, {\"name\": \"no id\"}]}";
+    char *rp = fxp_path(dir, "registry.json");
+    fxp_write(rp, reg, strlen(reg));
+    char *mp = fxp_path(dir, "manifest.json");
+    sg_diag d = {0};
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
+    dump(&d);
+    cr_assert(has(&d, "manifest.json: $.engine: ", SG_DIAG_ERROR));
+    cr_assert(has(&d, "version 99", SG_DIAG_ERROR), "the engine's version problem is named");
+    cr_assert(has(&d, "registry.json: $.diseases[0].exemplars[1]: must be a non-empty string", SG_DIAG_ERROR));
+    cr_assert(has(&d, "registry.json: $.diseases[1].id: duplicate id 'x'", SG_DIAG_ERROR));
+    cr_assert(has(&d, "registry.json: $.diseases[2].id: missing", SG_DIAG_ERROR));
+    cr_assert(has(&d, "manifest.json: $.tasks[0].classes[0]: 'orpha:1' is not in the registry", SG_DIAG_ERROR));
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(ep);
+    free(rp);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}
+
+Test(pipeline, image_to_u8_matches_size) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    char *p = fxp_path(dir, "exemplars/d0-0.png");
+    uint8_t px[3 * 18 * 18];
+    sg_err err;
+    cr_assert_eq(sg_pipeline_image_u8(p, 18, px, &err), SG_OK);
+    /* class 0 is a red blob on grey: the red plane is brighter than the blue one somewhere */
+    int redder = 0;
+    for (int i = 0; i < 18 * 18; i++) redder |= px[i] > px[2 * 18 * 18 + i] + 40;
+    cr_assert(redder);
+    char *q = fxp_path(dir, "exemplars/broken.png");
+    cr_assert_neq(sg_pipeline_image_u8(q, 18, px, &err), SG_OK);
+    cr_assert(strstr(err.msg, "broken.png"));
+    free(p);
+    free(q);
+    rmrf(dir);
+    free(dir);
+}
