@@ -20,6 +20,8 @@ int sg_cmd_synth(int argc, char **argv);
 int sg_cmd_eval_fewshot(int argc, char **argv);
 int sg_cmd_classify(int argc, char **argv);
 int sg_cmd_selftest(int argc, char **argv);
+int sg_cmd_validate(int argc, char **argv);
+int sg_cmd_run(int argc, char **argv);
 
 /* Helpers shared by the commands. */
 int sg_cli_is_help(const char *arg);

@@ -3,7 +3,6 @@
  * the units, jobs/ writes metrics, summary and report). Exit statuses are
  * documented in docs/run-folder.md. */
 #include "sg_cli.h"
-#include "sg_cli_run.h"
 #include "sg_jobs.h"
 #include "sg_pipeline.h"
 
@@ -52,7 +51,8 @@ int sg_cmd_validate(int argc, char **argv) {
 }
 
 static const char run_help[] =
-    "usage: [mpirun -n P] sgps run MANIFEST [--out DIR] [--resume] [--retry-failed] [--fail-fast] [--quiet]\n\n"
+    "usage: [mpirun -n P] sgps run MANIFEST [--out DIR] [--resume] [--retry-failed] [--fail-fast]\n"
+    "                                   [--baseline RUN_DIR] [--quiet]\n\n"
     "Runs every (task, shard) unit of a manifest: rank 0 hands units to the ranks that\n"
     "ask (with one rank it works itself); each rank synthesizes a task's classifier once\n"
     "and streams the shard through it. Outputs go to the manifest's \"output\" folder\n"
@@ -62,10 +62,12 @@ static const char run_help[] =
     "  --resume         keep units already complete for this manifest and engine\n"
     "  --retry-failed   with --resume (implied), also redo units that failed\n"
     "  --fail-fast      stop handing out units after the first failure\n"
+    "  --baseline DIR   nightly: compare with an earlier run folder, write comparison.json/.csv\n"
     "  --quiet          no progress lines\n"
     "SIGTERM or SIGUSR1: finish the current batch, write status, exit 4; --resume completes.\n"
     "Exit status: 0 all units succeeded; 1 invalid manifest or run-folder error;\n"
-    "2 bad arguments; 3 some units failed (status.tsv says why); 4 interrupted, resumable.\n";
+    "2 bad arguments; 3 some units failed (status.tsv says why); 4 interrupted, resumable;\n"
+    "5 (--baseline) a metric dropped beyond noise.\n";
 
 static int finish(int code) {
     int fin = 0;
@@ -75,7 +77,7 @@ static int finish(int code) {
 }
 
 int sg_cmd_run(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *baseline = NULL;
     sg_run_opts o;
     memset(&o, 0, sizeof o);
     o.progress = 1;
@@ -85,6 +87,7 @@ int sg_cmd_run(int argc, char **argv) {
             fputs(run_help, stdout);
             return 0;
         } else if (sg_cli_opt(argc, argv, &i, "--out", &v)) o.out = v;
+        else if (sg_cli_opt(argc, argv, &i, "--baseline", &v)) baseline = v;
         else if (strcmp(argv[i], "--resume") == 0) o.resume = 1;
         else if (strcmp(argv[i], "--retry-failed") == 0) o.resume = o.retry_failed = 1;
         else if (strcmp(argv[i], "--fail-fast") == 0) o.fail_fast = 1;
@@ -151,7 +154,11 @@ int sg_cmd_run(int argc, char **argv) {
         code = SG_RUN_EXIT_ERROR;
     } else if (rank == 0) {
         int stopped = sg_pipeline_stop_requested();
+        int flagged = 0;
         if (!stopped && sg_jobs_finalize(m, sg_run_dir(m, &o), &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "%s", err.msg);
+            code = SG_RUN_EXIT_ERROR;
+        } else if (!stopped && baseline && sg_jobs_compare(m, sg_run_dir(m, &o), baseline, &flagged, &err) != SG_OK) {
             sg_log(SG_LOG_ERROR, "%s", err.msg);
             code = SG_RUN_EXIT_ERROR;
         }
@@ -162,6 +169,7 @@ int sg_cmd_run(int argc, char **argv) {
         if (code == SG_RUN_EXIT_OK) {
             if (stopped) code = SG_RUN_EXIT_INTERRUPTED;
             else if (res.units_failed || res.units_not_run) code = SG_RUN_EXIT_FAILED;
+            else if (flagged) code = SG_RUN_EXIT_REGRESSION;
         }
         if (o.progress || code)
             sg_log(code ? SG_LOG_WARN : SG_LOG_INFO,

@@ -1,5 +1,6 @@
 /* sgps_main.c — the sgps binary: dispatches to subcommands. */
 #include "sg_cli.h"
+#include "sg_cli_demo.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +13,9 @@ static const sg_command commands[] = {
     {"synth", "synthesize a classifier for one task, with no training", sg_cmd_synth},
     {"classify", "run a classifier (.sgpm) over image files", sg_cmd_classify},
     {"eval-fewshot", "few-shot evaluation: SGPS against ProtoNet, linear probe, fine-tuning", sg_cmd_eval_fewshot},
+    {"demo-world", "generate a seeded synthetic rare-disease world (images, texts, shards, manifest)", sg_cmd_demo_world},
+    {"validate", "check a run manifest and its registry, reporting every problem", sg_cmd_validate},
+    {"run", "run a manifest's tasks over their shards (MPI batch job)", sg_cmd_run},
     {"selftest", "train a small CNN on a generated task, end to end", sg_cmd_selftest},
 };
 

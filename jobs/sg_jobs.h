@@ -1,5 +1,6 @@
 /* sg_jobs.h — job kinds over the results of a pipeline run: `evaluate`
- * (labelled shards → metrics) and `screen` (unlabelled → worklists), the
+ * (labelled shards → metrics), `screen` (unlabelled → worklists) and the
+ * nightly comparison with an earlier run, the
  * per-task metrics, and the run summary and report.
  *
  * jobs depends on pipeline (it reads a run's part files through
@@ -7,6 +8,7 @@
  *
  * Use (rank 0, after sg_pipeline_run):
  *   sg_jobs_finalize(manifest, run_dir, &err)
+ *   sg_jobs_compare(manifest, run_dir, baseline_dir, &n_flagged, &err)   (nightly)
  *     → tasks/<id>/predictions.csv, metrics.json, worklist-<class>.csv (screen),
  *       summary.json, summary.csv, report.html — all written atomically and
  *       byte-identical whatever the number of ranks.
@@ -62,6 +64,12 @@ double sg_auroc(size_t n, const float *score, size_t stride, const uint8_t *posi
  * Tasks with failed or missing units get metrics over the units that
  * succeeded, marked "complete": false. */
 sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err);
+
+/* Nightly re-evaluation: compares the evaluate tasks of the finished run in
+ * dir with the same tasks in an earlier run folder `baseline`; writes
+ * comparison.json and comparison.csv into dir and counts the drops beyond
+ * noise in *n_flagged (rule: docs/run-folder.md). */
+sg_status sg_jobs_compare(const sg_manifest *m, const char *dir, const char *baseline, int *n_flagged, sg_err *err);
 
 #ifdef __cplusplus
 }

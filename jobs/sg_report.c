@@ -40,6 +40,12 @@ static void hstr(sg_buf *b, const char *s) {
     }
 }
 
+/* 3 decimals for the report; a dash when undefined. */
+static void hnum(sg_buf *b, double x) {
+    if (isnan(x)) sg_buf_printf(b, "–");
+    else sg_buf_printf(b, "%.3f", x);
+}
+
 static void fnum(sg_buf *b, double x) {
     if (!isnan(x)) sg_buf_printf(b, "%.6f", x);
 }
@@ -304,9 +310,19 @@ static void html_task(sg_buf *b, const sg_manifest *m, int ti, const task_out *t
         for (int c = 0; c < K; c++) {
             sg_buf_printf(b, "<tr><td>");
             hstr(b, t->class_ids[c]);
-            sg_buf_printf(b, "</td><td>%lld</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.3f [%.3f, %.3f]</td></tr>\n",
-                          (long long)x->support[c], x->sensitivity[c], x->specificity[c], x->f1[c], x->auroc[c],
-                          x->auroc_lo[c], x->auroc_hi[c]);
+            sg_buf_printf(b, "</td><td>%lld</td><td>", (long long)x->support[c]);
+            hnum(b, x->sensitivity[c]);
+            sg_buf_printf(b, "</td><td>");
+            hnum(b, x->specificity[c]);
+            sg_buf_printf(b, "</td><td>");
+            hnum(b, x->f1[c]);
+            sg_buf_printf(b, "</td><td>");
+            hnum(b, x->auroc[c]);
+            sg_buf_printf(b, " [");
+            hnum(b, x->auroc_lo[c]);
+            sg_buf_printf(b, ", ");
+            hnum(b, x->auroc_hi[c]);
+            sg_buf_printf(b, "]</td></tr>\n");
         }
         sg_buf_printf(b, "</table>\n<div class=\"row\">");
         svg_auroc(b, t, x);

@@ -228,7 +228,7 @@ static void parse_shards(sg_run_task *t, const char *mpath, const char *jp, cons
     char *rspec = resolve(mdir, spec);
     sg_status s = is_index ? sg_shard_list_resolve(rspec, &names, &n, &err) : sg_braces_expand(spec, &names, &n, &err);
     if (s != SG_OK) {
-        sg_diag_add(d, is_index && s == SG_ERR_IO ? SG_DIAG_DATA : SG_DIAG_ERROR, "%s: %s.shards: %s", mpath, jp,
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.shards: %s", mpath, jp,
                     err.msg);
         free(rspec);
         return;
@@ -357,8 +357,8 @@ static void parse_task(sg_manifest *m, const cJSON *jt, int ti, const char *mdir
     else if (th) t->threshold = th->valuedouble;
 
     const cJSON *cl = cJSON_GetObjectItemCaseSensitive(jt, "classes");
-    if (!cJSON_IsArray(cl) || cJSON_GetArraySize(cl) < 2) {
-        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.classes: must be an array of at least 2 registry ids", mp, jp);
+    if (!cJSON_IsArray(cl) || cJSON_GetArraySize(cl) < 2 || cJSON_GetArraySize(cl) > SG_MAX_CLASSES) {
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.classes: must be an array of 2..%d registry ids", mp, jp, SG_MAX_CLASSES);
     } else {
         int n = cJSON_GetArraySize(cl), k = 0;
         t->n_classes = n;

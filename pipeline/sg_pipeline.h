@@ -41,6 +41,7 @@ extern "C" {
 #define SG_RUN_EXIT_USAGE 2       /* bad arguments */
 #define SG_RUN_EXIT_FAILED 3      /* some units failed (reasons in status.tsv) */
 #define SG_RUN_EXIT_INTERRUPTED 4 /* stopped by SIGTERM/SIGUSR1; --resume completes it */
+#define SG_RUN_EXIT_REGRESSION 5  /* --baseline: a metric dropped beyond noise */
 
 /* ---- diagnostics ----------------------------------------------------------- */
 

@@ -26,6 +26,9 @@
 
 #define TAG_REPORT 71
 #define TAG_ASSIGN 72
+/* Classifiers a rank keeps; units come task by task, so a few suffice even
+ * for runs of thousands of tasks. */
+#define MAX_CACHED_CLASSIFIERS 16
 
 enum { U_OK = 0, U_FAILED = 1, U_INTERRUPTED = 2, U_NOT_RUN = 3 };
 static const char *const unit_status_names[] = {"ok", "failed", "interrupted", "not-run"};
@@ -229,6 +232,9 @@ typedef struct worker {
     sg_classifier **cls; /* (n_tasks) */
     char **cls_err;      /* (n_tasks) */
     int *cls_tried;
+    uint64_t *cls_used;  /* (n_tasks) last use, for evicting the least recent */
+    uint64_t clock;
+    int n_cached;
 } worker;
 
 static void worker_init(worker *w, const sg_manifest *m, const sg_run_opts *o, int rank) {
@@ -240,6 +246,7 @@ static void worker_init(worker *w, const sg_manifest *m, const sg_run_opts *o, i
     w->cls = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *w->cls);
     w->cls_err = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *w->cls_err);
     w->cls_tried = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *w->cls_tried);
+    w->cls_used = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *w->cls_used);
 }
 
 static void worker_free(worker *w) {
@@ -250,6 +257,7 @@ static void worker_free(worker *w) {
     free(w->cls);
     free(w->cls_err);
     free(w->cls_tried);
+    free(w->cls_used);
     sg_engine_free(w->engine);
 }
 
@@ -269,13 +277,24 @@ static const sg_classifier *worker_classifier(worker *w, int t, const char **why
         *why = w->engine_err;
         return NULL;
     }
+    w->cls_used[t] = ++w->clock;
     if (!w->cls_tried[t]) {
         sg_err err;
         w->cls_tried[t] = 1;
+        if (w->n_cached == MAX_CACHED_CLASSIFIERS) {
+            int lru = -1;
+            for (int i = 0; i < w->m->n_tasks; i++)
+                if (w->cls[i] && (lru < 0 || w->cls_used[i] < w->cls_used[lru])) lru = i;
+            sg_classifier_free(w->cls[lru]);
+            w->cls[lru] = NULL;
+            w->cls_tried[lru] = 0;
+            w->n_cached--;
+        }
         if (synth_task(w->m, w->engine, t, &w->cls[t], &err) != SG_OK) {
             w->cls[t] = NULL;
             w->cls_err[t] = sg_xstrdup(err.msg);
         } else {
+            w->n_cached++;
             char td[4096], path[4200];
             task_dir(w->dir, &w->m->tasks[t], td, sizeof td);
             snprintf(path, sizeof path, "%s/classifier.sgpm", td);
@@ -644,6 +663,24 @@ static void gather_hosts(MPI_Comm comm, int rank, int size, sg_run_result *res) 
 
 /* ---- the run ---- */
 
+/* The outputs only a finished run writes: removed at the start, so that an
+ * interrupted run never leaves an earlier run's summary looking current. */
+static void remove_final_outputs(const sg_manifest *m, const char *dir) {
+    static const char *const top[] = {"summary.json", "summary.csv", "report.html", "comparison.json",
+                                      "comparison.csv"};
+    static const char *const per_task[] = {"predictions.csv", "metrics.json"};
+    char p[8192];
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
+        snprintf(p, sizeof p, "%.4000s/%s", dir, top[i]);
+        unlink(p);
+    }
+    for (int t = 0; t < m->n_tasks; t++)
+        for (size_t i = 0; i < sizeof per_task / sizeof per_task[0]; i++) {
+            snprintf(p, sizeof p, "%.4000s/tasks/%s/%s", dir, m->tasks[t].id, per_task[i]);
+            unlink(p);
+        }
+}
+
 sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm comm, sg_run_result *res,
                           sg_err *err) {
     int rank, size;
@@ -665,6 +702,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
         s.rep = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *s.rep);
         todo = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *todo);
         if (sg_mkdir_p(dir, err) != SG_OK || write_run_json(m, o, res, 0, err) != SG_OK) ok = 0;
+        if (ok) remove_final_outputs(m, dir);
         for (size_t u = 0; ok && u < m->n_units; u++) {
             int ti;
             size_t si;
@@ -709,6 +747,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
 
     worker w;
     worker_init(&w, m, o, rank);
+    int mpi_failed = 0;
     if (size == 1) {
         for (size_t i = 0; i < s.todo_n && !s.stop; i++) {
             if (sg_pipeline_stop_requested()) {
@@ -726,7 +765,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
             unit_report r;
             MPI_Status st;
             if (!recv_poll(&r, (int)sizeof r, MPI_ANY_SOURCE, TAG_REPORT, comm, &st, sched_idle, &s)) {
-                sg_err_set(err, SG_ERR_MPI, "receiving a unit report failed");
+                mpi_failed = 1;
                 break;
             }
             if (r.unit >= 0 && (size_t)r.unit < m->n_units) sched_record(&s, &r);
@@ -770,6 +809,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
         res->seconds = sg_now() - t0;
         progress(&s, 1);
         ret = write_status(m, dir, s.rep, err);
+        if (mpi_failed) ret = sg_err_set(err, SG_ERR_MPI, "rank 0: receiving a unit report failed; status.tsv has what was done");
     }
     worker_free(&w);
     free(s.rep);

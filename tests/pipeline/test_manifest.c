@@ -96,7 +96,7 @@ Test(pipeline, manifest_every_problem_at_once) {
     cr_assert(has(&d, "shards/lab-000004.tar: No such file or directory", SG_DIAG_DATA), "missing shard files are data problems");
     cr_assert(!has(&d, "lab-000003.tar", SG_DIAG_DATA), "existing shards are not reported");
     cr_assert(has(&d, "bad.json: $.tasks[1].id: duplicate task id 'ok'", SG_DIAG_ERROR));
-    cr_assert(has(&d, "bad.json: $.tasks[1].classes: must be an array of at least 2", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[1].classes: must be an array of 2..1024 registry ids", SG_DIAG_ERROR));
     cr_assert(has(&d, "bad.json: $.tasks[2].id: '../x'", SG_DIAG_ERROR));
     cr_assert(has(&d, "bad.json: $.tasks[2].classes[1]: 'nope' is not in the registry", SG_DIAG_ERROR));
     cr_assert(has(&d, "bad.json: $.tasks[2].shots: must be an integer", SG_DIAG_ERROR));

@@ -1,0 +1,67 @@
+#!/bin/sh
+# run_cli_tests.sh SGPS WORKDIR — `sgps demo-world` from the command line:
+# --help, bad arguments, a small world, refusal to write into a non-empty
+# folder, --force replacing a world byte for byte, the world read by
+# train-engine (and by validate and run when this sgps has them), and a folder
+# that is a file.
+set -u
+SGPS=$1
+W=$2
+# Under ASan: whole stacks, so Open MPI's leftovers from MPI_Init are suppressed
+# by name while leaks in sgps code are still reported.
+here=$(cd "$(dirname "$0")" && pwd)
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export LSAN_OPTIONS="suppressions=$here/lsan-mpi.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+rm -rf "$W"
+mkdir -p "$W"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$SGPS" demo-world --help | grep -q -- '--images-per-class' || fail "--help does not describe the options"
+"$SGPS" --help | grep -q 'demo-world' || fail "sgps --help does not list demo-world"
+"$SGPS" demo-world >/dev/null 2>&1; [ $? -eq 2 ] || fail "no OUT: exit 2 expected"
+"$SGPS" demo-world "$W/x" --diseases 5 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--diseases 5: exit 2 expected"
+"$SGPS" demo-world "$W/x" --size big >/dev/null 2>&1; [ $? -eq 2 ] || fail "--size big: exit 2 expected"
+"$SGPS" demo-world "$W/x" --bogus >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bogus: exit 2 expected"
+[ ! -e "$W/x" ] || fail "a refused command created its folder"
+
+ARGS="--diseases 12 --images-per-class 3 --size 24 --seed 4"
+"$SGPS" demo-world "$W/a" $ARGS > "$W/out.txt" 2> "$W/err.txt" || fail "small world: $(cat "$W/err.txt")"
+grep -q 'wrote' "$W/out.txt" || fail "no summary line"
+grep -q 'demo-world:' "$W/err.txt" || fail "no progress lines"
+for f in registry.json manifest.json world.json screen-truth.csv train/labels.csv heldout/labels.csv \
+         shards/train-index.json shards/val-index.json shards/screen-index.json shards/val-000000.tar.zst; do
+  [ -s "$W/a/$f" ] || fail "missing $f"
+done
+"$SGPS" shards verify "$W/a/shards/train-index.json" >/dev/null 2>&1 || fail "train shards do not verify"
+"$SGPS" shards verify "$W/a/shards/val-index.json" >/dev/null 2>&1 || fail "val shards do not verify"
+
+( cd "$W/a" && find . -type f | LC_ALL=C sort | xargs sha256sum ) > "$W/sums1"
+"$SGPS" demo-world "$W/a" $ARGS --quiet >/dev/null 2>"$W/err2.txt"; [ $? -eq 2 ] || fail "non-empty OUT without --force: exit 2 expected"
+grep -q 'not empty' "$W/err2.txt" || fail "refusal does not say why: $(cat "$W/err2.txt")"
+echo keep > "$W/a/notes.txt"
+mkdir -p "$W/a/shards/stale" && echo x > "$W/a/shards/val-000009.tar.zst"
+"$SGPS" demo-world "$W/a" $ARGS --force --quiet >/dev/null 2>&1 || fail "--force failed"
+[ -f "$W/a/notes.txt" ] || fail "--force removed a file it did not write"
+[ ! -e "$W/a/shards/val-000009.tar.zst" ] || fail "--force left a stale shard"
+rm "$W/a/notes.txt"
+( cd "$W/a" && find . -type f | LC_ALL=C sort | xargs sha256sum ) > "$W/sums2"
+cmp -s "$W/sums1" "$W/sums2" || fail "--force did not reproduce the world byte for byte"
+
+# The image set loads in train-engine (an untrained engine: no epochs, no
+# episodes), and, once this sgps has them, the manifest validates and runs.
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/a/engine.sgpe" \
+  --epochs 0 --episodes 0 --width 4 --img 16 > "$W/train.txt" 2>&1 || fail "train-engine: $(cat "$W/train.txt")"
+grep -q '27 images' "$W/train.txt" || fail "train-engine did not load 9 x 3 training images: $(cat "$W/train.txt")"
+grep -q '), 0 without text' "$W/train.txt" || fail "a training class has no description: $(cat "$W/train.txt")"
+if "$SGPS" --help | grep -q '^  validate '; then
+  "$SGPS" validate "$W/a/manifest.json" > "$W/val.txt" 2>&1 || fail "validate: $(cat "$W/val.txt")"
+fi
+if "$SGPS" --help | grep -q '^  run '; then
+  "$SGPS" run "$W/a/manifest.json" --quiet > "$W/run.txt" 2>&1 || fail "run: $(cat "$W/run.txt")"
+  [ "$(grep -c ',complete,' "$W/a/run/summary.csv")" -eq 7 ] || fail "run: not 7 complete tasks: $(cat "$W/a/run/summary.csv")"
+fi
+
+echo file > "$W/plain"
+"$SGPS" demo-world "$W/plain" $ARGS >/dev/null 2>&1; [ $? -eq 2 ] || fail "OUT is a file: exit 2 expected"
+rm -rf "$W"
+echo "demo CLI tests passed"

@@ -1,0 +1,20 @@
+# demo tests: the world generator (cli/sg_demo_*.c, compiled into the test)
+# checked through io's reader and pipeline's manifest loader, and the
+# `sgps demo-world` command line driven by run_cli_tests.sh (which also feeds
+# the world to train-engine, and to validate/run when the binary has them).
+if(TARGET sg_pipeline)
+  sg_add_test_module(demo sg_pipeline sg_synth sg_io sg_model sg_core MPI::MPI_C)
+endif()
+if(TARGET test_demo)
+  target_sources(test_demo PRIVATE ${CMAKE_SOURCE_DIR}/cli/sg_demo_render.c ${CMAKE_SOURCE_DIR}/cli/sg_demo_text.c
+                                   ${CMAKE_SOURCE_DIR}/cli/sg_demo_world.c)
+  target_include_directories(test_demo PRIVATE ${CMAKE_SOURCE_DIR}/cli)
+  target_link_libraries(test_demo PRIVATE PNG::PNG ${MATH_LIB})
+  set_tests_properties(demo PROPERTIES TIMEOUT 120)
+endif()
+if(TARGET sgps)
+  add_test(NAME demo_cli COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/run_cli_tests.sh $<TARGET_FILE:sgps>
+                                 ${CMAKE_CURRENT_BINARY_DIR}/demo_cli)
+  set_tests_properties(demo_cli PROPERTIES TIMEOUT 120 ENVIRONMENT
+    "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OPENBLAS_NUM_THREADS=1")
+endif()
