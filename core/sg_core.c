@@ -301,9 +301,15 @@ sg_status sg_file_read_all(const char *path, uint8_t **data, size_t *len, size_t
 }
 
 sg_status sg_file_write_atomic(const char *path, const void *data, size_t len, sg_err *err) {
-    size_t plen = strlen(path);
-    char *tmp = sg_xmalloc(plen + 32);
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
+    /* host + pid + a per-process counter: unique across the ranks of a job on
+     * a shared file system and across threads of one process */
+    static _Atomic unsigned long counter;
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+    size_t plen = strlen(path), tlen = plen + sizeof host + 64;
+    char *tmp = sg_xmalloc(tlen);
+    snprintf(tmp, tlen, "%s.tmp.%s.%ld.%lu", path, host, (long)getpid(), counter++);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
         sg_status s = sg_err_set(err, SG_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));

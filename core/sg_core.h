@@ -152,7 +152,7 @@ int sg_rd_str(sg_rd *r, char **out, size_t maxlen);
 /* ---- files ------------------------------------------------------------- */
 /* Whole file into memory (adds a NUL after the end); refuses files above max_bytes. */
 sg_status sg_file_read_all(const char *path, uint8_t **data, size_t *len, size_t max_bytes, sg_err *err);
-/* Writes to "<path>.tmp.<pid>", fsyncs, renames over path, fsyncs the folder.
+/* Writes to "<path>.tmp.<host>.<pid>.<n>", fsyncs, renames over path, fsyncs the folder.
  * On failure the final name is untouched and the temp file removed. */
 sg_status sg_file_write_atomic(const char *path, const void *data, size_t len, sg_err *err);
 /* mkdir -p */

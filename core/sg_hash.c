@@ -5,23 +5,20 @@
 #include <errno.h>
 #include <string.h>
 
-static uint32_t crc_table[256];
-static int crc_ready;
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
-    }
-    crc_ready = 1;
-}
+/* Bitwise CRC-32 a byte at a time with a nibble table: no lazily built
+ * global table, so no data race between threads. */
+static const uint32_t crc_nibble[16] = {0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC, 0x76DC4190, 0x6B6B51F4,
+                                        0x4DB26158, 0x5005713C, 0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
+                                        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
 
 uint32_t sg_crc32(uint32_t crc, const void *data, size_t n) {
-    if (!crc_ready) crc_init();
     const uint8_t *p = data;
     crc = ~crc;
-    for (size_t i = 0; i < n; i++) crc = crc_table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        crc = crc_nibble[crc & 15] ^ (crc >> 4);
+        crc = crc_nibble[crc & 15] ^ (crc >> 4);
+    }
     return ~crc;
 }
 
