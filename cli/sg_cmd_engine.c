@@ -51,6 +51,8 @@ static const char train_help[] =
     "  --threads N         OpenBLAS threads per rank (default 1)\n"
     "  --init ENGINE       start from this engine's weights (e.g. a stage-1 checkpoint with --epochs 0)\n"
     "  --init-backbone ENGINE  take only the base backbone (stage 1) from ENGINE; fresh generator\n"
+    "  --stage2-train LIST stage-2 groups to train: any of gen (FiLM and kernel deltas), text, head\n"
+    "                      (temperature, centring, ridge weight and λ); default gen,text,head\n"
     "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments.\n";
 
 int sg_cmd_train_engine(int argc, char **argv) {
@@ -77,6 +79,13 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--val", &v)) val = v;
         else if (sg_cli_opt(argc, argv, &i, "--checkpoint", &v)) ckpt = v;
         else if (sg_cli_opt(argc, argv, &i, "--init-backbone", &v)) init_bb = v;
+        else if (sg_cli_opt(argc, argv, &i, "--stage2-train", &v)) {
+            o.train_gen = strstr(v, "gen") != NULL;
+            o.train_text = strstr(v, "text") != NULL;
+            o.train_head = strstr(v, "head") != NULL;
+            if (!o.train_gen && !o.train_text && !o.train_head)
+                return fprintf(stderr, "sgps train-engine: --stage2-train needs gen, text and/or head\n"), 2;
+        }
         else if (sg_cli_opt(argc, argv, &i, "--init", &v)) init = v;
         else if (sg_cli_opt(argc, argv, &i, "--epochs", &v) && sg_cli_parse_int(v, 0, 100000, &l)) o.stage1_epochs = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--batch", &v) && sg_cli_parse_int(v, 1, 1 << 16, &l)) o.batch = (int)l;

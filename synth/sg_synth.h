@@ -142,6 +142,7 @@ typedef struct sg_train_opts {
     int resume;
     int log_every;
     double time_budget_s;  /* stop stage 2 early when exceeded (0: none) */
+    int train_gen, train_text, train_head; /* stage-2 parameter groups to train (default all 1) */
 } sg_train_opts;
 
 void sg_train_opts_default(sg_train_opts *o);

@@ -36,6 +36,25 @@ void sg_train_opts_default(sg_train_opts *o) {
     o->val_episodes = 60;
     o->seed = 1;
     o->log_every = 20;
+    o->train_gen = o->train_text = o->train_head = 1;
+}
+
+/* Zeroes the stage-2 gradient of the groups that are not trained. */
+static void mask_stage2(const sg_engine *e, const sg_train_opts *o, float *grad) {
+    if (!o->train_gen)
+        for (int s = 0; s < e->cfg.stages; s++) {
+            memset(grad + e->off_gg[s], 0, sizeof(float) * (e->off_V[s] - e->off_gg[s]));
+            size_t kk = (size_t)e->syn.layers[s * 4].cin * 9;
+            memset(grad + e->off_V[s], 0, sizeof(float) * (size_t)e->cfg.rank * kk);
+            memset(grad + e->off_A[s], 0, sizeof(float) * ((size_t)e->cfg.rank * e->zdim + e->cfg.rank));
+        }
+    if (!o->train_text) {
+        memset(grad + e->off_emb, 0, sizeof(float) * (e->off_gg[0] - e->off_emb));
+        memset(grad + e->off_P, 0, sizeof(float) * (e->off_omega + 1 - e->off_P));
+    }
+    if (!o->train_head) {
+        grad[e->off_logtau] = grad[e->off_kappa] = grad[e->off_rho] = grad[e->off_loglam] = 0;
+    }
 }
 
 void sg_dataset_free(sg_dataset *d) {
@@ -231,6 +250,8 @@ static void validate(sg_engine *e, const sg_dataset *d, const sg_train_opts *o, 
         if (!sg_sample_episode(d, o->val_classes, o->n_val_classes, o->way, shot, 15, 0.0f, 0, &r, &b)) break;
         if (i % P != rank) continue;
         float a1 = 0, a2;
+        if (!o->train_text) /* an untrained text pathway is not what gets deployed */
+            for (int c = 0; c < b.ep.way; c++) b.texts[c] = NULL;
         if (want_sgps) sg_engine_episode_grad(e, &b.ep, NULL, 1.0f, &a1);
         /* base: generators off and no text */
         if (!saved) saved = sg_xalloc_floats(e->n_params - e->off_s2);
@@ -423,6 +444,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 cnt++;
             }
             if (P > 1) MPI_Allreduce(MPI_IN_PLACE, grad + off, (int)n2, MPI_FLOAT, MPI_SUM, comm);
+            mask_stage2(e, o, grad);
             float lr = (float)cosine_lr(o->lr2, step, steps, steps / 20 + 1);
             sg_adamw_step(n2, e->params + off, grad + off, m + off, v + off, step + 1, lr, 0.9f, 0.999f, 1e-8f, o->wd2, NULL);
             lsum += lsr;
