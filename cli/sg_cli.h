@@ -22,6 +22,7 @@ int sg_cmd_classify(int argc, char **argv);
 int sg_cmd_selftest(int argc, char **argv);
 int sg_cmd_validate(int argc, char **argv);
 int sg_cmd_run(int argc, char **argv);
+int sg_cmd_submit(int argc, char **argv);
 
 /* Helpers shared by the commands. */
 int sg_cli_is_help(const char *arg);

@@ -16,6 +16,7 @@ static const sg_command commands[] = {
     {"demo-world", "generate a seeded synthetic rare-disease world (images, texts, shards, manifest)", sg_cmd_demo_world},
     {"validate", "check a run manifest and its registry, reporting every problem", sg_cmd_validate},
     {"run", "run a manifest's tasks over their shards (MPI batch job)", sg_cmd_run},
+    {"submit", "submit a manifest as a Slurm batch job, sized to its work units", sg_cmd_submit},
     {"selftest", "train a small CNN on a generated task, end to end", sg_cmd_selftest},
 };
 
