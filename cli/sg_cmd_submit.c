@@ -398,7 +398,7 @@ int sg_cmd_submit(int argc, char **argv) {
         else {
             char cwd[PATH_MAX];
             if (!getcwd(cwd, sizeof cwd)) cwd[0] = 0;
-            snprintf(run_abs, sizeof run_abs, "%s/%s", cwd, run_dir);
+            if (snprintf(run_abs, sizeof run_abs, "%s/%s", cwd, run_dir) >= (int)sizeof run_abs) run_abs[0] = 0;
         }
         if (!sg_submit_safe(run_abs)) {
             fprintf(stderr, "sgps submit: run folder %s: use letters, digits and ._/+,:=@- only\n", run_abs);

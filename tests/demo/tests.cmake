@@ -10,7 +10,9 @@ if(TARGET test_demo)
                                    ${CMAKE_SOURCE_DIR}/cli/sg_demo_world.c)
   target_include_directories(test_demo PRIVATE ${CMAKE_SOURCE_DIR}/cli)
   target_link_libraries(test_demo PRIVATE PNG::PNG ${MATH_LIB})
-  set_tests_properties(demo PROPERTIES TIMEOUT 120)
+  # the engine test initializes MPI (singleton): Open MPI's leftovers are suppressed under ASan
+  set_tests_properties(demo PROPERTIES TIMEOUT 300 ENVIRONMENT
+    "OPENBLAS_NUM_THREADS=1;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_LIST_DIR}/lsan-mpi.supp")
 endif()
 if(TARGET sgps)
   add_test(NAME demo_cli COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/run_cli_tests.sh $<TARGET_FILE:sgps>

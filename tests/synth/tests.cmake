@@ -6,7 +6,8 @@ if(TARGET sg_synth AND MPIEXEC_EXECUTABLE)
   set(_sg_dp_dir ${CMAKE_CURRENT_BINARY_DIR}/synth_dataparallel)
   file(MAKE_DIRECTORY ${_sg_dp_dir})
   set(_sg_mpi_env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
-      OMPI_MCA_rmaps_base_oversubscribe=1)
+      OMPI_MCA_rmaps_base_oversubscribe=1
+      LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_SOURCE_DIR}/pipeline/lsan-mpi.supp:fast_unwind_on_malloc=0)
   add_test(NAME synth_dataparallel_np1
     COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 1 $<TARGET_FILE:mpi_dataparallel> run ${_sg_dp_dir}/np1.bin)
   add_test(NAME synth_dataparallel_np2
