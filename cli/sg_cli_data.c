@@ -43,26 +43,6 @@ static int csv_split(char *line, char **fields, int max) {
     return n;
 }
 
-int sg_cli_image_to_u8(const char *path, int side, uint8_t *out, sg_err *err) {
-    sg_image im;
-    sg_image_limits lim = sg_image_limits_default();
-    uint8_t *data;
-    size_t len;
-    if (sg_file_read_all(path, &data, &len, (size_t)1 << 30, err) != SG_OK) return 0;
-    sg_status s = sg_image_decode_hint(data, len, path, &lim, side, side, &im, err);
-    free(data);
-    if (s != SG_OK) return 0;
-    static const float zero[3] = {0, 0, 0}, unit[3] = {1.0f / 255, 1.0f / 255, 1.0f / 255};
-    float *t = sg_xalloc_floats((size_t)3 * side * side);
-    sg_image_to_tensor(&im, side, side, zero, unit, t);
-    for (size_t i = 0; i < (size_t)3 * side * side; i++) {
-        float v = t[i] + 0.5f;
-        out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-    }
-    free(t);
-    sg_image_free(&im);
-    return 1;
-}
 
 sg_status sg_registry_load_texts(const char *path, sg_registry_texts *rt, sg_err *err) {
     memset(rt, 0, sizeof *rt);
@@ -196,7 +176,7 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
             char ipath[4096];
             snprintf(ipath, sizeof ipath, "%s/%s", dirs[di], fields[path_col]);
             sg_err e2;
-            if (!sg_cli_image_to_u8(ipath, side, d->pix + (size_t)d->n * ssz, &e2)) {
+            if (sg_image_load_u8_planar(ipath, side, d->pix + (size_t)d->n * ssz, &e2) != SG_OK) {
                 sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
                 skipped++;
                 continue;

@@ -16,9 +16,6 @@ sg_status sg_registry_load_texts(const char *path, sg_registry_texts *rt, sg_err
 const char *sg_registry_text(const sg_registry_texts *rt, const char *id);
 void sg_registry_texts_free(sg_registry_texts *rt);
 
-/* Decodes an image file and resizes it to side × side uint8 RGB planes. */
-int sg_cli_image_to_u8(const char *path, int side, uint8_t *out, sg_err *err);
-
 /* Loads image sets (folders with labels.csv: path,label,...). Class ids are
  * "<folder name>/<label>"; descriptions come from rt (may be NULL). */
 sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_texts *rt, sg_dataset *d, sg_err *err);

@@ -295,7 +295,7 @@ int sg_cmd_synth(int argc, char **argv) {
             char path[8192];
             if (p->valuestring[0] == '/') snprintf(path, sizeof path, "%s", p->valuestring);
             else snprintf(path, sizeof path, "%s%s", dir, p->valuestring);
-            if (!sg_cli_image_to_u8(path, S, imgs[ci] + (size_t)kk * ssz, &err)) {
+            if (sg_image_load_u8_planar(path, S, imgs[ci] + (size_t)kk * ssz, &err) != SG_OK) {
                 fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d]: %s\n", taskp, ci, kk, err.msg);
                 code = 1;
                 goto done;

@@ -500,3 +500,25 @@ void sg_image_to_tensor(const sg_image *img, int out_h, int out_w, const float m
     axis_free(&mx);
     axis_free(&my);
 }
+
+sg_status sg_image_load_u8_planar(const char *path, int side, uint8_t *out, sg_err *err) {
+    uint8_t *data;
+    size_t len;
+    sg_status s = sg_file_read_all(path, &data, &len, (size_t)1 << 30, err);
+    if (s != SG_OK) return s;
+    sg_image im;
+    sg_image_limits lim = sg_image_limits_default();
+    s = sg_image_decode_hint(data, len, path, &lim, side, side, &im, err);
+    free(data);
+    if (s != SG_OK) return s;
+    static const float zero[3] = {0, 0, 0}, unit[3] = {1.0f / 255, 1.0f / 255, 1.0f / 255};
+    float *t = sg_xalloc_floats((size_t)3 * side * side);
+    sg_image_to_tensor(&im, side, side, zero, unit, t);
+    for (size_t i = 0; i < (size_t)3 * side * side; i++) {
+        float v = t[i] + 0.5f;
+        out[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+    free(t);
+    sg_image_free(&im);
+    return SG_OK;
+}

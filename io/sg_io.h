@@ -107,6 +107,11 @@ void sg_image_free(sg_image *img);
 void sg_image_to_tensor(const sg_image *img, int out_h, int out_w, const float mean[3], const float std[3],
                         float *restrict out);
 
+/* Decodes an image file (JPEG through DCT scaling when it can), resizes it to
+ * side × side as sg_image_to_tensor does and rounds to uint8 planar
+ * (3, side, side): the engine's support-image format. */
+sg_status sg_image_load_u8_planar(const char *path, int side, uint8_t *out, sg_err *err);
+
 /* ---- samples and the shard reader --------------------------------------- */
 
 /* One tar member of a sample: KEY.EXT. ext is lowercased. */

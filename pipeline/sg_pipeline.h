@@ -113,10 +113,6 @@ void sg_manifest_free(sg_manifest *m);
 /* Unit u (0 <= u < n_units) → task and shard index: units are ordered by task, then shard. */
 void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard);
 
-/* Decodes an image file, resizes it to side × side and rounds to uint8
- * planar (3, side, side): the engine's support-image format. */
-sg_status sg_pipeline_image_u8(const char *path, int side, uint8_t *out, sg_err *err);
-
 /* ---- the run ---------------------------------------------------------------- */
 
 typedef struct sg_run_opts {

@@ -190,7 +190,7 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
         pix[c] = sg_xmalloc(ssz * (size_t)(t->shots ? t->shots : 1));
         for (int k = 0; k < t->shots && st == SG_OK; k++) {
             sg_err e2;
-            st = sg_pipeline_image_u8(d->exemplars[k], S, pix[c] + (size_t)k * ssz, &e2);
+            st = sg_image_load_u8_planar(d->exemplars[k], S, pix[c] + (size_t)k * ssz, &e2);
             if (st != SG_OK) sg_err_set(err, st, "exemplar %d of '%s': %s", k, d->id, e2.msg);
         }
         cls[c].n_shots = t->shots;

@@ -156,13 +156,13 @@ Test(pipeline, image_to_u8_matches_size) {
     char *p = fxp_path(dir, "exemplars/d0-0.png");
     uint8_t px[3 * 18 * 18];
     sg_err err;
-    cr_assert_eq(sg_pipeline_image_u8(p, 18, px, &err), SG_OK);
+    cr_assert_eq(sg_image_load_u8_planar(p, 18, px, &err), SG_OK);
     /* class 0 is a red blob on grey: the red plane is brighter than the blue one somewhere */
     int redder = 0;
     for (int i = 0; i < 18 * 18; i++) redder |= px[i] > px[2 * 18 * 18 + i] + 40;
     cr_assert(redder);
     char *q = fxp_path(dir, "exemplars/broken.png");
-    cr_assert_neq(sg_pipeline_image_u8(q, 18, px, &err), SG_OK);
+    cr_assert_neq(sg_image_load_u8_planar(q, 18, px, &err), SG_OK);
     cr_assert(strstr(err.msg, "broken.png"));
     free(p);
     free(q);
