@@ -46,14 +46,19 @@ static const char train_help[] =
     "  --width N           channels per stage (default 64)\n"
     "  --img N             classifier input side (default 64); images are stored at N+N/8\n"
     "  --seed S            seed (default 1)\n"
-    "  --checkpoint PREFIX write PREFIX.stage1.sgpe / PREFIX.stage2.sgpe as training goes\n"
+    "  --checkpoint PREFIX write PREFIX.stage1.sgpe / PREFIX.stage2.sgpe (engines) and PREFIX.state\n"
+    "                      (weights + optimizer state, resumable) at every epoch / validation point\n"
+    "  --resume            continue from PREFIX.state (needs --checkpoint and the same settings and data;\n"
+    "                      starts from the beginning when there is no state yet)\n"
     "  --time-budget SEC   end stage 2 early after SEC seconds\n"
     "  --threads N         OpenBLAS threads per rank (default 1)\n"
     "  --init ENGINE       start from this engine's weights (e.g. a stage-1 checkpoint with --epochs 0)\n"
     "  --init-backbone ENGINE  take only the base backbone (stage 1) from ENGINE; fresh generator\n"
     "  --stage2-train LIST stage-2 groups to train: any of gen (FiLM and kernel deltas), text, head\n"
     "                      (temperature, centring, ridge weight and λ); default gen,text,head\n"
-    "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments.\n";
+    "SIGTERM or SIGUSR1: finish the current step, write PREFIX.state and exit with status 3;\n"
+    "the same command with --resume continues exactly where it stopped.\n"
+    "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments, 3 stopped (resumable).\n";
 
 int sg_cmd_train_engine(int argc, char **argv) {
     char *sets[MAX_SETS];
@@ -78,6 +83,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--out", &v) || sg_cli_opt(argc, argv, &i, "-o", &v)) out = v;
         else if (sg_cli_opt(argc, argv, &i, "--val", &v)) val = v;
         else if (sg_cli_opt(argc, argv, &i, "--checkpoint", &v)) ckpt = v;
+        else if (strcmp(argv[i], "--resume") == 0) o.resume = 1;
         else if (sg_cli_opt(argc, argv, &i, "--init-backbone", &v)) init_bb = v;
         else if (sg_cli_opt(argc, argv, &i, "--stage2-train", &v)) {
             o.train_gen = strstr(v, "gen") != NULL;
@@ -153,6 +159,10 @@ int sg_cmd_train_engine(int argc, char **argv) {
     o.val_classes = valc;
     o.n_val_classes = nval;
     o.checkpoint = ckpt;
+    if (o.resume && !ckpt) {
+        if (rank == 0) sg_log(SG_LOG_ERROR, "--resume needs --checkpoint PREFIX (the state is PREFIX.state)");
+        return finish_mpi(2);
+    }
     cfg.n_base_classes = d.n_classes;
     sg_engine *e = NULL;
     if (init) {
@@ -181,9 +191,13 @@ int sg_cmd_train_engine(int argc, char **argv) {
         sg_log(SG_LOG_INFO, "engine: Conv%d-%d at %dpx, %zu parameters; %d images, %d classes (%d held out for validation), %d without text",
                cfg.stages, cfg.width, cfg.img, sg_engine_n_params(e), d.n, d.n_classes, nval, no_text);
     double t0 = sg_now();
+    sg_train_install_signals();
     sg_status s = sg_engine_train(e, &d, &o, MPI_COMM_WORLD, &err);
     int code = 0;
-    if (s != SG_OK) {
+    if (s == SG_ERR_INTERRUPTED) {
+        if (rank == 0) sg_log(SG_LOG_INFO, "%s", err.msg);
+        code = 3;
+    } else if (s != SG_OK) {
         sg_log(SG_LOG_ERROR, "training failed: %s", err.msg);
         code = 1;
     } else if (rank == 0) {

@@ -138,14 +138,20 @@ typedef struct sg_train_opts {
     int val_episodes;      /* validation episodes per check */
     const int *val_classes; int n_val_classes; /* held-out classes (indices into data) */
     uint64_t seed;
-    const char *checkpoint; /* path prefix for checkpoints, or NULL */
-    int resume;
+    const char *checkpoint; /* path prefix: PREFIX.stage1/2.sgpe engines and PREFIX.state (resumable), or NULL */
+    int resume;             /* continue from PREFIX.state when it exists (same settings and data required) */
+    long stop_after;        /* testing: act as if a stop signal arrived after this many steps (0: never) */
     int log_every;
     double time_budget_s;  /* stop stage 2 early when exceeded (0: none) */
     int train_gen, train_text, train_head; /* stage-2 parameter groups to train (default all 1) */
 } sg_train_opts;
 
 void sg_train_opts_default(sg_train_opts *o);
+
+/* SIGTERM / SIGUSR1 during sg_engine_train: finish the current step, write
+ * PREFIX.state (when a checkpoint prefix is set) and return
+ * SG_ERR_INTERRUPTED, so that the same command with --resume continues. */
+void sg_train_install_signals(void);
 
 /* Meta-trains the engine on `data` (classes not in val_classes). All ranks
  * of comm pass the same data and options; returns with identical weights on

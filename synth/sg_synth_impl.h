@@ -85,4 +85,19 @@ int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, in
                       float text_dropout, int text_only, sg_rng *r, sg_episode_buf *b);
 void sg_episode_buf_free(sg_episode_buf *b);
 
+/* Resumable training state (sg_train_state.c). The buffers belong to the trainer. */
+typedef struct sg_train_snapshot {
+    int stage;      /* 1 or 2 */
+    long next_step; /* first step of `stage` still to run */
+    double best_val;
+    float *m, *v, *best, *best_state;
+} sg_train_snapshot;
+
+uint64_t sg_train_config_hash(const sg_engine *e, const sg_dataset *d, const sg_train_opts *o);
+sg_status sg_train_state_save(const char *path, uint64_t hash, const sg_train_snapshot *s, const sg_engine *e,
+                              sg_err *err);
+/* Restores e's parameters and statistics and the snapshot's buffers; refuses a
+ * state written for other settings (hash), another engine shape or a corrupt file. */
+sg_status sg_train_state_load(const char *path, uint64_t hash, sg_train_snapshot *s, sg_engine *e, sg_err *err);
+
 #endif

@@ -16,8 +16,52 @@
 #include "sg_synth_impl.h"
 
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static volatile sig_atomic_t g_stop;
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+void sg_train_install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* Whether to stop after this step: a signal on any rank, or the test hook. */
+static int stop_requested(const sg_train_opts *o, long *done, MPI_Comm comm, int P) {
+    ++*done;
+    int stop = g_stop || (o->stop_after > 0 && *done >= o->stop_after);
+    if (P > 1) MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, comm);
+    return stop;
+}
+
+/* Rank 0 writes PREFIX.state; every rank learns whether it worked. */
+static sg_status save_state(const sg_train_opts *o, uint64_t hash, const sg_train_snapshot *snap, const sg_engine *e,
+                            int rank, MPI_Comm comm, int P, sg_err *err) {
+    if (!o->checkpoint) return SG_OK;
+    char path[4096];
+    snprintf(path, sizeof path, "%s.state", o->checkpoint);
+    int ok = 1;
+    if (rank == 0) {
+        sg_err e2;
+        if (sg_train_state_save(path, hash, snap, e, &e2) != SG_OK) {
+            sg_log(SG_LOG_WARN, "training state: %s", e2.msg);
+            ok = 0;
+        }
+    }
+    if (P > 1) MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
+    return ok ? SG_OK : sg_err_set(err, SG_ERR_IO, "%s: could not write the training state", path);
+}
 
 void sg_train_opts_default(sg_train_opts *o) {
     memset(o, 0, sizeof *o);
@@ -303,6 +347,56 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     double best_val = -1;
     sg_status st = SG_OK;
     double t0 = sg_now();
+    uint64_t hash = sg_train_config_hash(e, d, o);
+    sg_train_snapshot snap = {1, 0, -1, m, v, best, best_state};
+    long start1 = 0, start2 = 0, done = 0;
+    int resumed2 = 0;
+    if (o->resume && o->checkpoint) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.state", o->checkpoint);
+        int have = 0;
+        sg_status ls = SG_OK;
+        if (rank == 0) {
+            FILE *f = fopen(path, "rb");
+            have = f != NULL;
+            if (f) fclose(f);
+            if (have) ls = sg_train_state_load(path, hash, &snap, e, err);
+        }
+        int hdr[2] = {have, (int)ls};
+        if (P > 1) MPI_Bcast(hdr, 2, MPI_INT, 0, comm);
+        if (hdr[1] != SG_OK) {
+            if (rank != 0) sg_err_set(err, (sg_status)hdr[1], "%s: cannot resume (see rank 0)", path);
+            free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls);
+            class_index_free(&ci);
+            return (sg_status)hdr[1];
+        }
+        if (!hdr[0]) {
+            if (rank == 0) sg_log(SG_LOG_INFO, "no training state at %s: starting from the beginning", path);
+        } else {
+            long sv[2] = {snap.stage, snap.next_step};
+            if (P > 1) {
+                MPI_Bcast(sv, 2, MPI_LONG, 0, comm);
+                MPI_Bcast(&snap.best_val, 1, MPI_DOUBLE, 0, comm);
+                MPI_Bcast(e->params, (int)np, MPI_FLOAT, 0, comm);
+                MPI_Bcast(e->state, (int)e->base.n_state, MPI_FLOAT, 0, comm);
+                MPI_Bcast(m, (int)np, MPI_FLOAT, 0, comm);
+                MPI_Bcast(v, (int)np, MPI_FLOAT, 0, comm);
+                MPI_Bcast(best, (int)np, MPI_FLOAT, 0, comm);
+                MPI_Bcast(best_state, (int)e->base.n_state, MPI_FLOAT, 0, comm);
+            }
+            snap.stage = (int)sv[0];
+            snap.next_step = sv[1];
+            best_val = snap.best_val;
+            if (snap.stage == 1) start1 = snap.next_step;
+            else {
+                start1 = -1; /* stage 1 finished: its best weights are in params */
+                start2 = snap.next_step;
+                resumed2 = 1;
+            }
+            if (rank == 0)
+                sg_log(SG_LOG_INFO, "resuming from %s: stage %d at step %ld", path, snap.stage, snap.next_step);
+        }
+    }
 
     /* ---- stage 1 ---- */
     int B = o->batch, Bl = (B + P - 1) / P;
@@ -312,7 +406,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     for (int i = 0; i < n_train; i++) n_train_img += ci.count[train_cls[i]];
     long steps_per_epoch = n_train_img / B > 0 ? n_train_img / B : 1;
     long total1 = steps_per_epoch * o->stage1_epochs;
-    if (total1 > 0) {
+    if (total1 > 0 && start1 >= 0 && start1 < total1) {
         sg_ctx *ctx = sg_ctx_create(&e->base_cls, Bl);
         float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
         int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);
@@ -321,7 +415,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                    n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P);
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
-        for (long step = 0; step < total1; step++) {
+        for (long step = start1; step < total1; step++) {
             sg_rng r;
             sg_rng_seed2(&r, o->seed, (uint64_t)step + 1000);
             for (int i = 0; i < B; i++) {
@@ -388,6 +482,21 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                     if (sg_engine_save(e, path, &e2) != SG_OK) sg_log(SG_LOG_WARN, "checkpoint: %s", e2.msg);
                 }
             }
+            int stop = stop_requested(o, &done, comm, P);
+            if (stop || (step + 1) % steps_per_epoch == 0) {
+                if (stop) sync_state(e, comm, P);
+                snap.stage = 1;
+                snap.next_step = step + 1;
+                snap.best_val = best_val;
+                if ((st = save_state(o, hash, &snap, e, rank, comm, P, err)) != SG_OK) break;
+            }
+            if (stop) {
+                if (rank == 0)
+                    sg_log(SG_LOG_INFO, "stopping after stage 1 step %ld%s", step + 1,
+                           o->checkpoint ? ": continue with the same command and --resume" : " (no --checkpoint: nothing saved)");
+                st = sg_err_set(err, SG_ERR_INTERRUPTED, "stopped by request after stage 1 step %ld", step + 1);
+                break;
+            }
         }
         sg_ctx_free(ctx);
         free(x); free(dl); free(lab); free(idx);
@@ -400,8 +509,10 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     /* ---- stage 2 ---- */
     if (st == SG_OK && o->stage2_episodes > 0) {
         size_t off = e->off_s2, n2 = np - off;
-        memset(m, 0, sizeof(float) * np);
-        memset(v, 0, sizeof(float) * np);
+        if (!resumed2) {
+            memset(m, 0, sizeof(float) * np);
+            memset(v, 0, sizeof(float) * np);
+        }
         int E = o->episodes_per_step;
         long steps = (o->stage2_episodes + E - 1) / E;
         if (rank == 0)
@@ -410,8 +521,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         sg_episode_buf b = {0};
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
-        best_val = -1;
-        if (o->n_val_classes > 0 && o->val_episodes > 0) {
+        if (!resumed2) best_val = -1;
+        if (!resumed2 && o->n_val_classes > 0 && o->val_episodes > 0) {
             /* the starting point is a candidate too: stage 2 must earn its keep */
             double a1, b1, a5, b5;
             validate(e, d, o, 1, comm, rank, P, 1, &a1, &b1);
@@ -422,8 +533,14 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 sg_log(SG_LOG_INFO, "stage 2 start validation: SGPS 1-shot %.1f%% (base %.1f%%), 5-shot %.1f%% (base %.1f%%)",
                        100 * a1, 100 * b1, 100 * a5, 100 * b5);
         }
+        if (!resumed2) {
+            snap.stage = 2;
+            snap.next_step = 0;
+            snap.best_val = best_val;
+            st = save_state(o, hash, &snap, e, rank, comm, P, err);
+        }
         double t2 = sg_now();
-        for (long step = 0; step < steps; step++) {
+        for (long step = start2; step < steps && st == SG_OK; step++) {
             memset(grad + off, 0, sizeof(float) * n2);
             float lsr = 0, acr = 0;
             int cnt = 0;
@@ -488,6 +605,20 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                     sg_err e2;
                     if (sg_engine_save(e, path, &e2) != SG_OK) sg_log(SG_LOG_WARN, "checkpoint: %s", e2.msg);
                 }
+            }
+            int stop = !last && stop_requested(o, &done, comm, P);
+            if (stop || (!last && (step + 1) % every == 0)) {
+                snap.stage = 2;
+                snap.next_step = step + 1;
+                snap.best_val = best_val;
+                if ((st = save_state(o, hash, &snap, e, rank, comm, P, err)) != SG_OK) break;
+            }
+            if (stop) {
+                if (rank == 0)
+                    sg_log(SG_LOG_INFO, "stopping after stage 2 step %ld%s", step + 1,
+                           o->checkpoint ? ": continue with the same command and --resume" : " (no --checkpoint: nothing saved)");
+                st = sg_err_set(err, SG_ERR_INTERRUPTED, "stopped by request after stage 2 step %ld", step + 1);
+                break;
             }
             if (last) break;
         }
