@@ -1,7 +1,8 @@
 /* sg_cmd_run.c — `sgps validate MANIFEST` (every problem at once, before any
- * work) and `[mpirun -n P] sgps run MANIFEST` (the batch job: pipeline/ runs
- * the units, jobs/ writes metrics, summary and report). Exit statuses are
- * documented in docs/run-folder.md. */
+ * work), `[mpirun -n P] sgps run MANIFEST` (the batch job: pipeline/ runs
+ * the units, jobs/ writes metrics, summary and report) and `sgps run
+ * --dry-run` (validate, expand and schedule in one process, write nothing).
+ * Exit statuses are documented in docs/run-folder.md. */
 #include "sg_cli.h"
 #include "sg_jobs.h"
 #include "sg_pipeline.h"
@@ -9,11 +10,13 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 static const char validate_help[] =
     "usage: sgps validate MANIFEST\n\n"
     "Checks a run manifest and its registry (docs/formats-manifest.md): JSON shape, task\n"
-    "ids, registry ids, shots against exemplars, thresholds, label mappings, the engine\n"
+    "ids, registry ids, shots against exemplars, thresholds, label mappings, open_set\n"
+    "(reference shards, labels, accept, rule, threshold), the engine\n"
     "(loaded: format and version), every exemplar the tasks use (decoded) and every\n"
     "shard file. Prints every problem, one per line, as FILE: $.json.path: reason.\n"
     "Exit status: 0 valid; 1 problems found (all printed); 2 bad arguments.\n";
@@ -44,7 +47,7 @@ int sg_cmd_validate(int argc, char **argv) {
     int code = d.n ? 1 : 0;
     print_diag(&d, stderr);
     if (code) fprintf(stderr, "sgps validate: %s: %zu problem%s\n", path, d.n, d.n == 1 ? "" : "s");
-    else printf("%s: valid: %d tasks, %zu units\n", path, m->n_tasks, m->n_units);
+    else printf("%s: valid: %d tasks, %zu units, %zu shard files\n", path, m->n_tasks, m->n_units, m->n_files);
     sg_manifest_free(m);
     sg_diag_free(&d);
     return code;
@@ -52,22 +55,81 @@ int sg_cmd_validate(int argc, char **argv) {
 
 static const char run_help[] =
     "usage: [mpirun -n P] sgps run MANIFEST [--out DIR] [--resume] [--retry-failed] [--fail-fast]\n"
-    "                                   [--baseline RUN_DIR] [--quiet]\n\n"
-    "Runs every (task, shard) unit of a manifest: rank 0 hands units to the ranks that\n"
-    "ask (with one rank it works itself); each rank synthesizes a task's classifier once\n"
-    "and streams the shard through it. Outputs go to the manifest's \"output\" folder\n"
-    "(docs/run-folder.md): run.json, status.tsv, tasks/<id>/{classifier.sgpm,\n"
-    "predictions.csv, metrics.json, worklist-*.csv}, summary.json, summary.csv, report.html.\n\n"
+    "                                   [--baseline RUN_DIR] [--quiet]\n"
+    "       sgps run MANIFEST --dry-run [--ranks P] [--out DIR] [--resume] [--retry-failed]\n\n"
+    "Runs every (task, shard) unit of a manifest (open-set tasks add one unit per reference\n"
+    "shard): every rank works, rank 0 also hands units out between its own batches, and a\n"
+    "task's units go to the rank that already holds its classifier. Each rank synthesizes a\n"
+    "task's classifier once and streams the shard through it. Outputs go to the manifest's\n"
+    "\"output\" folder (docs/run-folder.md): run.json, status.tsv, tasks/<id>/{classifier.sgpm,\n"
+    "predictions.csv, metrics.json, worklist-*.csv, reference.csv}, summary.json, summary.csv,\n"
+    "report.html.\n\n"
     "  --out DIR        run folder instead of the manifest's \"output\"\n"
     "  --resume         keep units already complete for this manifest and engine\n"
     "  --retry-failed   with --resume (implied), also redo units that failed\n"
     "  --fail-fast      stop handing out units after the first failure\n"
     "  --baseline DIR   nightly: compare with an earlier run folder, write comparison.json/.csv\n"
     "  --quiet          no progress lines\n"
+    "  --dry-run        validate as a run would, expand the units and plan the schedule;\n"
+    "                   write nothing, print a summary (one process, no MPI: not under mpirun)\n"
+    "  --ranks P        with --dry-run: plan for P ranks (default 1)\n"
     "SIGTERM or SIGUSR1: finish the current batch, write status, exit 4; --resume completes.\n"
     "Exit status: 0 all units succeeded; 1 invalid manifest or run-folder error;\n"
     "2 bad arguments; 3 some units failed (status.tsv says why); 4 interrupted, resumable;\n"
-    "5 (--baseline) a metric dropped beyond noise.\n";
+    "5 (--baseline) a metric dropped beyond noise. --dry-run: 0 runnable, 1 invalid, 2 bad arguments.\n";
+
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_maxrss / 1024.0; /* kilobytes on Linux */
+}
+
+/* --dry-run: what rank 0 of a run would check and plan, in this process. */
+static int dry_run(const char *path, const sg_run_opts *o, int ranks) {
+    double t0 = sg_now();
+    sg_diag d = {0};
+    sg_manifest *m = NULL;
+    int ok = sg_manifest_load(path, 1, &m, &d) == SG_OK;
+    double t_load = sg_now() - t0;
+    for (size_t i = 0; i < d.n; i++)
+        fprintf(stderr, "%s%s\n", d.msgs[i], d.kind[i] == SG_DIAG_DATA ? " (the units that need it would fail)" : "");
+    if (!ok) {
+        fprintf(stderr, "sgps run --dry-run: %s: %zu errors; a run would stop before it starts\n", path,
+                sg_diag_count(&d, SG_DIAG_ERROR));
+        sg_manifest_free(m);
+        sg_diag_free(&d);
+        return SG_RUN_EXIT_ERROR;
+    }
+    sg_run_plan p;
+    sg_err err;
+    t0 = sg_now();
+    sg_status st = sg_pipeline_plan(m, o, ranks, &p, &err);
+    double t_plan = sg_now() - t0;
+    if (st != SG_OK) {
+        fprintf(stderr, "sgps run --dry-run: %s\n", err.msg);
+        sg_manifest_free(m);
+        sg_diag_free(&d);
+        return SG_RUN_EXIT_ERROR;
+    }
+    size_t refs = 0;
+    for (int t = 0; t < m->n_tasks; t++) refs += sg_task_n_units(&m->tasks[t]);
+    printf("sgps run --dry-run %s: runnable (nothing written)\n", path);
+    printf("  run folder     %s\n", sg_run_dir(m, o));
+    printf("  tasks          %d (open set %d, calibrated on reference shards %d)\n", p.tasks, p.tasks_open_set,
+           p.tasks_calibrated);
+    printf("  shard files    %zu distinct, %zu references\n", p.shard_files, refs);
+    printf("  units          %zu (open-set reference %zu); %zu to run, %zu kept from an earlier run%s\n", p.units,
+           p.units_reference, p.units_to_run, p.units_kept, o->resume ? "" : " (no --resume)");
+    printf("  data problems  %zu (units that need the files would fail)\n", sg_diag_count(&d, SG_DIAG_DATA));
+    printf("  schedule       %d rank%s: %zu..%zu units per rank, %zu classifier syntheses\n", p.ranks,
+           p.ranks == 1 ? "" : "s", p.units_per_rank_min, p.units_per_rank_max, p.syntheses);
+    printf("  time           validate %.3f s, plan %.3f s (part headers %.3f s, scheduling %.1f ns per unit)\n", t_load,
+           t_plan, p.seconds_resume, p.units_to_run ? p.seconds_schedule * 1e9 / (double)p.units_to_run : 0.0);
+    printf("  peak RSS       %.1f MB\n", peak_rss_mb());
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    return SG_RUN_EXIT_OK;
+}
 
 static int finish(int code) {
     int fin = 0;
@@ -81,6 +143,8 @@ int sg_cmd_run(int argc, char **argv) {
     sg_run_opts o;
     memset(&o, 0, sizeof o);
     o.progress = 1;
+    int dry = 0;
+    long ranks = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (sg_cli_is_help(argv[i])) {
@@ -92,6 +156,13 @@ int sg_cmd_run(int argc, char **argv) {
         else if (strcmp(argv[i], "--retry-failed") == 0) o.resume = o.retry_failed = 1;
         else if (strcmp(argv[i], "--fail-fast") == 0) o.fail_fast = 1;
         else if (strcmp(argv[i], "--quiet") == 0) o.progress = 0;
+        else if (strcmp(argv[i], "--dry-run") == 0) dry = 1;
+        else if (sg_cli_opt(argc, argv, &i, "--ranks", &v)) {
+            if (!sg_cli_parse_int(v, 1, 1000000L, &ranks)) {
+                fprintf(stderr, "sgps run: --ranks wants an integer 1..1000000, got '%s'\n", v);
+                return 2;
+            }
+        }
         else if (argv[i][0] != '-' && !path) path = argv[i];
         else {
             fprintf(stderr, "sgps run: bad or unknown argument '%s' (see --help)\n", argv[i]);
@@ -101,6 +172,21 @@ int sg_cmd_run(int argc, char **argv) {
     if (!path) {
         fprintf(stderr, "sgps run: a manifest is required (see --help)\n");
         return 2;
+    }
+    if (ranks && !dry) {
+        fprintf(stderr, "sgps run: --ranks only applies with --dry-run (a run uses mpirun's ranks)\n");
+        return 2;
+    }
+    if (dry && baseline) {
+        fprintf(stderr, "sgps run: --baseline does not apply with --dry-run (nothing is compared)\n");
+        return 2;
+    }
+    if (dry) {
+        /* one process: started by mpirun anyway, ranks other than 0 stay quiet */
+        const char *r = getenv("OMPI_COMM_WORLD_RANK");
+        if (!r) r = getenv("PMI_RANK");
+        if (r && atoi(r) != 0) return 0;
+        return dry_run(path, &o, ranks ? (int)ranks : 1);
     }
     o.version = SG_VERSION_STRING;
     o.git_hash = sg_git_hash;

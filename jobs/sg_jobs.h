@@ -60,6 +60,57 @@ void sg_metrics_free(sg_metrics *m);
  * ties counted half (the Mann-Whitney statistic). NaN without positives or negatives. */
 double sg_auroc(size_t n, const float *score, size_t stride, const uint8_t *positive);
 
+/* ---- open set ("none of these") ------------------------------------------------
+ * An open-set task reports an image as none of its classes when the image's
+ * best class probability is below the task's threshold. The threshold is
+ * "fixed" (open_set.threshold), "default" (sg_open_set_default_threshold), or
+ * calibrated on the task's labelled reference shards ("reference"):
+ * - rule accept: the largest threshold that keeps at least a fraction
+ *   `accept` of the in-set reference images accepted: the ceil(accept·n)-th
+ *   largest best-class probability of those n images;
+ * - rule balanced (needs reference images labelled out of set): the
+ *   threshold, among the reference best-class probabilities, maximizing
+ *   (in-set accept rate + out-of-set reject rate) / 2; ties: the lowest.
+ * Scores are the 6-decimal probabilities of the part files, so every rank
+ * count and every resume gives the same threshold. */
+
+typedef struct sg_open_calibration {
+    double threshold;
+    const char *source;  /* "reference", "fixed" or "default" */
+    sg_open_rule rule;   /* the rule applied (source "reference") */
+    char note[256];      /* why the reference or the asked rule could not be used; "" */
+    size_t ref_in_set, ref_out_of_set;
+    double ref_accept_rate; /* in-set reference images accepted at the threshold; NaN without */
+    double ref_reject_rate; /* out-of-set reference images rejected; NaN without */
+} sg_open_calibration;
+
+/* The best-class probability of each of n rows of k scores. */
+void sg_open_set_best(size_t n, int k, const float *score, float *best);
+/* Calibrates os for a k-class task on n reference rows: best (n) best-class
+ * probability, label (n) class index (in set), SG_LABEL_NONE (out of set) or
+ * SG_LABEL_UNKNOWN (left out). n may be 0 (no reference). */
+void sg_open_set_calibrate(const sg_open_set *os, int k, size_t n, const float *best, const int *label,
+                           sg_open_calibration *out);
+
+typedef struct sg_open_metrics {
+    int k;
+    double threshold;
+    size_t images, rejected;                          /* all rows */
+    size_t in_set, in_set_accepted, in_set_correct;   /* rows labelled with a class */
+    size_t out_of_set, out_of_set_rejected;           /* rows labelled SG_LABEL_NONE */
+    double rejected_fraction;
+    double true_accept_rate, true_reject_rate;        /* NaN without such rows */
+    double open_balanced_accuracy; /* mean recall over the k classes and none (those with rows); a class
+                                      image counts when accepted and argmax right */
+    double auroc;                  /* best-class probability, in-set vs out-of-set rows */
+    int64_t *confusion;            /* (k + 1, k + 1): rows true (class or none), columns decision */
+} sg_open_metrics;
+
+/* rejected (n) receives 1 for rows below threshold. */
+void sg_open_metrics_compute(size_t n, int k, const int *label, const int *pred, const float *best, double threshold,
+                             uint8_t *rejected, sg_open_metrics *out);
+void sg_open_metrics_free(sg_open_metrics *m);
+
 /* Writes every per-task output, the summary and the report for a run folder.
  * Tasks with failed or missing units get metrics over the units that
  * succeeded, marked "complete": false. */

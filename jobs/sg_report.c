@@ -95,7 +95,85 @@ typedef struct task_out {
     const char *status; /* complete, incomplete, failed */
     sg_task_rows rows;
     sg_metrics met;
+    /* open-set tasks */
+    sg_task_rows ref;        /* reference rows */
+    sg_open_calibration cal;
+    sg_open_metrics om;
+    uint8_t *rejected;       /* (rows.n) 1: reported as none */
+    uint8_t *ref_rejected;   /* (ref.n) */
 } task_out;
+
+/* A row as written in the part file with its predicted field (4th from the
+ * left, k + 1-th from the right) replaced by pred. */
+static void row_with_pred(sg_buf *b, const char *line, int k, const char *pred) {
+    const char *end = line + strlen(line), *c = end, *scores = NULL;
+    for (int f = 0; f <= k && c > line; f++) {
+        c--;
+        while (c > line && *c != ',') c--;
+        if (f == k - 1) scores = c;
+    }
+    SG_ASSERT(scores && c < scores);
+    sg_buf_append(b, line, (size_t)(c - line) + 1);
+    sg_buf_printf(b, "%s", pred);
+    sg_buf_append(b, scores, (size_t)(end - scores));
+}
+
+static void open_set_json(const sg_run_task *t, const task_out *to, sg_buf *b) {
+    const sg_open_calibration *c = &to->cal;
+    const sg_open_metrics *o = &to->om;
+    int K = t->n_classes, ref = strcmp(c->source, "reference") == 0;
+    sg_buf_printf(b, "  \"open_set\": {\n    \"threshold\": ");
+    jnum(b, c->threshold);
+    sg_buf_printf(b, ",\n    \"source\": \"%s\",\n    \"rule\": ", c->source);
+    if (ref) sg_buf_printf(b, "\"%s\"", sg_open_rule_str(c->rule));
+    else sg_buf_printf(b, "null");
+    sg_buf_printf(b, ",\n    \"accept\": ");
+    if (ref && c->rule == SG_OPEN_RULE_ACCEPT) jnum(b, t->open_set.accept);
+    else sg_buf_printf(b, "null");
+    sg_buf_printf(b, ",\n    \"note\": ");
+    if (c->note[0]) jstr(b, c->note);
+    else sg_buf_printf(b, "null");
+    sg_buf_printf(b, ",\n    \"decision\": \"none when the best class probability < threshold\",\n");
+    if (t->open_set.n_ref_shards) {
+        sg_buf_printf(b, "    \"reference\": {\"units\": {\"ok\": %zu, \"failed\": %zu, \"missing\": %zu}, \"images\": %zu, "
+                         "\"in_set\": %zu, \"out_of_set\": %zu, \"unmapped_labels\": %llu, \"accept_rate\": ",
+                      to->ref.units_ok, to->ref.units_failed, to->ref.units_missing, to->ref.n, c->ref_in_set,
+                      c->ref_out_of_set, (unsigned long long)to->ref.unmapped);
+        jnum(b, c->ref_accept_rate);
+        sg_buf_printf(b, ", \"reject_rate\": ");
+        jnum(b, c->ref_reject_rate);
+        sg_buf_printf(b, "},\n");
+    }
+    sg_buf_printf(b, "    \"rejected\": %zu,\n    \"rejected_fraction\": ", o->rejected);
+    jnum(b, o->rejected_fraction);
+    if (t->kind == SG_TASK_EVALUATE) {
+        sg_buf_printf(b, ",\n    \"in_set\": {\"images\": %zu, \"accepted\": %zu, \"accepted_correct\": %zu},\n",
+                      o->in_set, o->in_set_accepted, o->in_set_correct);
+        sg_buf_printf(b, "    \"out_of_set\": {\"images\": %zu, \"rejected\": %zu},\n    \"true_accept_rate\": ",
+                      o->out_of_set, o->out_of_set_rejected);
+        jnum(b, o->true_accept_rate);
+        sg_buf_printf(b, ",\n    \"true_reject_rate\": ");
+        jnum(b, o->true_reject_rate);
+        sg_buf_printf(b, ",\n    \"open_balanced_accuracy\": ");
+        jnum(b, o->open_balanced_accuracy);
+        sg_buf_printf(b, ",\n    \"auroc_best_score\": ");
+        jnum(b, o->auroc);
+        sg_buf_printf(b, ",\n    \"confusion_classes\": [");
+        for (int k = 0; k <= K; k++) {
+            if (k) sg_buf_printf(b, ", ");
+            jstr(b, k < K ? t->class_ids[k] : SG_OPEN_SET_NONE);
+        }
+        sg_buf_printf(b, "],\n    \"confusion\": [");
+        for (int r = 0; r <= K; r++) {
+            sg_buf_printf(b, "%s[", r ? ", " : "");
+            for (int k = 0; k <= K; k++)
+                sg_buf_printf(b, "%s%lld", k ? ", " : "", (long long)o->confusion[(size_t)r * (size_t)(K + 1) + (size_t)k]);
+            sg_buf_printf(b, "]");
+        }
+        sg_buf_printf(b, "]");
+    }
+    sg_buf_printf(b, "\n  },\n");
+}
 
 static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_buf *b) {
     const sg_run_task *t = &m->tasks[ti];
@@ -180,6 +258,7 @@ static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_bu
         }
         sg_buf_printf(b, "  ],\n");
     }
+    if (t->open_set.enabled) open_set_json(t, to, b);
     sg_buf_printf(b, "  \"score_histogram\": {\"bins\": %d, \"counts\": [", SG_HIST_BINS);
     for (int c = 0; c < K; c++) {
         sg_buf_printf(b, "%s[", c ? ", " : "");
@@ -211,7 +290,7 @@ static sg_status write_worklists(const sg_run_task *t, const task_out *to, const
         size_t n = 0;
         for (size_t i = 0; i < r->n; i++) {
             float s = r->score[i * (size_t)K + (size_t)c];
-            if (s >= t->threshold) it[n++] = (wl_item){s, i};
+            if (s >= t->threshold && !(to->rejected && to->rejected[i])) it[n++] = (wl_item){s, i};
         }
         qsort(it, n, sizeof *it, cmp_wl);
         sg_buf b = {0};
@@ -302,6 +381,29 @@ static void html_task(sg_buf *b, const sg_manifest *m, int ti, const task_out *t
                   to->rows.units_missing);
     sg_buf_printf(b, "<p>%d shots per class, text %s, operating point %.3f.</p>\n", t->shots, t->use_text ? "on" : "off",
                   t->threshold);
+    if (t->open_set.enabled) {
+        const sg_open_metrics *o = &to->om;
+        sg_buf_printf(b, "<p>Open set: <b>%zu</b> of %zu images reported as none of these (best class probability "
+                         "below the %s threshold %.6f",
+                      o->rejected, o->images, to->cal.source, to->cal.threshold);
+        if (strcmp(to->cal.source, "reference") == 0)
+            sg_buf_printf(b, ", rule %s on %zu in-set and %zu out-of-set reference images", sg_open_rule_str(to->cal.rule),
+                          to->cal.ref_in_set, to->cal.ref_out_of_set);
+        sg_buf_printf(b, ")");
+        if (t->kind == SG_TASK_EVALUATE && (o->in_set || o->out_of_set)) {
+            sg_buf_printf(b, "; in-set accepted ");
+            hnum(b, o->true_accept_rate);
+            sg_buf_printf(b, ", out-of-set rejected ");
+            hnum(b, o->true_reject_rate);
+            sg_buf_printf(b, ", open-set balanced accuracy ");
+            hnum(b, o->open_balanced_accuracy);
+        }
+        if (to->cal.note[0]) {
+            sg_buf_printf(b, ". ");
+            hstr(b, to->cal.note);
+        }
+        sg_buf_printf(b, ".</p>\n");
+    }
     if (t->kind == SG_TASK_EVALUATE && x->n) {
         sg_buf_printf(b, "<p>balanced accuracy <b>%.3f</b>, macro-F1 <b>%.3f</b>, ECE <b>%.3f</b> (%d bins)</p>\n",
                       x->balanced_accuracy, x->macro_f1, x->ece, SG_ECE_BINS);
@@ -374,11 +476,39 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
         task_out *o = &to[ti];
         st = sg_run_load_task(m, dir, ti, &o->rows, err);
         if (st != SG_OK) break;
-        o->status = !o->rows.units_ok                                          ? "failed"
-                    : o->rows.units_failed || o->rows.units_missing ? "incomplete"
-                                                                                : "complete";
+        if (st == SG_OK && t->open_set.n_ref_shards) st = sg_run_load_reference(m, dir, ti, &o->ref, err);
+        if (st != SG_OK) break;
+        size_t units_ok = o->rows.units_ok + o->ref.units_ok;
+        o->status = !units_ok ? "failed"
+                    : o->rows.units_failed || o->rows.units_missing || o->ref.units_failed || o->ref.units_missing
+                        ? "incomplete"
+                        : "complete";
         sg_metrics_compute(o->rows.n, t->n_classes, o->rows.label, o->rows.pred, o->rows.score, t->threshold,
                            m->bootstrap, m->seed, sg_fnv1a64(t->id, strlen(t->id)), &o->met);
+        if (t->open_set.enabled) {
+            float *best = sg_xmalloc((o->ref.n ? o->ref.n : 1) * sizeof *best);
+            sg_open_set_best(o->ref.n, t->n_classes, o->ref.score, best);
+            sg_open_set_calibrate(&t->open_set, t->n_classes, o->ref.n, best, o->ref.label, &o->cal);
+            sg_open_metrics ref_om;
+            o->ref_rejected = sg_xmalloc(o->ref.n ? o->ref.n : 1);
+            sg_open_metrics_compute(o->ref.n, t->n_classes, o->ref.label, o->ref.pred, best, o->cal.threshold,
+                                    o->ref_rejected, &ref_om);
+            sg_open_metrics_free(&ref_om);
+            free(best);
+            best = sg_xmalloc((o->rows.n ? o->rows.n : 1) * sizeof *best);
+            sg_open_set_best(o->rows.n, t->n_classes, o->rows.score, best);
+            o->rejected = sg_xmalloc(o->rows.n ? o->rows.n : 1);
+            sg_open_metrics_compute(o->rows.n, t->n_classes, o->rows.label, o->rows.pred, best, o->cal.threshold,
+                                    o->rejected, &o->om);
+            free(best);
+            /* flagged: what the worklists hold (images reported as none are not flagged) */
+            for (int c = 0; c < t->n_classes; c++) {
+                o->met.flagged[c] = 0;
+                for (size_t i = 0; i < o->rows.n; i++)
+                    o->met.flagged[c] += !o->rejected[i] && o->rows.score[i * (size_t)t->n_classes + (size_t)c] >= t->threshold;
+            }
+            if (o->cal.note[0]) sg_log(SG_LOG_WARN, "task %s: open set: %s", t->id, o->cal.note);
+        }
         char tdir[4200];
         snprintf(tdir, sizeof tdir, "%s/tasks/%s", dir, t->id);
         st = sg_mkdir_p(tdir, err);
@@ -386,10 +516,24 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
         sg_buf b = {0};
         char *hdr = sg_run_predictions_header(m, ti);
         sg_buf_printf(&b, "%s", hdr);
-        free(hdr);
-        for (size_t i = 0; i < o->rows.n; i++) sg_buf_printf(&b, "%s\n", o->rows.line[i]);
+        for (size_t i = 0; i < o->rows.n; i++) {
+            if (o->rejected && o->rejected[i]) row_with_pred(&b, o->rows.line[i], t->n_classes, SG_OPEN_SET_NONE);
+            else sg_buf_printf(&b, "%s", o->rows.line[i]);
+            sg_buf_append(&b, "\n", 1);
+        }
         st = write_buf(tdir, "predictions.csv", &b, err);
         sg_buf_free(&b);
+        if (st == SG_OK && t->open_set.n_ref_shards) {
+            sg_buf_printf(&b, "%s", hdr);
+            for (size_t i = 0; i < o->ref.n; i++) {
+                if (o->ref_rejected[i]) row_with_pred(&b, o->ref.line[i], t->n_classes, SG_OPEN_SET_NONE);
+                else sg_buf_printf(&b, "%s", o->ref.line[i]);
+                sg_buf_append(&b, "\n", 1);
+            }
+            st = write_buf(tdir, "reference.csv", &b, err);
+            sg_buf_free(&b);
+        }
+        free(hdr);
         if (st == SG_OK) {
             metrics_json(m, ti, o, &b);
             st = write_buf(tdir, "metrics.json", &b, err);
@@ -401,7 +545,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
         sg_buf js = {0}, csv = {0}, h = {0};
         sg_buf_printf(&js, "{\n  \"config_hash\": \"%s\",\n  \"tasks\": [\n", m->config_hash);
         sg_buf_printf(&csv, "task,kind,status,units_ok,units_failed,units_missing,images,labelled,balanced_accuracy,"
-                            "macro_f1,mean_auroc,ece,flagged\n");
+                            "macro_f1,mean_auroc,ece,flagged,rejected,open_set_threshold\n");
         sg_buf_printf(&h, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sgps run report</title><style>"
                           "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:.5em 0}"
                           "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:right}"
@@ -409,7 +553,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
                           "</style></head><body>\n<h1>sgps run report</h1>\n<p>configuration ");
         sg_buf_printf(&h, "%s; engine sha256 %s; %d tasks, %zu units.</p>\n<table><tr><th>task</th><th>kind</th>"
                           "<th>status</th><th>images</th><th>balanced acc.</th><th>macro-F1</th><th>mean AUROC</th>"
-                          "<th>ECE</th><th>flagged</th></tr>\n",
+                          "<th>ECE</th><th>flagged</th><th>none (open set)</th></tr>\n",
                       m->config_hash, m->engine_sha256, m->n_tasks, m->n_units);
         for (int ti = 0; ti < m->n_tasks; ti++) {
             const sg_run_task *t = &m->tasks[ti];
@@ -433,7 +577,16 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
             jnum(&js, mauc);
             sg_buf_printf(&js, ", \"ece\": ");
             jnum(&js, x->ece);
-            sg_buf_printf(&js, ", \"flagged\": %lld}%s\n", (long long)flagged, ti + 1 < m->n_tasks ? "," : "");
+            sg_buf_printf(&js, ", \"flagged\": %lld", (long long)flagged);
+            if (t->open_set.enabled) {
+                sg_buf_printf(&js, ", \"open_set\": {\"threshold\": ");
+                jnum(&js, o->cal.threshold);
+                sg_buf_printf(&js, ", \"source\": \"%s\", \"rejected\": %zu, \"rejected_fraction\": ", o->cal.source,
+                              o->om.rejected);
+                jnum(&js, o->om.rejected_fraction);
+                sg_buf_printf(&js, "}");
+            }
+            sg_buf_printf(&js, "}%s\n", ti + 1 < m->n_tasks ? "," : "");
             sg_buf_printf(&csv, "%s,%s,%s,%zu,%zu,%zu,%zu,%zu,", t->id, sg_task_kind_str(t->kind), o->status,
                           o->rows.units_ok, o->rows.units_failed, o->rows.units_missing, x->n_total, x->n);
             fnum(&csv, x->balanced_accuracy);
@@ -443,7 +596,14 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
             fnum(&csv, mauc);
             sg_buf_printf(&csv, ",");
             fnum(&csv, x->ece);
-            sg_buf_printf(&csv, ",%lld\n", (long long)flagged);
+            sg_buf_printf(&csv, ",%lld,", (long long)flagged);
+            if (t->open_set.enabled) {
+                sg_buf_printf(&csv, "%zu,", o->om.rejected);
+                fnum(&csv, o->cal.threshold);
+            } else {
+                sg_buf_printf(&csv, ",");
+            }
+            sg_buf_printf(&csv, "\n");
             sg_buf_printf(&h, "<tr><td><a href=\"#t%d\">", ti);
             hstr(&h, t->id);
             sg_buf_printf(&h, "</a></td><td>%s</td><td>%s</td><td>%zu</td>", sg_task_kind_str(t->kind), o->status,
@@ -453,7 +613,9 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
                 if (isnan(v[i])) sg_buf_printf(&h, "<td>–</td>");
                 else sg_buf_printf(&h, "<td>%.3f</td>", v[i]);
             }
-            sg_buf_printf(&h, "<td>%lld</td></tr>\n", (long long)flagged);
+            sg_buf_printf(&h, "<td>%lld</td>", (long long)flagged);
+            if (t->open_set.enabled) sg_buf_printf(&h, "<td>%zu</td></tr>\n", o->om.rejected);
+            else sg_buf_printf(&h, "<td>–</td></tr>\n");
         }
         sg_buf_printf(&js, "  ]\n}\n");
         sg_buf_printf(&h, "</table>\n");
@@ -472,6 +634,10 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
     for (int ti = 0; ti < m->n_tasks; ti++) {
         sg_task_rows_free(&to[ti].rows);
         sg_metrics_free(&to[ti].met);
+        sg_task_rows_free(&to[ti].ref);
+        sg_open_metrics_free(&to[ti].om);
+        free(to[ti].rejected);
+        free(to[ti].ref_rejected);
     }
     free(to);
     return st;

@@ -3,7 +3,15 @@
  * before any work starts. Schema: docs/formats-manifest.md.
  *
  * Relative paths: engine, registry, output and shards resolve against the
- * manifest's folder; exemplars against the registry's folder. */
+ * manifest's folder; exemplars against the registry's folder.
+ *
+ * Scale: a manifest may hold ten thousand tasks of a thousand shards each.
+ * Everything here is linear in what the manifest lists: ids are looked up in
+ * hash tables, each distinct shard list ("shards" string) is expanded once
+ * and each distinct shard file is kept once (tasks point at one shared array
+ * of 4-byte file indices per distinct string), file
+ * checks and exemplar decodes happen once per file, and unit → task is a
+ * binary search over the tasks' first units. */
 #include "sg_pipeline.h"
 #include "sg_io.h"
 #include "sg_synth.h"
@@ -18,6 +26,7 @@
 
 #define MAX_JSON_BYTES ((size_t)256 << 20)
 #define MAX_SHOTS 16
+#define DEFAULT_OPEN_ACCEPT 0.95
 
 /* ---- diagnostics ---- */
 
@@ -51,6 +60,12 @@ void sg_diag_free(sg_diag *d) {
 
 const char *sg_task_kind_str(sg_task_kind k) { return k == SG_TASK_SCREEN ? "screen" : "evaluate"; }
 
+const char *sg_open_rule_str(sg_open_rule r) {
+    return r == SG_OPEN_RULE_ACCEPT ? "accept" : r == SG_OPEN_RULE_BALANCED ? "balanced" : "auto";
+}
+
+double sg_open_set_default_threshold(int k) { return k > 0 ? 0.5 * (1.0 + 1.0 / k) : 1.0; }
+
 /* ---- helpers ---- */
 
 static char *dir_of(const char *path) {
@@ -65,9 +80,10 @@ static char *dir_of(const char *path) {
 
 static char *resolve(const char *dir, const char *p) {
     if (p[0] == '/' || !dir[0]) return sg_xstrdup(p);
-    size_t n = strlen(dir) + strlen(p) + 1;
-    char *r = sg_xmalloc(n);
-    snprintf(r, n, "%s%s", dir, p);
+    size_t dl = strlen(dir), pl = strlen(p);
+    char *r = sg_xmalloc(dl + pl + 1);
+    memcpy(r, dir, dl);
+    memcpy(r + dl, p, pl + 1);
     return r;
 }
 
@@ -137,9 +153,220 @@ static cJSON *parse_file(const char *path, sg_diag *d, uint8_t **bytes, size_t *
     return root;
 }
 
+/* ---- a hash table of indices (keys live in the caller's arrays) ---- */
+
+typedef struct htab {
+    uint64_t *hash; /* (cap) */
+    uint32_t *slot; /* (cap) index + 1; 0 = empty */
+    size_t cap, n;
+} htab;
+
+typedef int (*htab_eq)(const void *user, uint32_t idx, const void *key);
+
+static uint64_t hash_str(const char *s) { return sg_fnv1a64(s, strlen(s)); }
+
+static void htab_free(htab *h) {
+    free(h->hash);
+    free(h->slot);
+    memset(h, 0, sizeof *h);
+}
+
+static void htab_put_raw(htab *h, uint64_t hv, uint32_t idx) {
+    size_t i = (size_t)hv & (h->cap - 1);
+    while (h->slot[i]) i = (i + 1) & (h->cap - 1);
+    h->hash[i] = hv;
+    h->slot[i] = idx + 1;
+}
+
+/* The index stored under key, or -1. */
+static int64_t htab_get(const htab *h, uint64_t hv, htab_eq eq, const void *user, const void *key) {
+    if (!h->cap) return -1;
+    for (size_t i = (size_t)hv & (h->cap - 1); h->slot[i]; i = (i + 1) & (h->cap - 1))
+        if (h->hash[i] == hv && eq(user, h->slot[i] - 1, key)) return h->slot[i] - 1;
+    return -1;
+}
+
+/* Adds idx under hv (the caller checked that the key is absent). */
+static void htab_add(htab *h, uint64_t hv, uint32_t idx) {
+    if (2 * (h->n + 1) > h->cap) {
+        htab old = *h;
+        h->cap = old.cap ? 2 * old.cap : 64;
+        h->hash = sg_xcalloc(h->cap, sizeof *h->hash);
+        h->slot = sg_xcalloc(h->cap, sizeof *h->slot);
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.slot[i]) htab_put_raw(h, old.hash[i], old.slot[i] - 1);
+        htab_free(&old);
+    }
+    htab_put_raw(h, hv, idx);
+    h->n++;
+}
+
+/* ---- the loader: what one sg_manifest_load keeps while it parses ---- */
+
+/* One distinct "shards" (or open_set "reference") string, expanded once. */
+typedef struct spec_entry {
+    char *spec;
+    uint32_t *ids;  /* (n) into m->files, in listing order; owned by m->id_lists */
+    size_t n;
+    char *error;    /* expansion failed: why */
+    char **dups;    /* (n_dups) names listed twice */
+    size_t n_dups;
+    size_t missing; /* deep: listed files that are not readable */
+} spec_entry;
+
+typedef struct exemplar_check {
+    int state; /* 0 not checked, 1 decodes, 2 does not */
+    char *msg;
+} exemplar_check;
+
+typedef struct loader {
+    sg_manifest *m;
+    sg_diag *d;
+    const char *mdir;
+    int deep;
+    htab disease_ix, task_ix, file_ix, spec_ix;
+    size_t files_cap;
+    int *file_errno; /* (files_cap) deep: 0 readable, else errno of access() */
+    uint32_t *stamp; /* (files_cap) last spec that listed the file + 1 (duplicates) */
+    spec_entry *specs;
+    size_t n_specs, specs_cap, id_lists_cap;
+    exemplar_check **ex; /* (n_diseases) → (n_exemplars), allocated on first use */
+} loader;
+
+static int eq_disease(const void *u, uint32_t i, const void *k) {
+    return strcmp(((const sg_manifest *)u)->diseases[i].id, k) == 0;
+}
+static int eq_task(const void *u, uint32_t i, const void *k) {
+    return strcmp(((const sg_manifest *)u)->tasks[i].id, k) == 0;
+}
+typedef struct file_key {
+    const char *path, *name;
+} file_key;
+static int eq_file(const void *u, uint32_t i, const void *k) {
+    const sg_shard_file *f = &((const sg_manifest *)u)->files[i];
+    const file_key *fk = k;
+    return strcmp(f->path, fk->path) == 0 && strcmp(f->name, fk->name) == 0;
+}
+static int eq_spec(const void *u, uint32_t i, const void *k) { return strcmp(((const loader *)u)->specs[i].spec, k) == 0; }
+
+static void loader_free(loader *L) {
+    htab_free(&L->disease_ix);
+    htab_free(&L->task_ix);
+    htab_free(&L->file_ix);
+    htab_free(&L->spec_ix);
+    free(L->file_errno);
+    free(L->stamp);
+    for (size_t i = 0; i < L->n_specs; i++) {
+        spec_entry *s = &L->specs[i];
+        free(s->spec);
+        free(s->error);
+        sg_strv_free(s->dups, s->n_dups);
+    }
+    free(L->specs);
+    if (L->ex)
+        for (int i = 0; i < L->m->n_diseases; i++) {
+            if (!L->ex[i]) continue;
+            for (int k = 0; k < L->m->diseases[i].n_exemplars; k++) free(L->ex[i][k].msg);
+            free(L->ex[i]);
+        }
+    free(L->ex);
+}
+
+/* The index of shard file (path, name), added if new; takes ownership of both strings. */
+static uint32_t file_intern(loader *L, char *path, char *name) {
+    sg_manifest *m = L->m;
+    file_key k = {path, name};
+    uint64_t hv = hash_str(path) * 31 + hash_str(name);
+    int64_t i = htab_get(&L->file_ix, hv, eq_file, m, &k);
+    if (i >= 0) {
+        free(path);
+        free(name);
+        return (uint32_t)i;
+    }
+    SG_ASSERT(m->n_files < UINT32_MAX);
+    if (m->n_files == L->files_cap) {
+        size_t old = L->files_cap;
+        L->files_cap = old ? 2 * old : 1024;
+        m->files = sg_xrealloc(m->files, L->files_cap * sizeof *m->files);
+        L->file_errno = sg_xrealloc(L->file_errno, L->files_cap * sizeof *L->file_errno);
+        L->stamp = sg_xrealloc(L->stamp, L->files_cap * sizeof *L->stamp);
+        memset(L->stamp + old, 0, (L->files_cap - old) * sizeof *L->stamp);
+    }
+    uint32_t id = (uint32_t)m->n_files++;
+    m->files[id].path = path;
+    m->files[id].name = name;
+    L->file_errno[id] = 0;
+    if (L->deep && !file_readable(path)) L->file_errno[id] = errno ? errno : ENOENT;
+    htab_add(&L->file_ix, hv, id);
+    return id;
+}
+
+/* The expansion of a shard list string, computed on first use. */
+static const spec_entry *spec_get(loader *L, const char *spec) {
+    uint64_t hv = hash_str(spec);
+    int64_t found = htab_get(&L->spec_ix, hv, eq_spec, L, spec);
+    if (found >= 0) return &L->specs[found];
+    if (L->n_specs == L->specs_cap) {
+        L->specs_cap = L->specs_cap ? 2 * L->specs_cap : 64;
+        L->specs = sg_xrealloc(L->specs, L->specs_cap * sizeof *L->specs);
+    }
+    uint32_t si = (uint32_t)L->n_specs++;
+    spec_entry *e = &L->specs[si];
+    memset(e, 0, sizeof *e);
+    e->spec = sg_xstrdup(spec);
+    htab_add(&L->spec_ix, hv, si);
+
+    sg_err err;
+    char **names = NULL;
+    size_t n = 0;
+    size_t l = strlen(spec);
+    int is_index = l > 5 && strcmp(spec + l - 5, ".json") == 0;
+    char *rspec = resolve(L->mdir, spec);
+    sg_status s = is_index ? sg_shard_list_resolve(rspec, &names, &n, &err) : sg_braces_expand(spec, &names, &n, &err);
+    free(rspec);
+    if (s != SG_OK) {
+        e->error = sg_xstrdup(err.msg);
+        return e;
+    }
+    e->ids = sg_xmalloc((n ? n : 1) * sizeof *e->ids);
+    sg_manifest *m = L->m;
+    if (m->n_id_lists == L->id_lists_cap) {
+        L->id_lists_cap = L->id_lists_cap ? 2 * L->id_lists_cap : 64;
+        m->id_lists = sg_xrealloc(m->id_lists, L->id_lists_cap * sizeof *m->id_lists);
+    }
+    m->id_lists[m->n_id_lists++] = e->ids;
+    size_t dl = strlen(L->mdir), dups_cap = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *path, *name;
+        if (is_index) {
+            path = names[i];
+            name = sg_xstrdup(dl && strncmp(names[i], L->mdir, dl) == 0 ? names[i] + dl : names[i]);
+        } else {
+            path = resolve(L->mdir, names[i]);
+            name = names[i];
+        }
+        names[i] = NULL;
+        uint32_t id = file_intern(L, path, name);
+        if (L->stamp[id] == si + 1) {
+            if (e->n_dups == dups_cap) {
+                dups_cap = dups_cap ? 2 * dups_cap : 4;
+                e->dups = sg_xrealloc(e->dups, dups_cap * sizeof *e->dups);
+            }
+            e->dups[e->n_dups++] = sg_xstrdup(L->m->files[id].name);
+        }
+        L->stamp[id] = si + 1;
+        e->missing += L->file_errno[id] != 0;
+        e->ids[e->n++] = id;
+    }
+    sg_strv_free(names, n);
+    return e;
+}
+
 /* ---- registry ---- */
 
-static void load_registry(sg_manifest *m, const char *path, sg_diag *d) {
+static void load_registry(loader *L, const char *path) {
+    sg_manifest *m = L->m;
+    sg_diag *d = L->d;
     cJSON *root = parse_file(path, d, NULL, NULL);
     if (!root) return;
     char *dir = dir_of(path);
@@ -166,11 +393,12 @@ static void load_registry(sg_manifest *m, const char *path, sg_diag *d) {
             sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: '%s' must use only letters, digits and . _ - / :", path, jp, id);
             continue;
         }
-        for (int j = 0; j < m->n_diseases; j++)
-            if (strcmp(m->diseases[j].id, id) == 0)
-                sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: duplicate id '%s'", path, jp, id);
+        uint64_t hv = hash_str(id);
+        int dup = htab_get(&L->disease_ix, hv, eq_disease, m, id) >= 0;
+        if (dup) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: duplicate id '%s'", path, jp, id);
         sg_disease *e = &m->diseases[m->n_diseases++];
         e->id = sg_xstrdup(id);
+        if (!dup) htab_add(&L->disease_ix, hv, (uint32_t)(m->n_diseases - 1));
         e->name = dup_or_null(get_str(d, path, jp, it, "name", 0));
         e->modality = dup_or_null(get_str(d, path, jp, it, "modality", 0));
         const cJSON *desc = cJSON_GetObjectItemCaseSensitive(it, "description");
@@ -210,109 +438,182 @@ done:
     cJSON_Delete(root);
 }
 
-static int find_disease(const sg_manifest *m, const char *id) {
-    for (int i = 0; i < m->n_diseases; i++)
-        if (strcmp(m->diseases[i].id, id) == 0) return i;
-    return -1;
+static int find_disease(const loader *L, const char *id) {
+    return (int)htab_get(&L->disease_ix, hash_str(id), eq_disease, L->m, id);
 }
 
 /* ---- tasks ---- */
 
-static void parse_shards(sg_run_task *t, const char *mpath, const char *jp, const char *mdir, const char *spec,
-                         int deep, sg_diag *d) {
-    sg_err err;
-    char **names = NULL;
-    size_t n = 0;
-    size_t l = strlen(spec);
-    int is_index = l > 5 && strcmp(spec + l - 5, ".json") == 0;
-    char *rspec = resolve(mdir, spec);
-    sg_status s = is_index ? sg_shard_list_resolve(rspec, &names, &n, &err) : sg_braces_expand(spec, &names, &n, &err);
-    if (s != SG_OK) {
-        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.shards: %s", mpath, jp,
-                    err.msg);
-        free(rspec);
+/* The shard list `spec` at JSON path jp.key: diagnostics, and the shared
+ * array of its file indices in *ids, *n (NULL, 0 when unusable). */
+static void add_shards(loader *L, const char *jp, const char *key, const char *spec, const uint32_t **ids, size_t *n) {
+    const char *mp = L->m->path;
+    const spec_entry *e = spec_get(L, spec);
+    *ids = NULL;
+    *n = 0;
+    if (e->error) {
+        sg_diag_add(L->d, SG_DIAG_ERROR, "%s: %s.%s: %s", mp, jp, key, e->error);
         return;
     }
-    free(rspec);
-    if (n == 0) {
-        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.shards: '%s' names no shard", mpath, jp, spec);
-        sg_strv_free(names, n);
+    if (e->n == 0) {
+        sg_diag_add(L->d, SG_DIAG_ERROR, "%s: %s.%s: '%s' names no shard", mp, jp, key, spec);
         return;
     }
-    t->shards = sg_xcalloc(n, sizeof(char *));
-    t->shard_names = sg_xcalloc(n, sizeof(char *));
-    size_t dl = strlen(mdir), missing = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (is_index) {
-            t->shards[i] = sg_xstrdup(names[i]);
-            t->shard_names[i] = sg_xstrdup(dl && strncmp(names[i], mdir, dl) == 0 ? names[i] + dl : names[i]);
-        } else {
-            t->shards[i] = resolve(mdir, names[i]);
-            t->shard_names[i] = sg_xstrdup(names[i]);
+    for (size_t i = 0; i < e->n_dups; i++)
+        sg_diag_add(L->d, SG_DIAG_ERROR, "%s: %s.%s: shard '%s' listed twice", mp, jp, key, e->dups[i]);
+    if (e->missing == e->n) {
+        sg_diag_add(L->d, SG_DIAG_DATA, "%s: %s.%s: '%s' matches no readable file (%zu names, e.g. %s)", mp, jp, key,
+                    spec, e->n, L->m->files[e->ids[0]].path);
+    } else if (e->missing) {
+        for (size_t i = 0; i < e->n; i++) {
+            int er = L->file_errno[e->ids[i]];
+            if (er) sg_diag_add(L->d, SG_DIAG_DATA, "%s: %s.%s: %s: %s", mp, jp, key, L->m->files[e->ids[i]].path,
+                                strerror(er));
         }
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(t->shards[j], t->shards[i]) == 0)
-                sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.shards: shard '%s' listed twice", mpath, jp, t->shard_names[i]);
-        if (deep && !file_readable(t->shards[i])) missing++;
     }
-    t->n_shards = n;
-    if (deep && missing == n) {
-        sg_diag_add(d, SG_DIAG_DATA, "%s: %s.shards: '%s' matches no readable file (%zu names, e.g. %s)", mpath, jp,
-                    spec, n, t->shards[0]);
-    } else if (deep && missing) {
-        for (size_t i = 0; i < n; i++)
-            if (!file_readable(t->shards[i]))
-                sg_diag_add(d, SG_DIAG_DATA, "%s: %s.shards: %s: %s", mpath, jp, t->shards[i], strerror(errno));
-    }
-    sg_strv_free(names, n);
+    *ids = e->ids;
+    *n = e->n;
 }
 
-static void parse_labels(sg_run_task *t, const char *mpath, const char *jp, const cJSON *map, sg_diag *d) {
+/* A label map {shard label: class index | class id | null}. null (none of the
+ * classes) only when allow_none. */
+static void parse_label_map(const sg_run_task *t, const char *mpath, const char *jp, const cJSON *map, int allow_none,
+                            char ***keys, int **cls, int *n_map, sg_diag *d) {
     if (!cJSON_IsObject(map)) {
-        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.labels: must be an object {shard label: class}", mpath, jp);
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s: must be an object {shard label: class}", mpath, jp);
         return;
     }
     int n = cJSON_GetArraySize(map);
-    t->map_keys = sg_xcalloc((size_t)n + 1, sizeof(char *));
-    t->map_class = sg_xcalloc((size_t)n + 1, sizeof(int));
+    *keys = sg_xcalloc((size_t)n + 1, sizeof(char *));
+    *cls = sg_xcalloc((size_t)n + 1, sizeof(int));
     const cJSON *it;
     cJSON_ArrayForEach(it, map) {
-        int c = -1;
+        int c = SG_LABEL_UNKNOWN;
         if (cJSON_IsNumber(it)) {
             double v = it->valuedouble;
             if (v == floor(v) && v >= 0 && v < t->n_classes) c = (int)v;
         } else if (cJSON_IsString(it)) {
             for (int k = 0; k < t->n_classes; k++)
                 if (t->class_ids && t->class_ids[k] && strcmp(t->class_ids[k], it->valuestring) == 0) c = k;
+        } else if (cJSON_IsNull(it)) {
+            if (!allow_none) {
+                sg_diag_add(d, SG_DIAG_ERROR,
+                            "%s: %s[\"%s\"]: null (none of the task's classes) needs \"open_set\" on the task", mpath,
+                            jp, it->string);
+                continue;
+            }
+            c = SG_LABEL_NONE;
         }
-        if (c < 0) {
-            sg_diag_add(d, SG_DIAG_ERROR,
-                        "%s: %s.labels[\"%s\"]: must be a class index 0..%d or a registry id among the task's classes",
-                        mpath, jp, it->string, t->n_classes - 1);
+        if (c == SG_LABEL_UNKNOWN) {
+            sg_diag_add(d, SG_DIAG_ERROR, "%s: %s[\"%s\"]: must be a class index 0..%d or a registry id among the task's classes%s",
+                        mpath, jp, it->string, t->n_classes - 1, allow_none ? ", or null (none of them)" : "");
             continue;
         }
-        t->map_keys[t->n_map] = sg_xstrdup(it->string);
-        t->map_class[t->n_map++] = c;
+        (*keys)[*n_map] = sg_xstrdup(it->string);
+        (*cls)[(*n_map)++] = c;
     }
 }
 
-/* Decodes one exemplar to check it; the run decodes again (cheap, and a
- * worker needs the pixels anyway). */
-static void check_exemplar(const sg_manifest *m, int di, int k, const char *task_id, int deep, sg_diag *d) {
-    const char *p = m->diseases[di].exemplars[k];
-    if (!deep) return;
-    sg_err err;
-    sg_image im;
-    sg_image_limits lim = sg_image_limits_default();
-    if (sg_image_load_file(p, &lim, &im, &err) != SG_OK) {
-        sg_diag_add(d, SG_DIAG_DATA, "%s: $.diseases[%d].exemplars[%d]: %s (used by task '%s')", m->registry_path, di,
-                    k, err.msg, task_id);
+/* Decodes an exemplar once per load; problems are reported for every task
+ * that uses it. The run decodes again (cheap, and a worker needs the pixels). */
+static void check_exemplar(loader *L, int di, int k, const char *task_id) {
+    if (!L->deep) return;
+    sg_manifest *m = L->m;
+    if (!L->ex) L->ex = sg_xcalloc((size_t)m->n_diseases + 1, sizeof *L->ex);
+    if (!L->ex[di]) L->ex[di] = sg_xcalloc((size_t)m->diseases[di].n_exemplars + 1, sizeof **L->ex);
+    exemplar_check *c = &L->ex[di][k];
+    if (!c->state) {
+        sg_err err;
+        sg_image im;
+        sg_image_limits lim = sg_image_limits_default();
+        if (sg_image_load_file(m->diseases[di].exemplars[k], &lim, &im, &err) != SG_OK) {
+            c->state = 2;
+            c->msg = sg_xstrdup(err.msg);
+        } else {
+            c->state = 1;
+            sg_image_free(&im);
+        }
+    }
+    if (c->state == 2)
+        sg_diag_add(L->d, SG_DIAG_DATA, "%s: $.diseases[%d].exemplars[%d]: %s (used by task '%s')", m->registry_path, di,
+                    k, c->msg, task_id);
+}
+
+static int json_number_in(const cJSON *v, double lo, double hi, int lo_open) {
+    if (!cJSON_IsNumber(v)) return 0;
+    double x = v->valuedouble;
+    return (lo_open ? x > lo : x >= lo) && x <= hi;
+}
+
+/* "open_set": true | false | {reference, labels, accept, rule, threshold}. */
+static void parse_open_set(loader *L, sg_run_task *t, const char *jp, const cJSON *os) {
+    const char *mp = L->m->path;
+    sg_diag *d = L->d;
+    sg_open_set *o = &t->open_set;
+    o->accept = DEFAULT_OPEN_ACCEPT;
+    o->rule = SG_OPEN_RULE_AUTO;
+    char op[96];
+    snprintf(op, sizeof op, "%s.open_set", jp);
+    if (cJSON_IsBool(os)) {
+        o->enabled = cJSON_IsTrue(os);
         return;
     }
-    sg_image_free(&im);
+    if (!cJSON_IsObject(os)) {
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s: must be true, false or an object {reference, labels, accept, rule, threshold}",
+                    mp, op);
+        return;
+    }
+    o->enabled = 1;
+    static const char *const keys[] = {"reference", "labels", "accept", "rule", "threshold", NULL};
+    check_keys(d, mp, op, os, keys);
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(os, "reference");
+    const cJSON *th = cJSON_GetObjectItemCaseSensitive(os, "threshold");
+    const cJSON *ac = cJSON_GetObjectItemCaseSensitive(os, "accept");
+    const cJSON *ru = cJSON_GetObjectItemCaseSensitive(os, "rule");
+    const cJSON *lm = cJSON_GetObjectItemCaseSensitive(os, "labels");
+    if (th) {
+        if (!json_number_in(th, 0, 1, 0))
+            sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.threshold: must be a number in [0, 1] (the lowest best-class probability accepted)",
+                        mp, op);
+        else {
+            o->fixed = 1;
+            o->threshold = th->valuedouble;
+        }
+        if (ref)
+            sg_diag_add(d, SG_DIAG_ERROR,
+                        "%s: %s.threshold: cannot be combined with reference (the threshold is calibrated on the reference shards)",
+                        mp, op);
+    }
+    if (ac) {
+        if (!json_number_in(ac, 0, 1, 1))
+            sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.accept: must be a number in (0, 1] (the fraction of in-set reference images to accept)",
+                        mp, op);
+        else o->accept = ac->valuedouble;
+    }
+    if (ru) {
+        if (cJSON_IsString(ru) && strcmp(ru->valuestring, "accept") == 0) o->rule = SG_OPEN_RULE_ACCEPT;
+        else if (cJSON_IsString(ru) && strcmp(ru->valuestring, "balanced") == 0) o->rule = SG_OPEN_RULE_BALANCED;
+        else sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.rule: must be \"accept\" or \"balanced\"", mp, op);
+    }
+    if (!ref) {
+        if (ac) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.accept: only applies with reference (calibration data)", mp, op);
+        if (ru) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.rule: only applies with reference (calibration data)", mp, op);
+        if (lm) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.labels: only applies with reference (calibration data)", mp, op);
+    } else if (!cJSON_IsString(ref) || !ref->valuestring[0]) {
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.reference: must be a brace pattern or an index JSON of labelled shards", mp, op);
+    } else {
+        add_shards(L, op, "reference", ref->valuestring, &t->ref_shard, &o->n_ref_shards);
+    }
+    if (lm && ref) {
+        char lp[128];
+        snprintf(lp, sizeof lp, "%s.labels", op);
+        parse_label_map(t, mp, lp, lm, 1, &o->map_keys, &o->map_class, &o->n_map, d);
+    }
 }
 
-static void parse_task(sg_manifest *m, const cJSON *jt, int ti, const char *mdir, int deep, sg_diag *d) {
+static void parse_task(loader *L, const cJSON *jt, int ti) {
+    sg_manifest *m = L->m;
+    sg_diag *d = L->d;
     const char *mp = m->path;
     char jp[64];
     snprintf(jp, sizeof jp, "$.tasks[%d]", ti);
@@ -325,16 +626,19 @@ static void parse_task(sg_manifest *m, const cJSON *jt, int ti, const char *mdir
         return;
     }
     static const char *const keys[] = {"id", "kind", "classes", "reference", "shots", "text", "shards",
-                                       "threshold", "labels", NULL};
+                                       "threshold", "labels", "open_set", NULL};
     check_keys(d, mp, jp, jt, keys);
     const char *id = get_str(d, mp, jp, jt, "id", 1);
     if (id && !safe_id(id, 0))
         sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: '%s' must use only letters, digits and . _ - : (it names a folder)",
                     mp, jp, id);
     t->id = sg_xstrdup(id ? id : "?");
-    for (int j = 0; id && j < m->n_tasks - 1; j++)
-        if (strcmp(m->tasks[j].id, id) == 0)
-            sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: duplicate task id '%s' (also $.tasks[%d])", mp, jp, id, j);
+    if (id) {
+        uint64_t hv = hash_str(id);
+        int64_t j = htab_get(&L->task_ix, hv, eq_task, m, id);
+        if (j >= 0) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: duplicate task id '%s' (also $.tasks[%d])", mp, jp, id, (int)j);
+        else htab_add(&L->task_ix, hv, (uint32_t)(m->n_tasks - 1));
+    }
     const char *kind = get_str(d, mp, jp, jt, "kind", 1);
     if (kind && strcmp(kind, "evaluate") == 0) t->kind = SG_TASK_EVALUATE;
     else if (kind && strcmp(kind, "screen") == 0) t->kind = SG_TASK_SCREEN;
@@ -377,7 +681,7 @@ static void parse_task(sg_manifest *m, const cJSON *jt, int ti, const char *mdir
             for (int j = 0; j < k; j++)
                 if (strcmp(t->class_ids[j], c->valuestring) == 0)
                     sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.classes[%d]: '%s' appears twice", mp, jp, k, c->valuestring);
-            int di = find_disease(m, c->valuestring);
+            int di = find_disease(L, c->valuestring);
             if (di < 0 && m->diseases) {
                 sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.classes[%d]: '%s' is not in the registry %s", mp, jp, k,
                             c->valuestring, m->registry_path);
@@ -387,7 +691,7 @@ static void parse_task(sg_manifest *m, const cJSON *jt, int ti, const char *mdir
                 if (e->n_exemplars < t->shots)
                     sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.classes[%d]: '%s' has %d exemplars in %s, the task asks for %d shots",
                                 mp, jp, k, e->id, e->n_exemplars, m->registry_path, t->shots);
-                for (int x = 0; x < t->shots && x < e->n_exemplars; x++) check_exemplar(m, di, x, t->id, deep, d);
+                for (int x = 0; x < t->shots && x < e->n_exemplars; x++) check_exemplar(L, di, x, t->id);
                 if (t->shots == 0 && (!t->use_text || !e->description))
                     sg_diag_add(d, SG_DIAG_ERROR,
                                 "%s: %s.classes[%d]: '%s' would have neither exemplars (shots 0) nor a description (text %s)",
@@ -406,13 +710,22 @@ static void parse_task(sg_manifest *m, const cJSON *jt, int ti, const char *mdir
             sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.reference: '%s' is not among the task's classes", mp, jp,
                         ref->valuestring);
     }
-    const cJSON *lm = cJSON_GetObjectItemCaseSensitive(jt, "labels");
-    if (lm) parse_labels(t, mp, jp, lm, d);
     const char *shards = get_str(d, mp, jp, jt, "shards", 1);
-    if (shards) {
-        char sp[80];
-        snprintf(sp, sizeof sp, "%s", jp);
-        parse_shards(t, mp, sp, mdir, shards, deep, d);
+    if (shards) add_shards(L, jp, "shards", shards, &t->shard, &t->n_shards);
+    const cJSON *os = cJSON_GetObjectItemCaseSensitive(jt, "open_set");
+    if (os) parse_open_set(L, t, jp, os);
+    if (t->open_set.enabled) {
+        if (!t->open_set.fixed) t->open_set.threshold = sg_open_set_default_threshold(t->n_classes);
+        for (int k = 0; k < t->n_classes; k++)
+            if (strcmp(t->class_ids[k], SG_OPEN_SET_NONE) == 0)
+                sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.classes[%d]: '%s' is reserved for open-set rejection", mp, jp, k,
+                            SG_OPEN_SET_NONE);
+    }
+    const cJSON *lm = cJSON_GetObjectItemCaseSensitive(jt, "labels");
+    if (lm) {
+        char lp[80];
+        snprintf(lp, sizeof lp, "%s.labels", jp);
+        parse_label_map(t, mp, lp, lm, t->open_set.enabled, &t->map_keys, &t->map_class, &t->n_map, d);
     }
 }
 
@@ -446,6 +759,12 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
     m->bootstrap = 1000;
     m->batch = 64;
     char *mdir = dir_of(path);
+    loader L;
+    memset(&L, 0, sizeof L);
+    L.m = m;
+    L.d = d;
+    L.mdir = mdir;
+    L.deep = deep;
     if (!cJSON_IsObject(root)) {
         sg_diag_add(d, SG_DIAG_ERROR, "%s: $: must be an object", path);
         goto done;
@@ -482,7 +801,7 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
     }
     if (reg) {
         m->registry_path = resolve(mdir, reg);
-        load_registry(m, m->registry_path, d);
+        load_registry(&L, m->registry_path);
     }
     const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "tasks");
     if (!cJSON_IsArray(tasks) || cJSON_GetArraySize(tasks) == 0) {
@@ -491,9 +810,11 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
         m->tasks = sg_xcalloc((size_t)cJSON_GetArraySize(tasks), sizeof *m->tasks);
         const cJSON *jt;
         int ti = 0;
-        cJSON_ArrayForEach(jt, tasks) parse_task(m, jt, ti++, mdir, deep, d);
+        cJSON_ArrayForEach(jt, tasks) parse_task(&L, jt, ti++);
     }
-    for (int t = 0; t < m->n_tasks; t++) m->n_units += m->tasks[t].n_shards;
+    m->unit_start = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *m->unit_start);
+    for (int t = 0; t < m->n_tasks; t++) m->unit_start[t + 1] = m->unit_start[t] + sg_task_n_units(&m->tasks[t]);
+    m->n_units = m->unit_start[m->n_tasks];
     if (sg_sha256_file(path, m->manifest_sha256, NULL) != SG_OK) memset(m->manifest_sha256, 0, sizeof m->manifest_sha256);
     {
         sg_sha256 c;
@@ -505,11 +826,19 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
         sg_sha256_hex(dig, m->config_hash);
     }
 done:
+    if (!m->unit_start) m->unit_start = sg_xcalloc(1, sizeof *m->unit_start);
+    loader_free(&L);
     free(mdir);
     free(bytes);
     cJSON_Delete(root);
     *out = m;
     return sg_diag_count(d, SG_DIAG_ERROR) > n_before ? SG_ERR_FORMAT : SG_OK;
+}
+
+static void free_map(char **keys, int *cls, int n) {
+    for (int k = 0; k < n; k++) free(keys[k]);
+    free(keys);
+    free(cls);
 }
 
 void sg_manifest_free(sg_manifest *m) {
@@ -532,17 +861,18 @@ void sg_manifest_free(sg_manifest *m) {
         for (int k = 0; k < t->n_classes; k++) free(t->class_ids[k]);
         free(t->class_ids);
         free(t->disease);
-        for (size_t s = 0; s < t->n_shards; s++) {
-            free(t->shards[s]);
-            free(t->shard_names[s]);
-        }
-        free(t->shards);
-        free(t->shard_names);
-        for (int k = 0; k < t->n_map; k++) free(t->map_keys[k]);
-        free(t->map_keys);
-        free(t->map_class);
+        free_map(t->map_keys, t->map_class, t->n_map);
+        free_map(t->open_set.map_keys, t->open_set.map_class, t->open_set.n_map);
     }
     free(m->tasks);
+    for (size_t f = 0; f < m->n_files; f++) {
+        free(m->files[f].path);
+        free(m->files[f].name);
+    }
+    free(m->files);
+    for (size_t i = 0; i < m->n_id_lists; i++) free(m->id_lists[i]);
+    free(m->id_lists);
+    free(m->unit_start);
     free(m->path);
     free(m->engine_path);
     free(m->registry_path);
@@ -550,16 +880,23 @@ void sg_manifest_free(sg_manifest *m) {
     free(m);
 }
 
-void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard) {
-    SG_ASSERT(u < m->n_units);
-    for (int t = 0; t < m->n_tasks; t++) {
-        if (u < m->tasks[t].n_shards) {
-            *task = t;
-            *shard = u;
-            return;
-        }
-        u -= m->tasks[t].n_shards;
-    }
-    SG_ASSERT(0);
+size_t sg_task_n_units(const sg_run_task *t) { return t->n_shards + t->open_set.n_ref_shards; }
+
+const sg_shard_file *sg_task_shard(const sg_manifest *m, const sg_run_task *t, size_t s) {
+    SG_ASSERT(s < sg_task_n_units(t));
+    return &m->files[s < t->n_shards ? t->shard[s] : t->ref_shard[s - t->n_shards]];
 }
 
+void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard) {
+    SG_ASSERT(u < m->n_units);
+    /* the last task whose first unit is <= u (tasks without units share a start) */
+    int lo = 0, hi = m->n_tasks - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (m->unit_start[mid] <= u) lo = mid;
+        else hi = mid - 1;
+    }
+    *task = lo;
+    *shard = u - m->unit_start[lo];
+    SG_ASSERT(*shard < sg_task_n_units(&m->tasks[lo]));
+}

@@ -14,6 +14,7 @@
  *      Returns SG_OK when no problem is of kind SG_DIAG_ERROR.
  *   2) sg_pipeline_run(m, &opts, comm, &res, &err)  units → part files,
  *      status.tsv, run.json (rank 0)
+ *      or sg_pipeline_plan(m, &opts, ranks, &plan, &err)  (one process, writes nothing)
  *   3) rank 0: sg_run_load_task(m, out, t, &rows, &err) per task (jobs/)
  *   4) sg_manifest_free(m); sg_diag_free(&d)
  *
@@ -72,6 +73,43 @@ typedef struct sg_disease {
 typedef enum sg_task_kind { SG_TASK_EVALUATE = 0, SG_TASK_SCREEN = 1 } sg_task_kind;
 const char *sg_task_kind_str(sg_task_kind k);
 
+/* Labels of prediction rows (sg_task_rows.label) and label maps (map_class). */
+#define SG_LABEL_UNKNOWN (-1) /* no label, or a label that maps to no class */
+#define SG_LABEL_NONE (-2)    /* labelled as none of the task's classes (open-set tasks only) */
+/* The class name open-set tasks write for rejected images and out-of-set labels. */
+#define SG_OPEN_SET_NONE "none"
+
+/* One shard file, shared by every task that lists it (the manifest keeps each once). */
+typedef struct sg_shard_file {
+    char *path; /* to open */
+    char *name; /* as written in outputs (relative to the manifest folder) */
+} sg_shard_file;
+
+typedef enum sg_open_rule {
+    SG_OPEN_RULE_AUTO = 0,    /* balanced when the reference holds out-of-set images, else accept */
+    SG_OPEN_RULE_ACCEPT = 1,  /* largest threshold keeping >= accept of in-set reference images */
+    SG_OPEN_RULE_BALANCED = 2 /* threshold maximizing (accept rate + reject rate) / 2 on the reference */
+} sg_open_rule;
+const char *sg_open_rule_str(sg_open_rule r);
+
+/* "open_set" of a task (docs/formats-manifest.md): images whose best class
+ * probability is below a threshold are reported as none of the classes. */
+typedef struct sg_open_set {
+    int enabled;
+    int fixed;           /* 1: "threshold" given */
+    double threshold;    /* the fixed threshold, or the default when neither fixed nor calibrated */
+    double accept;       /* accept rule: in-set reference fraction to keep (default 0.95) */
+    sg_open_rule rule;
+    size_t n_ref_shards; /* labelled reference shards (0: no calibration) */
+    char **map_keys;     /* (n_map) reference shard label → class, as sg_run_task.map_*; */
+    int *map_class;      /* (n_map) class index or SG_LABEL_NONE */
+    int n_map;           /* 0: the task's own labels (or integer k → class k) */
+} sg_open_set;
+
+/* (1 + 1/k) / 2: the threshold of an open-set task without reference data or
+ * "threshold" — halfway between chance (1/k) and certainty. */
+double sg_open_set_default_threshold(int k);
+
 typedef struct sg_run_task {
     char *id;
     sg_task_kind kind;
@@ -82,12 +120,14 @@ typedef struct sg_run_task {
     int shots;        /* exemplars used per class (the first `shots` of each entry) */
     int use_text;
     double threshold; /* operating point on each class's probability */
-    char **shards;    /* (n_shards) paths to open */
-    char **shard_names; /* (n_shards) as written in outputs (relative to the manifest folder) */
-    size_t n_shards;
+    const uint32_t *shard; /* (n_shards) index into sg_manifest.files; tasks that write the same
+                              "shards" string share one array */
+    size_t n_shards;  /* shards to evaluate or screen */
+    const uint32_t *ref_shard; /* (open_set.n_ref_shards) the open-set reference shards, likewise */
     char **map_keys; /* (n_map) shard labels (integer as text, or a string label) */
-    int *map_class;  /* (n_map) class index */
+    int *map_class;  /* (n_map) class index, or SG_LABEL_NONE (open-set tasks) */
     int n_map;       /* 0: an integer shard label k is class k */
+    sg_open_set open_set;
 } sg_run_task;
 
 typedef struct sg_manifest {
@@ -96,12 +136,17 @@ typedef struct sg_manifest {
     int n_diseases;
     sg_run_task *tasks;
     int n_tasks;
+    sg_shard_file *files; /* (n_files) every distinct shard file the tasks list */
+    size_t n_files;
+    uint32_t **id_lists;  /* (n_id_lists) the arrays sg_run_task.shard and ref_shard point into */
+    size_t n_id_lists;
     uint64_t seed;      /* bootstrap seed (default 1) */
     int bootstrap;      /* resamples (default 1000) */
     int batch;          /* images per forward (default 64) */
     char manifest_sha256[65], engine_sha256[65];
     char config_hash[65]; /* sha256(manifest bytes, engine sha256): parts of other configurations are redone */
-    size_t n_units;       /* sum of n_shards */
+    size_t n_units;       /* sum over tasks of n_shards + open_set.n_ref_shards */
+    size_t *unit_start;   /* (n_tasks + 1) first unit of each task */
 } sg_manifest;
 
 /* Loads and validates. deep = 1 also loads the engine (format and version),
@@ -110,8 +155,14 @@ typedef struct sg_manifest {
  * may be non-NULL with errors); free with sg_manifest_free. */
 sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_diag *diag);
 void sg_manifest_free(sg_manifest *m);
-/* Unit u (0 <= u < n_units) → task and shard index: units are ordered by task, then shard. */
+/* Unit u (0 <= u < n_units) → task and the task's unit index s: units are
+ * ordered by task, then the task's shards, then its open-set reference shards
+ * (s >= n_shards). O(log n_tasks). */
 void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard);
+/* Units of task t: n_shards + open_set.n_ref_shards. */
+size_t sg_task_n_units(const sg_run_task *t);
+/* The shard file of the task's unit s (0 <= s < sg_task_n_units). */
+const sg_shard_file *sg_task_shard(const sg_manifest *m, const sg_run_task *t, size_t s);
 
 /* ---- the run ---------------------------------------------------------------- */
 
@@ -143,8 +194,8 @@ void sg_run_result_free(sg_run_result *res);
 void sg_pipeline_install_signals(void);
 int sg_pipeline_stop_requested(void);
 
-/* Runs every unit (all ranks of comm call it). Rank 0 schedules (and works
- * itself when comm has one rank), writes status.tsv and run.json. Returns
+/* Runs every unit (all ranks of comm call it). Every rank works; rank 0 also
+ * schedules (between its own batches), writes status.tsv and run.json. Returns
  * SG_OK when the run folder could be written (unit failures are counted in
  * res, not returned). res is filled on rank 0. */
 sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm comm, sg_run_result *res,
@@ -155,13 +206,36 @@ sg_status sg_pipeline_finish_run_json(const sg_manifest *m, const sg_run_opts *o
 /* The run folder: o->out or m->output. */
 const char *sg_run_dir(const sg_manifest *m, const sg_run_opts *o);
 
+/* ---- planning without running (`sgps run --dry-run`) -------------------------- */
+
+typedef struct sg_run_plan {
+    int ranks;                 /* ranks planned for (every rank works; rank 0 also schedules) */
+    int tasks, tasks_open_set, tasks_calibrated;
+    size_t shard_files;        /* distinct shard files */
+    size_t units;              /* all units */
+    size_t units_reference;    /* of which open-set reference units */
+    size_t units_kept;         /* complete for this configuration (with resume), not rerun */
+    size_t units_to_run;
+    /* the schedule, simulated with equal unit costs */
+    size_t units_per_rank_min, units_per_rank_max;
+    size_t syntheses;          /* classifier syntheses over all ranks (task switches of a rank) */
+    double seconds_resume;     /* reading part headers (resume only) */
+    double seconds_schedule;   /* the simulated scheduling decisions */
+} sg_run_plan;
+
+/* Plans the run of m for `ranks` ranks (>= 1) and writes nothing: with
+ * o->resume, reads the header of each part file to find the units a resumed
+ * run would keep; then hands every other unit out through the run's own
+ * scheduler as if each unit took the same time. O(units + tasks). */
+sg_status sg_pipeline_plan(const sg_manifest *m, const sg_run_opts *o, int ranks, sg_run_plan *plan, sg_err *err);
+
 /* ---- reading a task's results back ------------------------------------------ */
 
 typedef struct sg_task_rows {
     size_t n;          /* prediction rows, in shard order then sample order */
     int k;             /* classes */
-    int *label;        /* (n) class index or -1 (unknown) */
-    int *pred;         /* (n) argmax class */
+    int *label;        /* (n) class index, SG_LABEL_UNKNOWN, or SG_LABEL_NONE (open-set tasks) */
+    int *pred;         /* (n) argmax class (rejection is applied by jobs/, not stored here) */
     float *score;      /* (n, k) class probabilities as written (6 decimals) */
     char **line;       /* (n) the CSV row as written in the part file, without newline */
     size_t units_ok, units_failed, units_missing;
@@ -170,8 +244,10 @@ typedef struct sg_task_rows {
 } sg_task_rows;
 
 /* Gathers the part files of task t from run folder dir (units of this
- * configuration only). */
+ * configuration only): its shards (sg_run_load_task) or its open-set
+ * reference shards (sg_run_load_reference). */
 sg_status sg_run_load_task(const sg_manifest *m, const char *dir, int t, sg_task_rows *rows, sg_err *err);
+sg_status sg_run_load_reference(const sg_manifest *m, const char *dir, int t, sg_task_rows *rows, sg_err *err);
 void sg_task_rows_free(sg_task_rows *r);
 /* The CSV header of predictions.csv for task t (with newline), malloc'd. */
 char *sg_run_predictions_header(const sg_manifest *m, int t);

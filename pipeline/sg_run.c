@@ -3,12 +3,20 @@
  * streaming inference over shards, and the run folder (docs/run-folder.md).
  *
  * Each finished unit leaves one part file, written atomically by the rank
- * that ran it: parts/<task>/<shard index>.part, a header line with the
- * configuration hash and the unit's status, then its prediction rows. A part
- * under its final name is complete by construction, which is what --resume
- * relies on; rows are merged in shard order by rank 0 afterwards, so the
- * outputs do not depend on which rank ran what, or when. The run folder must
- * be visible to every rank (a shared file system, as for any Slurm job). */
+ * that ran it: parts/<task>/<shard index>.part (open-set reference shards:
+ * parts/<task>/ref-<index>.part), a header line with the configuration hash
+ * and the unit's status, then its prediction rows. A part under its final
+ * name is complete by construction, which is what --resume relies on; rows
+ * are merged in shard order by rank 0 afterwards, so the outputs do not
+ * depend on which rank ran what, or when. The run folder must be visible to
+ * every rank (a shared file system, as for any Slurm job).
+ *
+ * Every rank works, rank 0 included: between its own batches rank 0 answers
+ * the other ranks' requests (MPI_Iprobe), and each other rank keeps one
+ * request outstanding while it works (it asks for its next unit when it
+ * starts one), so it does not wait for rank 0 to finish a batch. Units of a
+ * task go to the rank that already holds the task's classifier (squeue
+ * below), so a task is synthesized about once rather than once per rank. */
 #include "sg_pipeline.h"
 #include "sg_io.h"
 #include "sg_model.h"
@@ -18,6 +26,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -29,11 +38,14 @@
 /* Classifiers a rank keeps; units come task by task, so a few suffice even
  * for runs of thousands of tasks. */
 #define MAX_CACHED_CLASSIFIERS 16
+/* Requests a rank other than 0 keeps outstanding: the unit it runs and the next. */
+#define WORKER_REQUESTS 2
 
 enum { U_OK = 0, U_FAILED = 1, U_INTERRUPTED = 2, U_NOT_RUN = 3 };
 static const char *const unit_status_names[] = {"ok", "failed", "interrupted", "not-run"};
 
-/* What a rank tells rank 0 about one unit (plain bytes: ranks run the same binary). */
+/* What a rank tells rank 0 about one unit (plain bytes: ranks run the same
+ * binary). unit = -1: a request without a report. */
 typedef struct unit_report {
     int32_t unit, status, rank, resumed;
     uint64_t images, unmapped;
@@ -67,11 +79,17 @@ int sg_pipeline_stop_requested(void) { return stop_flag != 0; }
 const char *sg_run_dir(const sg_manifest *m, const sg_run_opts *o) { return o && o->out ? o->out : m->output; }
 
 static void part_path(const char *dir, const sg_run_task *t, size_t s, char *out, size_t n) {
-    snprintf(out, n, "%s/parts/%s/%06zu.part", dir, t->id, s);
+    if (s < t->n_shards) snprintf(out, n, "%s/parts/%s/%06zu.part", dir, t->id, s);
+    else snprintf(out, n, "%s/parts/%s/ref-%06zu.part", dir, t->id, s - t->n_shards);
 }
 
 static void task_dir(const char *dir, const sg_run_task *t, char *out, size_t n) {
     snprintf(out, n, "%s/tasks/%s", dir, t->id);
+}
+
+static int dir_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static void sanitize(char *s) {
@@ -107,20 +125,23 @@ static int part_parse(const uint8_t *data, size_t len, part_header *h) {
     const char *p = (const char *)data;
     const char *nl = memchr(p, '\n', len);
     if (!nl) return 0;
+    char line[1024];
+    size_t ll = (size_t)(nl - p) < sizeof line - 1 ? (size_t)(nl - p) : sizeof line - 1;
+    memcpy(line, p, ll);
+    line[ll] = 0;
     char st[32];
     int ver, used = 0;
-    unsigned long long im, um, sk[SG_SKIP__COUNT];
-    if (sscanf(p, "sgps-part %d %64s %31s %d %lf %llu %llu%n", &ver, h->config, st, &h->rank, &h->seconds, &im, &um,
+    unsigned long long im, um;
+    if (sscanf(line, "sgps-part %d %64s %31s %d %lf %llu %llu%n", &ver, h->config, st, &h->rank, &h->seconds, &im, &um,
                &used) != 7 ||
         ver != SG_RUN_PART_VERSION)
         return 0;
-    const char *q = p + used;
+    const char *q = line + used;
     for (int i = 0; i < SG_SKIP__COUNT; i++) {
         char *end;
-        sk[i] = strtoull(q, &end, 10);
+        h->skips[i] = strtoull(q, &end, 10);
         if (end == q) return 0;
         q = end;
-        h->skips[i] = sk[i];
     }
     h->images = im;
     h->unmapped = um;
@@ -150,6 +171,16 @@ static int part_read(const char *path, part_header *h, uint8_t **data, size_t *l
         free(d);
     }
     return ok;
+}
+
+/* The header lines only (what --resume needs): the first 4 KiB. */
+static int part_read_header(const char *path, part_header *h) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint8_t buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return part_parse(buf, n, h);
 }
 
 static sg_status part_write(const char *dir, const sg_manifest *m, const sg_run_task *t, size_t s,
@@ -235,6 +266,17 @@ typedef struct worker {
     uint64_t *cls_used;  /* (n_tasks) last use, for evicting the least recent */
     uint64_t clock;
     int n_cached;
+    void (*poll)(void *); /* rank 0: called between batches (answers the other ranks) */
+    void *poll_user;
+    /* the forward workspace and batch buffers, kept from unit to unit while
+     * the classifiers' architecture stays the same (allocating and faulting
+     * them in per unit cost more than a small unit's images) */
+    sg_ctx *ctx;
+    sg_arch ctx_arch;
+    float *x, *prob; /* (batch, C, H, W), (batch, K) */
+    size_t x_cap, prob_cap;
+    char **key;      /* (batch) */
+    int *label;      /* (batch) */
 } worker;
 
 static void worker_init(worker *w, const sg_manifest *m, const sg_run_opts *o, int rank) {
@@ -259,6 +301,40 @@ static void worker_free(worker *w) {
     free(w->cls_tried);
     free(w->cls_used);
     sg_engine_free(w->engine);
+    sg_ctx_free(w->ctx);
+    free(w->x);
+    free(w->prob);
+    free(w->key);
+    free(w->label);
+}
+
+/* The workspace for classifier c at batch B (every classifier of a run has batch B). */
+static sg_ctx *worker_ctx(worker *w, const sg_classifier *c, int B) {
+    if (!w->ctx || memcmp(&w->ctx_arch, &c->arch, sizeof c->arch) != 0) {
+        sg_ctx_free(w->ctx);
+        w->ctx = sg_ctx_create(&c->arch, B);
+        w->ctx_arch = c->arch;
+    }
+    size_t in = (size_t)B * c->arch.in_c * c->arch.in_h * c->arch.in_w, pk = (size_t)B * c->n_classes;
+    if (in > w->x_cap) {
+        free(w->x);
+        w->x = sg_xalloc_floats(in);
+        w->x_cap = in;
+    }
+    if (pk > w->prob_cap) {
+        free(w->prob);
+        w->prob = sg_xalloc_floats(pk);
+        w->prob_cap = pk;
+    }
+    if (!w->key) {
+        w->key = sg_xcalloc((size_t)B, sizeof *w->key);
+        w->label = sg_xcalloc((size_t)B, sizeof *w->label);
+    }
+    return w->ctx;
+}
+
+static void worker_poll(worker *w) {
+    if (w->poll) w->poll(w->poll_user);
 }
 
 /* The task's classifier, synthesized on first use and saved as
@@ -272,6 +348,7 @@ static const sg_classifier *worker_classifier(worker *w, int t, const char **why
             snprintf(w->engine_err, sizeof w->engine_err, "engine: %.1000s", err.msg);
             w->engine = NULL;
         }
+        worker_poll(w);
     }
     if (!w->engine) {
         *why = w->engine_err;
@@ -301,6 +378,7 @@ static const sg_classifier *worker_classifier(worker *w, int t, const char **why
             if (sg_mkdir_p(td, &err) != SG_OK || sg_classifier_save(w->cls[t], path, &err) != SG_OK)
                 sg_log(SG_LOG_WARN, "%s", err.msg);
         }
+        worker_poll(w);
     }
     *why = w->cls_err[t];
     return w->cls[t];
@@ -317,18 +395,29 @@ static int classifier_current(const sg_manifest *m, const char *dir, int t) {
     return ok;
 }
 
-static int map_label(const sg_run_task *t, const sg_sample *s) {
-    if (t->n_map == 0) return s->label >= 0 && s->label < t->n_classes ? s->label : -1;
+/* The class of a sample's label: a class index, SG_LABEL_NONE (mapped to
+ * null in an open-set task) or SG_LABEL_UNKNOWN. Reference shards use the
+ * open-set labels when given, else the task's. */
+static int map_label(const sg_run_task *t, const sg_sample *s, int reference) {
+    char *const *keys = t->map_keys;
+    const int *cls = t->map_class;
+    int n = t->n_map;
+    if (reference && t->open_set.n_map) {
+        keys = t->open_set.map_keys;
+        cls = t->open_set.map_class;
+        n = t->open_set.n_map;
+    }
+    if (n == 0) return s->label >= 0 && s->label < t->n_classes ? s->label : SG_LABEL_UNKNOWN;
     char num[32];
     if (s->label >= 0) {
         snprintf(num, sizeof num, "%d", s->label);
-        for (int i = 0; i < t->n_map; i++)
-            if (strcmp(t->map_keys[i], num) == 0) return t->map_class[i];
+        for (int i = 0; i < n; i++)
+            if (strcmp(keys[i], num) == 0) return cls[i];
     }
     if (s->label_str)
-        for (int i = 0; i < t->n_map; i++)
-            if (strcmp(t->map_keys[i], s->label_str) == 0) return t->map_class[i];
-    return -1;
+        for (int i = 0; i < n; i++)
+            if (strcmp(keys[i], s->label_str) == 0) return cls[i];
+    return SG_LABEL_UNKNOWN;
 }
 
 static void sleep_s(double s) {
@@ -358,7 +447,8 @@ static void batch_flush(batch *b, const sg_classifier *c, sg_ctx *ctx, const sg_
         csv_field(rows, b->key[i]);
         sg_buf_append(rows, ",", 1);
         csv_field(rows, shard_name);
-        sg_buf_printf(rows, ",%s,%s", b->label[i] >= 0 ? t->class_ids[b->label[i]] : "", t->class_ids[best]);
+        const char *lab = b->label[i] >= 0 ? t->class_ids[b->label[i]] : b->label[i] == SG_LABEL_NONE ? SG_OPEN_SET_NONE : "";
+        sg_buf_printf(rows, ",%s,%s", lab, t->class_ids[best]);
         for (int k = 0; k < K; k++) sg_buf_printf(rows, ",%.6f", (double)p[k]);
         sg_buf_append(rows, "\n", 1);
         free(b->key[i]);
@@ -373,6 +463,8 @@ static void run_unit(worker *w, size_t u, unit_report *r) {
     size_t si;
     sg_manifest_unit(m, u, &ti, &si);
     const sg_run_task *t = &m->tasks[ti];
+    const sg_shard_file *sf = sg_task_shard(m, t, si);
+    int reference = si >= t->n_shards, labelled = reference || t->kind == SG_TASK_EVALUATE;
     memset(r, 0, sizeof *r);
     r->unit = (int32_t)u;
     r->rank = w->rank;
@@ -396,28 +488,28 @@ static void run_unit(worker *w, size_t u, unit_report *r) {
         ro.min_h = c->arch.in_h;
         ro.log_skips = 0;
         sg_err err;
-        sg_shard_reader *rd = sg_shard_reader_open(t->shards[si], &ro, &err);
+        sg_shard_reader *rd = sg_shard_reader_open(sf->path, &ro, &err);
         if (!rd) {
             r->status = U_FAILED;
             snprintf(r->msg, sizeof r->msg, "%.760s", err.msg);
         } else {
-            int B = m->batch, K = c->n_classes;
+            int B = m->batch;
             size_t in = (size_t)c->arch.in_c * c->arch.in_h * c->arch.in_w;
-            batch b = {0, B, sg_xalloc_floats((size_t)B * in), sg_xcalloc((size_t)B, sizeof(char *)),
-                       sg_xcalloc((size_t)B, sizeof(int)), sg_xalloc_floats((size_t)B * K)};
-            sg_ctx *ctx = sg_ctx_create(&c->arch, B);
+            sg_ctx *ctx = worker_ctx(w, c, B);
+            batch b = {0, B, w->x, w->key, w->label, w->prob};
             sg_sample *s;
             sg_status st;
             while ((st = sg_shard_reader_next(rd, &s)) == SG_OK && s) {
                 sg_image_to_tensor(&s->img, c->arch.in_h, c->arch.in_w, c->mean, c->std, b.x + (size_t)b.n * in);
                 b.key[b.n] = sg_xstrdup(s->key);
-                b.label[b.n] = t->kind == SG_TASK_EVALUATE ? map_label(t, s) : -1;
-                if (t->kind == SG_TASK_EVALUATE && b.label[b.n] < 0) r->unmapped++;
+                b.label[b.n] = labelled ? map_label(t, s, reference) : SG_LABEL_UNKNOWN;
+                if (labelled && b.label[b.n] == SG_LABEL_UNKNOWN) r->unmapped++;
                 b.n++;
                 r->images++;
                 if (b.n == B) {
-                    batch_flush(&b, c, ctx, t, t->shard_names[si], &rows);
+                    batch_flush(&b, c, ctx, t, sf->name, &rows);
                     if (w->o->unit_delay_s > 0) sleep_s(w->o->unit_delay_s);
+                    worker_poll(w);
                     if (sg_pipeline_stop_requested()) break;
                 }
             }
@@ -428,19 +520,17 @@ static void run_unit(worker *w, size_t u, unit_report *r) {
                 r->status = U_FAILED;
                 snprintf(r->msg, sizeof r->msg, "%s", sg_status_str(st));
             } else {
-                batch_flush(&b, c, ctx, t, t->shard_names[si], &rows);
+                batch_flush(&b, c, ctx, t, sf->name, &rows);
                 sg_shard_reader_skips(rd, r->skips);
                 if (sg_shard_reader_status(rd, &err) != SG_OK) {
                     r->status = U_FAILED;
                     snprintf(r->msg, sizeof r->msg, "shard unreadable: %.700s", err.msg);
                 }
             }
-            for (int i = 0; i < b.n; i++) free(b.key[i]);
-            free(b.x);
-            free(b.key);
-            free(b.label);
-            free(b.prob);
-            sg_ctx_free(ctx);
+            for (int i = 0; i < b.n; i++) {
+                free(b.key[i]);
+                b.key[i] = NULL;
+            }
             sg_shard_reader_free(rd);
         }
     }
@@ -453,7 +543,8 @@ static void run_unit(worker *w, size_t u, unit_report *r) {
         }
     }
     if (r->status == U_FAILED)
-        sg_log(SG_LOG_WARN, "unit %s / %s failed: %s", t->id, t->shard_names[si], r->msg);
+        sg_log(SG_LOG_WARN, "unit %s / %s%s failed: %s", t->id, sf->name, reference ? " (open-set reference)" : "",
+               r->msg);
     sg_buf_free(&rows);
 }
 
@@ -475,30 +566,166 @@ static int recv_poll(void *buf, int n, int src, int tag, MPI_Comm comm, MPI_Stat
     return 1;
 }
 
+/* ---- the scheduler's queue: which unit a rank gets next ----
+ *
+ * A rank keeps getting units of the task it had last while that task has
+ * units left (its classifier is cached there); a rank whose task is done
+ * opens the next task nobody has started; once every task is started it
+ * joins the started task with the most units left (ties: the lowest task).
+ * So a task is synthesized about once, plus once per rank that joins it at
+ * the end, instead of once per rank. Every decision is O(1) amortized: units
+ * kept by --resume are skipped once, and a join scans the started tasks that
+ * still have units, at most one per rank. */
+
+typedef struct squeue {
+    const sg_manifest *m;
+    const uint8_t *keep; /* (n_units bits) units not to run, or NULL */
+    size_t *cursor;      /* (n_tasks) next unit of the task to look at */
+    size_t *left;        /* (n_tasks) units of the task still to hand out */
+    int next_task;       /* tasks below it have been started */
+    int *active;         /* started tasks, possibly done (dropped lazily) */
+    int n_active;
+    size_t remaining;
+} squeue;
+
+static int bit_get(const uint8_t *b, size_t i) { return b && ((b[i >> 3] >> (i & 7)) & 1); }
+static void bit_set(uint8_t *b, size_t i) { b[i >> 3] = (uint8_t)(b[i >> 3] | (1u << (i & 7))); }
+
+static void sq_init(squeue *q, const sg_manifest *m, const uint8_t *keep) {
+    memset(q, 0, sizeof *q);
+    q->m = m;
+    q->keep = keep;
+    q->cursor = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *q->cursor);
+    q->left = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *q->left);
+    q->active = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *q->active);
+    for (int t = 0; t < m->n_tasks; t++) {
+        size_t n = sg_task_n_units(&m->tasks[t]);
+        if (!keep) q->left[t] = n;
+        else
+            for (size_t s = 0; s < n; s++) q->left[t] += !bit_get(keep, m->unit_start[t] + s);
+        q->remaining += q->left[t];
+    }
+}
+
+static void sq_free(squeue *q) {
+    free(q->cursor);
+    free(q->left);
+    free(q->active);
+}
+
+static size_t sq_take(squeue *q, int t) {
+    size_t base = q->m->unit_start[t];
+    while (bit_get(q->keep, base + q->cursor[t])) q->cursor[t]++;
+    q->left[t]--;
+    q->remaining--;
+    return base + q->cursor[t]++;
+}
+
+/* The next unit for a rank whose last unit was of task *task (-1: none);
+ * *task becomes the unit's task. -1 when no unit is left. */
+static int64_t sq_next(squeue *q, int *task) {
+    if (!q->remaining) return -1;
+    int t = *task;
+    if (t < 0 || !q->left[t]) {
+        while (q->next_task < q->m->n_tasks && !q->left[q->next_task]) q->next_task++;
+        if (q->next_task < q->m->n_tasks) {
+            t = q->next_task++;
+            q->active[q->n_active++] = t;
+        } else {
+            int best = -1, keep_n = 0;
+            for (int i = 0; i < q->n_active; i++) {
+                int a = q->active[i];
+                if (!q->left[a]) continue;
+                q->active[keep_n++] = a;
+                if (best < 0 || q->left[a] > q->left[best] || (q->left[a] == q->left[best] && a < best)) best = a;
+            }
+            q->n_active = keep_n;
+            if (best < 0) return -1;
+            t = best;
+        }
+    }
+    *task = t;
+    return (int64_t)sq_take(q, t);
+}
+
 /* ---- rank 0 bookkeeping ---- */
+
+/* Rank 0's record of one unit: 32 bytes, the rare details (skips, unmapped
+ * labels, a message) aside, so that runs of millions of units fit. */
+typedef struct unit_rec {
+    uint64_t images;
+    double seconds;
+    int32_t rank;
+    uint32_t extra; /* index + 1 into sched.extra, 0: none */
+    uint8_t status, resumed;
+} unit_rec;
+
+typedef struct unit_extra {
+    uint64_t unmapped, skips[SG_SKIP__COUNT];
+    char *msg;
+} unit_extra;
 
 typedef struct sched {
     const sg_manifest *m;
     const sg_run_opts *o;
-    unit_report *rep; /* (n_units) */
-    size_t todo_n, done_n;
+    MPI_Comm comm;
+    int size;
+    unit_rec *rec; /* (n_units) */
+    unit_extra *extra;
+    size_t n_extra, cap_extra;
+    squeue q;
+    int *last_task;  /* (size) task of the last unit handed to each rank */
+    int *ended;      /* (size) "no more units" answers sent to each rank */
+    size_t todo_n, done_n, failed_n;
     uint64_t images;
     double t0, last_print, last_status;
-    int stop;
+    int stop, mpi_failed;
 } sched;
 
-static sg_status write_status(const sg_manifest *m, const char *dir, const unit_report *rep, sg_err *err);
+static sg_status write_status(const sched *s, const char *dir, sg_err *err);
+
+static void sched_free(sched *s) {
+    for (size_t i = 0; i < s->n_extra; i++) free(s->extra[i].msg);
+    free(s->extra);
+    free(s->rec);
+    free(s->last_task);
+    free(s->ended);
+    sq_free(&s->q);
+}
+
+static void rec_set(sched *s, const unit_report *r) {
+    unit_rec *x = &s->rec[r->unit];
+    x->images = r->images;
+    x->seconds = r->seconds;
+    x->rank = r->rank;
+    x->status = (uint8_t)r->status;
+    x->resumed = (uint8_t)r->resumed;
+    int any = r->unmapped != 0 || r->msg[0] != 0;
+    for (int i = 0; i < SG_SKIP__COUNT; i++) any |= r->skips[i] != 0;
+    if (!any && !x->extra) return;
+    if (!x->extra) {
+        if (s->n_extra == s->cap_extra) {
+            s->cap_extra = s->cap_extra ? 2 * s->cap_extra : 256;
+            s->extra = sg_xrealloc(s->extra, s->cap_extra * sizeof *s->extra);
+        }
+        memset(&s->extra[s->n_extra], 0, sizeof *s->extra);
+        x->extra = (uint32_t)++s->n_extra;
+    }
+    unit_extra *e = &s->extra[x->extra - 1];
+    e->unmapped = r->unmapped;
+    memcpy(e->skips, r->skips, sizeof e->skips);
+    free(e->msg);
+    e->msg = r->msg[0] ? sg_xstrdup(r->msg) : NULL;
+}
 
 static void progress(sched *s, int force) {
     double now = sg_now();
     if (!s->o->progress || (!force && now - s->last_print < 2.0)) return;
     s->last_print = now;
     double el = now - s->t0;
-    size_t failed = 0;
-    for (size_t u = 0; u < s->m->n_units; u++) failed += s->rep[u].status == U_FAILED && !s->rep[u].resumed;
     double eta = s->done_n ? el / (double)s->done_n * (double)(s->todo_n - s->done_n) : 0;
     sg_log(SG_LOG_INFO, "units %zu/%zu (%zu failed), %llu images, %.0f images/s, ETA %.0f s", s->done_n, s->todo_n,
-           failed, (unsigned long long)s->images, el > 0 ? (double)s->images / el : 0.0, eta);
+           s->failed_n, (unsigned long long)s->images, el > 0 ? (double)s->images / el : 0.0, eta);
 }
 
 /* status.tsv every 30 s while the run goes, so a long job can be watched. */
@@ -507,10 +734,10 @@ static void status_checkpoint(sched *s) {
     if (now - s->last_status < 30.0) return;
     s->last_status = now;
     sg_err err;
-    if (write_status(s->m, sg_run_dir(s->m, s->o), s->rep, &err) != SG_OK) sg_log(SG_LOG_WARN, "%s", err.msg);
+    if (write_status(s, sg_run_dir(s->m, s->o), &err) != SG_OK) sg_log(SG_LOG_WARN, "%s", err.msg);
 }
 
-static void sched_idle(void *u) {
+static void sched_tick(void *u) {
     sched *s = u;
     if (sg_pipeline_stop_requested()) s->stop = 1;
     progress(s, 0);
@@ -518,13 +745,44 @@ static void sched_idle(void *u) {
 }
 
 static void sched_record(sched *s, const unit_report *r) {
-    s->rep[r->unit] = *r;
+    rec_set(s, r);
     s->done_n++;
     s->images += r->images;
+    if (r->status == U_FAILED) s->failed_n++;
     if (r->status == U_INTERRUPTED) s->stop = 1;
     if (r->status == U_FAILED && s->o->fail_fast) s->stop = 1;
     progress(s, 0);
     status_checkpoint(s);
+}
+
+/* Rank 0 with other ranks: answers every report/request waiting, without blocking. */
+static void sched_serve(void *u) {
+    sched *s = u;
+    for (;;) {
+        int flag = 0;
+        MPI_Status st;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, TAG_REPORT, s->comm, &flag, &st) != MPI_SUCCESS) {
+            s->mpi_failed = s->stop = 1;
+            break;
+        }
+        if (!flag) break;
+        unit_report r;
+        if (MPI_Recv(&r, (int)sizeof r, MPI_BYTE, st.MPI_SOURCE, TAG_REPORT, s->comm, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            s->mpi_failed = s->stop = 1;
+            break;
+        }
+        int src = st.MPI_SOURCE;
+        if (r.unit >= 0 && (size_t)r.unit < s->m->n_units) sched_record(s, &r);
+        if (sg_pipeline_stop_requested()) s->stop = 1;
+        int64_t a = s->stop ? -1 : sq_next(&s->q, &s->last_task[src]);
+        int32_t a32 = (int32_t)a;
+        if (a < 0) s->ended[src]++;
+        if (MPI_Send(&a32, 1, MPI_INT32_T, src, TAG_ASSIGN, s->comm) != MPI_SUCCESS) {
+            s->mpi_failed = s->stop = 1;
+            break;
+        }
+    }
+    sched_tick(s);
 }
 
 static void skips_str(const uint64_t *sk, uint64_t unmapped, char *out, size_t n) {
@@ -539,24 +797,28 @@ static void skips_str(const uint64_t *sk, uint64_t unmapped, char *out, size_t n
     if (!o) snprintf(out, n, "-");
 }
 
-static sg_status write_status(const sg_manifest *m, const char *dir, const unit_report *rep, sg_err *err) {
+static sg_status write_status(const sched *s, const char *dir, sg_err *err) {
+    const sg_manifest *m = s->m;
     sg_buf b = {0};
     sg_buf_printf(&b, "task\tshard\tstatus\trank\tseconds\timages\tskipped\tmessage\n");
-    for (size_t u = 0; u < m->n_units; u++) {
-        int ti;
-        size_t si;
-        sg_manifest_unit(m, u, &ti, &si);
-        const unit_report *r = &rep[u];
-        char sk[512], msg[sizeof r->msg];
-        skips_str(r->skips, r->unmapped, sk, sizeof sk);
-        memcpy(msg, r->msg, sizeof msg);
-        sanitize(msg);
-        char rank[16];
-        if (r->status == U_NOT_RUN) snprintf(rank, sizeof rank, "-");
-        else snprintf(rank, sizeof rank, "%d", r->rank);
-        sg_buf_printf(&b, "%s\t%s\t%s\t%s\t%.3f\t%llu\t%s\t%s\n", m->tasks[ti].id, m->tasks[ti].shard_names[si],
-                      unit_status_names[r->status], rank, r->seconds, (unsigned long long)r->images, sk,
-                      msg[0] ? msg : "-");
+    static const uint64_t no_skips[SG_SKIP__COUNT];
+    for (int ti = 0; ti < m->n_tasks; ti++) {
+        const sg_run_task *t = &m->tasks[ti];
+        size_t nu = sg_task_n_units(t);
+        for (size_t si = 0; si < nu; si++) {
+            const unit_rec *r = &s->rec[m->unit_start[ti] + si];
+            const unit_extra *e = r->extra ? &s->extra[r->extra - 1] : NULL;
+            char sk[512], msg[1024];
+            skips_str(e ? e->skips : no_skips, e ? e->unmapped : 0, sk, sizeof sk);
+            snprintf(msg, sizeof msg, "%s", e && e->msg ? e->msg : "-");
+            sanitize(msg);
+            char rank[16];
+            if (r->status == U_NOT_RUN) snprintf(rank, sizeof rank, "-");
+            else snprintf(rank, sizeof rank, "%d", r->rank);
+            sg_buf_printf(&b, "%s\t%s%s\t%s\t%s\t%.3f\t%llu\t%s\t%s\n", t->id, sg_task_shard(m, t, si)->name,
+                          si >= t->n_shards ? " (open-set reference)" : "", unit_status_names[r->status], rank,
+                          r->seconds, (unsigned long long)r->images, sk, msg);
+        }
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/status.tsv", dir);
@@ -681,6 +943,56 @@ static void remove_final_outputs(const sg_manifest *m, const char *dir) {
         }
 }
 
+/* Rank 0 before a run (and a dry run): marks in keep the units whose part
+ * file is complete for this configuration (o->resume), recording them in s
+ * when given; without resume, removes stale part files unless dry. Folders
+ * parts/<task>/ that do not exist are not looked into, so a first run costs
+ * one stat per task. */
+static int plan_keep(const sg_manifest *m, const sg_run_opts *o, const char *dir, int dry, uint8_t *keep, sched *s,
+                     size_t *n_kept, sg_err *err) {
+    *n_kept = 0;
+    for (int ti = 0; ti < m->n_tasks; ti++) {
+        const sg_run_task *t = &m->tasks[ti];
+        char pd[4200];
+        snprintf(pd, sizeof pd, "%s/parts/%s", dir, t->id);
+        if (!dir_exists(pd)) continue;
+        size_t nu = sg_task_n_units(t);
+        for (size_t si = 0; si < nu; si++) {
+            size_t u = m->unit_start[ti] + si;
+            char pp[4200];
+            part_path(dir, t, si, pp, sizeof pp);
+            part_header h;
+            if (o->resume) {
+                if (part_read_header(pp, &h) && strcmp(h.config, m->config_hash) == 0 &&
+                    (h.status == U_OK || !o->retry_failed)) {
+                    bit_set(keep, u);
+                    (*n_kept)++;
+                    if (s) {
+                        unit_report r;
+                        memset(&r, 0, sizeof r);
+                        r.unit = (int32_t)u;
+                        r.status = h.status;
+                        r.rank = h.rank;
+                        r.seconds = h.seconds;
+                        r.images = h.images;
+                        r.unmapped = h.unmapped;
+                        memcpy(r.skips, h.skips, sizeof r.skips);
+                        r.resumed = 1;
+                        snprintf(r.msg, sizeof r.msg, "%.700s%s(from an earlier run)", h.msg, h.msg[0] ? " " : "");
+                        rec_set(s, &r);
+                    }
+                }
+                continue;
+            }
+            if (!dry && unlink(pp) != 0 && errno != ENOENT) {
+                sg_err_set(err, SG_ERR_IO, "%s: cannot remove: %s", pp, strerror(errno));
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm comm, sg_run_result *res,
                           sg_err *err) {
     int rank, size;
@@ -695,52 +1007,37 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
 
     /* rank 0: what is already done, the run folder, run.json (end null) */
     int ok = 1;
-    size_t *todo = NULL;
-    sched s = {m, o, NULL, 0, 0, 0, t0, t0, t0, 0};
+    uint8_t *keep = NULL;
+    sched s;
+    memset(&s, 0, sizeof s);
+    s.m = m;
+    s.o = o;
+    s.comm = comm;
+    s.size = size;
+    s.t0 = s.last_print = s.last_status = t0;
     if (rank == 0) {
         iso_now(res->start, sizeof res->start);
-        s.rep = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *s.rep);
-        todo = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *todo);
+        s.rec = sg_xcalloc(m->n_units ? m->n_units : 1, sizeof *s.rec);
+        for (size_t u = 0; u < m->n_units; u++) s.rec[u].status = U_NOT_RUN;
+        keep = sg_xcalloc(m->n_units / 8 + 1, 1);
+        s.last_task = sg_xmalloc((size_t)size * sizeof *s.last_task);
+        for (int i = 0; i < size; i++) s.last_task[i] = -1;
+        s.ended = sg_xcalloc((size_t)size, sizeof *s.ended);
         if (sg_mkdir_p(dir, err) != SG_OK || write_run_json(m, o, res, 0, err) != SG_OK) ok = 0;
         if (ok) remove_final_outputs(m, dir);
-        for (size_t u = 0; ok && u < m->n_units; u++) {
-            int ti;
-            size_t si;
-            sg_manifest_unit(m, u, &ti, &si);
-            char pp[4200];
-            part_path(dir, &m->tasks[ti], si, pp, sizeof pp);
-            part_header h;
-            unit_report *r = &s.rep[u];
-            r->unit = (int32_t)u;
-            r->status = U_NOT_RUN;
-            if (o->resume && part_read(pp, &h, NULL, NULL) && strcmp(h.config, m->config_hash) == 0 &&
-                (h.status == U_OK || !o->retry_failed)) {
-                r->status = h.status;
-                r->rank = h.rank;
-                r->seconds = h.seconds;
-                r->images = h.images;
-                r->unmapped = h.unmapped;
-                memcpy(r->skips, h.skips, sizeof r->skips);
-                r->resumed = 1;
-                snprintf(r->msg, sizeof r->msg, "%.700s%s(from an earlier run)", h.msg, h.msg[0] ? " " : "");
-                res->units_resumed++;
-                continue;
-            }
-            if (!o->resume && unlink(pp) != 0 && errno != ENOENT) {
-                sg_err_set(err, SG_ERR_IO, "%s: cannot remove: %s", pp, strerror(errno));
-                ok = 0;
-            }
-            todo[s.todo_n++] = u;
-        }
+        size_t kept = 0;
+        if (ok && !plan_keep(m, o, dir, 0, keep, &s, &kept, err)) ok = 0;
+        res->units_resumed = kept;
+        sq_init(&s.q, m, keep);
+        s.todo_n = s.q.remaining;
         if (ok && o->progress)
             sg_log(SG_LOG_INFO, "%zu units (%d tasks), %zu to run, %zu done earlier; %d rank%s%s", m->n_units,
-                   m->n_tasks, s.todo_n, (size_t)res->units_resumed, size, size > 1 ? "s" : "",
-                   size > 1 ? " (rank 0 schedules)" : "");
+                   m->n_tasks, s.todo_n, kept, size, size > 1 ? "s" : "", size > 1 ? " (rank 0 also schedules)" : "");
     }
     MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
     if (!ok) {
-        free(s.rep);
-        free(todo);
+        sched_free(&s);
+        free(keep);
         if (rank == 0) return SG_ERR_IO;
         return sg_err_set(err, SG_ERR_IO, "rank 0 could not prepare the run folder");
     }
@@ -748,57 +1045,72 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
     worker w;
     worker_init(&w, m, o, rank);
     int mpi_failed = 0;
-    if (size == 1) {
-        for (size_t i = 0; i < s.todo_n && !s.stop; i++) {
-            if (sg_pipeline_stop_requested()) {
-                s.stop = 1;
-                break;
-            }
-            unit_report r;
-            run_unit(&w, todo[i], &r);
-            sched_record(&s, &r);
-        }
-    } else if (rank == 0) {
-        size_t next = 0;
-        int active = size - 1;
-        while (active > 0) {
-            unit_report r;
-            MPI_Status st;
-            if (!recv_poll(&r, (int)sizeof r, MPI_ANY_SOURCE, TAG_REPORT, comm, &st, sched_idle, &s)) {
-                mpi_failed = 1;
-                break;
-            }
-            if (r.unit >= 0 && (size_t)r.unit < m->n_units) sched_record(&s, &r);
+    if (rank == 0) {
+        w.poll = size > 1 ? sched_serve : sched_tick;
+        w.poll_user = &s;
+        int own = -1;
+        for (;;) {
+            if (size > 1) sched_serve(&s);
             if (sg_pipeline_stop_requested()) s.stop = 1;
-            int32_t a = !s.stop && next < s.todo_n ? (int32_t)todo[next++] : -1;
-            MPI_Send(&a, 1, MPI_INT32_T, st.MPI_SOURCE, TAG_ASSIGN, comm);
-            if (a < 0) active--;
+            int64_t a = s.stop ? -1 : sq_next(&s.q, &own);
+            if (a >= 0) {
+                unit_report r;
+                run_unit(&w, (size_t)a, &r);
+                sched_record(&s, &r);
+                continue;
+            }
+            if (size == 1 || s.mpi_failed) break;
+            int all = 1;
+            for (int i = 1; i < size; i++) all &= s.ended[i] >= WORKER_REQUESTS;
+            if (all) break;
+            sleep_s(0.002);
         }
+        w.poll = NULL;
+        mpi_failed = s.mpi_failed;
     } else {
         unit_report r;
         memset(&r, 0, sizeof r);
         r.unit = -1;
-        for (;;) {
-            MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_REPORT, comm);
+        r.rank = rank;
+        int outstanding = 0;
+        for (int i = 0; i < WORKER_REQUESTS && !mpi_failed; i++) {
+            if (MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_REPORT, comm) != MPI_SUCCESS) mpi_failed = 1;
+            else outstanding++;
+        }
+        while (!mpi_failed) {
             int32_t a;
             MPI_Status st;
-            if (!recv_poll(&a, (int)sizeof a, 0, TAG_ASSIGN, comm, &st, NULL, NULL) || a < 0) break;
+            if (!recv_poll(&a, (int)sizeof a, 0, TAG_ASSIGN, comm, &st, NULL, NULL)) {
+                mpi_failed = 1;
+                break;
+            }
+            outstanding--;
+            if (a < 0) break;
             run_unit(&w, (size_t)a, &r);
+            if (MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_REPORT, comm) != MPI_SUCCESS) mpi_failed = 1;
+            else outstanding++;
+        }
+        /* the answers still owed are "no more units" too (rank 0 never takes that back) */
+        while (!mpi_failed && outstanding > 0) {
+            int32_t a;
+            MPI_Status st;
+            if (!recv_poll(&a, (int)sizeof a, 0, TAG_ASSIGN, comm, &st, NULL, NULL)) mpi_failed = 1;
+            outstanding--;
         }
     }
 
     sg_status ret = SG_OK;
     if (rank == 0) {
         if (sg_pipeline_stop_requested()) s.stop = 1;
-        /* classifiers no rank wrote in this run (all units resumed, or P > 1 and
-         * rank 0 only scheduled): rewrite unless the file is of this configuration */
+        /* classifiers no rank wrote in this run (all units resumed, or the
+         * task ran elsewhere): rewrite unless the file is of this configuration */
         for (int t = 0; t < m->n_tasks && !s.stop; t++)
             if (!w.cls_tried[t] && !classifier_current(m, dir, t)) {
                 const char *why;
                 worker_classifier(&w, t, &why);
             }
         for (size_t u = 0; u < m->n_units; u++) {
-            const unit_report *r = &s.rep[u];
+            const unit_rec *r = &s.rec[u];
             if (r->status == U_OK) res->units_ok++;
             else if (r->status == U_FAILED) res->units_failed++;
             else res->units_not_run++;
@@ -808,13 +1120,69 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
         res->units_total = m->n_units;
         res->seconds = sg_now() - t0;
         progress(&s, 1);
-        ret = write_status(m, dir, s.rep, err);
+        ret = write_status(&s, dir, err);
         if (mpi_failed) ret = sg_err_set(err, SG_ERR_MPI, "rank 0: receiving a unit report failed; status.tsv has what was done");
     }
     worker_free(&w);
-    free(s.rep);
-    free(todo);
+    sched_free(&s);
+    free(keep);
     return ret;
+}
+
+/* ---- planning ---- */
+
+sg_status sg_pipeline_plan(const sg_manifest *m, const sg_run_opts *o, int ranks, sg_run_plan *p, sg_err *err) {
+    memset(p, 0, sizeof *p);
+    if (ranks < 1) return sg_err_set(err, SG_ERR_ARG, "a plan needs at least one rank, got %d", ranks);
+    p->ranks = ranks;
+    p->tasks = m->n_tasks;
+    p->shard_files = m->n_files;
+    p->units = m->n_units;
+    for (int t = 0; t < m->n_tasks; t++) {
+        const sg_open_set *os = &m->tasks[t].open_set;
+        p->tasks_open_set += os->enabled;
+        p->tasks_calibrated += os->enabled && os->n_ref_shards > 0;
+        p->units_reference += os->n_ref_shards;
+    }
+    uint8_t *keep = sg_xcalloc(m->n_units / 8 + 1, 1);
+    double t0 = sg_now();
+    if (o->resume && !plan_keep(m, o, sg_run_dir(m, o), 1, keep, NULL, &p->units_kept, err)) {
+        free(keep);
+        return SG_ERR_IO;
+    }
+    p->seconds_resume = sg_now() - t0;
+    p->units_to_run = p->units - p->units_kept;
+
+    /* the run's own queue, every rank asking in turn (equal unit costs) */
+    squeue q;
+    sq_init(&q, m, o->resume ? keep : NULL);
+    int *last = sg_xmalloc((size_t)ranks * sizeof *last);
+    size_t *count = sg_xcalloc((size_t)ranks, sizeof *count);
+    for (int r = 0; r < ranks; r++) last[r] = -1;
+    t0 = sg_now();
+    for (int r = 0, live = ranks; live > 0; r = (r + 1) % ranks) {
+        if (last[r] == -2) continue;
+        int t = last[r];
+        if (sq_next(&q, &t) < 0) {
+            last[r] = -2;
+            live--;
+            continue;
+        }
+        if (t != last[r]) p->syntheses++;
+        last[r] = t;
+        count[r]++;
+    }
+    p->seconds_schedule = sg_now() - t0;
+    p->units_per_rank_min = p->units_per_rank_max = count[0];
+    for (int r = 1; r < ranks; r++) {
+        if (count[r] < p->units_per_rank_min) p->units_per_rank_min = count[r];
+        if (count[r] > p->units_per_rank_max) p->units_per_rank_max = count[r];
+    }
+    free(last);
+    free(count);
+    sq_free(&q);
+    free(keep);
+    return SG_OK;
 }
 
 /* ---- reading results back ---- */
@@ -832,16 +1200,20 @@ char *sg_run_predictions_header(const sg_manifest *m, int ti) {
 static int class_index(const sg_run_task *t, const char *s, size_t n) {
     for (int k = 0; k < t->n_classes; k++)
         if (strlen(t->class_ids[k]) == n && memcmp(t->class_ids[k], s, n) == 0) return k;
-    return -1;
+    if (t->open_set.enabled && n == strlen(SG_OPEN_SET_NONE) && memcmp(s, SG_OPEN_SET_NONE, n) == 0)
+        return SG_LABEL_NONE;
+    return SG_LABEL_UNKNOWN;
 }
 
-sg_status sg_run_load_task(const sg_manifest *m, const char *dir, int ti, sg_task_rows *rows, sg_err *err) {
+/* The rows of task ti's units s0 <= s < s1. */
+static sg_status load_rows(const sg_manifest *m, const char *dir, int ti, size_t s0, size_t s1, sg_task_rows *rows,
+                           sg_err *err) {
     const sg_run_task *t = &m->tasks[ti];
     memset(rows, 0, sizeof *rows);
     int K = t->n_classes;
     rows->k = K;
     size_t cap = 0;
-    for (size_t si = 0; si < t->n_shards; si++) {
+    for (size_t si = s0; si < s1; si++) {
         char pp[4200];
         part_path(dir, t, si, pp, sizeof pp);
         part_header h;
@@ -888,15 +1260,16 @@ sg_status sg_run_load_task(const sg_manifest *m, const char *dir, int ti, sg_tas
                         q = c;
                     }
                 }
-                if (bad) {
+                int pred = bad ? SG_LABEL_UNKNOWN : class_index(t, fs[1], fl[1]);
+                if (bad || pred < 0) {
                     sg_err_set(err, SG_ERR_FORMAT, "%s: malformed row", pp);
                     free(data);
                     sg_task_rows_free(rows);
                     return SG_ERR_FORMAT;
                 }
                 size_t r = rows->n++;
-                rows->label[r] = fl[0] ? class_index(t, fs[0], fl[0]) : -1;
-                rows->pred[r] = class_index(t, fs[1], fl[1]);
+                rows->label[r] = fl[0] ? class_index(t, fs[0], fl[0]) : SG_LABEL_UNKNOWN;
+                rows->pred[r] = pred;
                 for (int k = 0; k < K; k++) rows->score[r * (size_t)K + (size_t)k] = strtof(fs[2 + k], NULL);
                 rows->line[r] = sg_xmalloc(ll + 1);
                 memcpy(rows->line[r], p, ll);
@@ -907,6 +1280,15 @@ sg_status sg_run_load_task(const sg_manifest *m, const char *dir, int ti, sg_tas
         free(data);
     }
     return SG_OK;
+}
+
+sg_status sg_run_load_task(const sg_manifest *m, const char *dir, int ti, sg_task_rows *rows, sg_err *err) {
+    return load_rows(m, dir, ti, 0, m->tasks[ti].n_shards, rows, err);
+}
+
+sg_status sg_run_load_reference(const sg_manifest *m, const char *dir, int ti, sg_task_rows *rows, sg_err *err) {
+    const sg_run_task *t = &m->tasks[ti];
+    return load_rows(m, dir, ti, t->n_shards, sg_task_n_units(t), rows, err);
 }
 
 void sg_task_rows_free(sg_task_rows *r) {

@@ -3,7 +3,9 @@
  * shards written with the io writer (labelled and unlabelled), and a manifest
  * with an N-way evaluate task, a disease-vs-reference task with string labels
  * and a screening task. Options add faults: a truncated shard, a task whose
- * exemplar is corrupt. Shared by the Criterion tests and sg_pipeline_fixture. */
+ * exemplar is corrupt; open_set adds labelled reference shards and open-set
+ * tasks over the two diseases, where the third (blue) class is out of set.
+ * Shared by the Criterion tests and sg_pipeline_fixture. */
 #ifndef SG_PIPELINE_FIXTURES_H
 #define SG_PIPELINE_FIXTURES_H
 
@@ -24,6 +26,7 @@ typedef struct fxp_opts {
     int corrupt_shard;   /* index of a labelled shard to truncate, or -1 */
     int bad_exemplar;    /* 1: add a task whose disease has a corrupt exemplar */
     int batch;           /* manifest "batch" (default 16) */
+    int open_set;        /* 1: reference shards shards/ref-00000{0,1}.tar and four open-set tasks */
 } fxp_opts;
 
 static inline void fxp_opts_default(fxp_opts *o) {
@@ -32,6 +35,7 @@ static inline void fxp_opts_default(fxp_opts *o) {
     o->corrupt_shard = -1;
     o->bad_exemplar = 0;
     o->batch = 16;
+    o->open_set = 0;
 }
 
 static inline void fxp_png_write(png_structp p, png_bytep d, png_size_t n) {
@@ -241,10 +245,36 @@ static inline void fxp_make_world(const char *dir, const fxp_opts *o) {
                   "    {\"id\": \"screen-b\", \"kind\": \"screen\", \"classes\": [\"orpha:2\", \"ref:normal\"],"
                   " \"reference\": \"ref:normal\", \"shots\": 3, \"shards\": \"shards/cohort-{000000..000001}.tar.zst\","
                   " \"threshold\": 0.5}%s\n",
-                  o->batch, o->shards - 1, o->shards - 1, o->bad_exemplar ? "," : "");
+                  o->batch, o->shards - 1, o->shards - 1, o->bad_exemplar || o->open_set ? "," : "");
     if (o->bad_exemplar)
         sg_buf_printf(&m, "    {\"id\": \"broken\", \"kind\": \"evaluate\", \"classes\": [\"orpha:9\", \"ref:normal\"],"
-                          " \"shots\": 1, \"shards\": \"shards/lab-{000000..000001}.tar\"}\n");
+                          " \"shots\": 1, \"shards\": \"shards/lab-{000000..000001}.tar\"}%s\n",
+                      o->open_set ? "," : "");
+    if (o->open_set) {
+        for (int s = 0; s < 2; s++) {
+            char name[64];
+            snprintf(name, sizeof name, "shards/ref-%06d.tar", s);
+            p = fxp_path(dir, name);
+            fxp_write_shard(p, 70 + s, o->samples, 1);
+            free(p);
+        }
+        /* labels: .json string "a"/"b"/"n" on the evaluated shards, .cls 0/1/2 on the reference */
+        sg_buf_printf(&m,
+                      "    {\"id\": \"open-eval\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                      " \"shots\": 2, \"shards\": \"shards/lab-{000000..%06d}.tar\","
+                      " \"labels\": {\"a\": \"orpha:1\", \"b\": \"orpha:2\", \"n\": null},"
+                      " \"open_set\": {\"reference\": \"shards/ref-{000000..000001}.tar\","
+                      " \"labels\": {\"0\": 0, \"1\": \"orpha:2\", \"2\": null}}},\n"
+                      "    {\"id\": \"open-screen\", \"kind\": \"screen\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                      " \"shots\": 2, \"shards\": \"shards/cohort-{000000..000001}.tar.zst\", \"threshold\": 0.5,"
+                      " \"open_set\": {\"reference\": \"shards/ref-000000.tar\", \"accept\": 0.9}},\n"
+                      "    {\"id\": \"open-default\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                      " \"shots\": 2, \"shards\": \"shards/lab-{000000..%06d}.tar\","
+                      " \"labels\": {\"a\": \"orpha:1\", \"b\": \"orpha:2\", \"n\": null}, \"open_set\": true},\n"
+                      "    {\"id\": \"open-fixed\", \"kind\": \"screen\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                      " \"shots\": 2, \"shards\": \"shards/cohort-{000000..000001}.tar.zst\", \"open_set\": {\"threshold\": 0.9}}\n",
+                      o->shards - 1, o->shards - 1);
+    }
     sg_buf_printf(&m, "  ]\n}\n");
     p = fxp_path(dir, "manifest.json");
     fxp_write(p, m.data, m.len);

@@ -51,8 +51,11 @@ Test(pipeline, manifest_good) {
     cr_assert_eq(t->use_text, 0);
     cr_assert_float_eq(t->threshold, 0.4, 1e-12);
     cr_assert_eq(t->n_map, 2);
-    cr_assert_str_eq(t->shard_names[3], "shards/lab-000003.tar");
-    cr_assert(strstr(t->shards[3], dir) == t->shards[3], "shard paths resolve against the manifest folder");
+    cr_assert_str_eq(sg_task_shard(m, t, 3)->name, "shards/lab-000003.tar");
+    const char *sp = sg_task_shard(m, t, 3)->path;
+    cr_assert(strstr(sp, dir) == sp, "shard paths resolve against the manifest folder");
+    cr_assert_eq(m->n_files, 6, "the two evaluate tasks share their 4 shard files");
+    cr_assert_eq(t->shard[3], m->tasks[0].shard[3]);
     cr_assert_str_eq(m->tasks[0].class_ids[2], "ref:normal");
     cr_assert_eq(m->tasks[0].map_class[2], 2);
     int ti;
