@@ -4,7 +4,9 @@
  * convolution GFLOP/s, the share of this machine's SGEMM peak (measured in
  * the same run at the same thread count), a per-layer breakdown, and the
  * PyTorch peer (bench/forward_torch.py, same network) when /usr/bin/python3
- * can import torch.
+ * can import torch. Each conv line says which implementation ran (direct, or
+ * im2col + SGEMM: see model/sg_layers.c; the direct kernel is used only when
+ * OpenBLAS runs on one thread).
  *
  * usage: bench_forward [--batch N] [--reps R] [--threads 1,2] [--no-torch] */
 #include "sg_model_impl.h"
@@ -105,9 +107,15 @@ int main(int argc, char **argv) {
     printf("%-8s %10s %10s %11s %11s %10s %11s %13s %8s\n", "threads", "images/s", "conv GF/s", "sgemm1024",
            "sgemm conv", "% peak", "torch nchw", "torch ch_last", "ratio");
     sg_net_profile prof[8];
+    int direct[8][SG_MAX_LAYERS] = {{0}};
     for (int ti = 0; ti < nthreads; ti++) {
         int t = threads[ti];
         openblas_set_num_threads(t);
+        for (int i = 0; i < a.n_layers; i++) {
+            const sg_layer *l = &a.layers[i];
+            sg_conv2d_cfg cc = {l->cin, l->cout, l->k, l->stride, l->pad};
+            direct[ti][i] = l->kind == SG_LAYER_CONV2D && sg_conv2d_uses_direct(&cc);
+        }
         double peak = sgemm_gflops(1024, 1024, 1024), convpk = sgemm_gflops(64, 4096, 576);
         sg_net_forward(&a, ctx, p, st, x, batch, 0); /* warm-up */
         double best = 1e30;
@@ -150,8 +158,8 @@ int main(int argc, char **argv) {
             printf("  %2d %-10s %3dx%-3d %8.2f ms %5.1f%%", i, sg_layer_kind_name(l->kind), l->out_h, l->out_w,
                    prof[ti].secs[i] * 1e3, 100 * prof[ti].secs[i] / total);
             if (l->kind == SG_LAYER_CONV2D)
-                printf("  %6.1f GFLOP/s", 2.0 * l->cout * l->cin * l->k * l->k * l->out_h * l->out_w * batch /
-                                              prof[ti].secs[i] * 1e-9);
+                printf("  %6.1f GFLOP/s  %s", 2.0 * l->cout * l->cin * l->k * l->k * l->out_h * l->out_w * batch /
+                                                  prof[ti].secs[i] * 1e-9, direct[ti][i] ? "direct" : "im2col");
             printf("\n");
         }
         printf("  by kind:");

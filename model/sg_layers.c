@@ -1,12 +1,33 @@
 /* sg_layers.c — the layer ops: forward and backward side by side, same
- * argument order. Convolution is im2col + cblas_sgemm; for small feature
- * maps several images share one GEMM so that its N dimension stays large.
- * Every backward accumulates (+=) into its gradient outputs. */
+ * argument order. Every backward accumulates (+=) into its gradient outputs.
+ *
+ * Convolution forward has two implementations:
+ *  - direct (AVX2+FMA builds, stride 1, kernel > 1, OpenBLAS on one thread):
+ *    the input is copied into a zero-padded plane per channel, and a register
+ *    tile of 6 output channels × 16 pixels accumulates w[o][c,ki,kj] ·
+ *    x_pad[pixel + offset(c, ki, kj)] over all taps, reading the padded
+ *    input directly: no im2col matrix, no GEMM packing, and the norm, ReLU
+ *    and 2×2 max pool are applied to the tile while it is in registers. This
+ *    wins most where im2col + SGEMM is weakest: few input channels (K = 27
+ *    for RGB), small maps (short GEMMs), and the epilogue pass.
+ *  - im2col + cblas_sgemm otherwise; for small feature maps several images
+ *    share one GEMM so that its N dimension stays large. With several BLAS
+ *    threads this path is used because the direct kernel is single-threaded
+ *    and OpenBLAS parallelizes the GEMM.
+ * Backward is always im2col + SGEMM. */
 #include "sg_model_impl.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SG_CONV_DIRECT 1
+#else
+#define SG_CONV_DIRECT 0
+#endif
 
 int sg_conv2d_out_size(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
 
@@ -20,6 +41,8 @@ static int conv_group(int n, int p) {
 
 static int conv_is_pointwise(const sg_conv2d_cfg *c) { return c->k == 1 && c->stride == 1 && c->pad == 0; }
 
+static size_t direct_work_floats(const sg_conv2d_cfg *c, int h, int w);
+
 size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
     size_t p = (size_t)oh * ow;
@@ -27,7 +50,9 @@ size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     size_t kk = (size_t)c->cin * c->k * c->k;
     /* forward: col + out (+ one padded input image); backward: col + dcol + dy gathered */
     size_t padded = (size_t)c->cin * (h + 2 * c->pad) * (w + 2 * c->pad);
-    return 2 * kk * g * p + (size_t)c->cout * g * p + (padded > kk * g * p ? padded : 0) + 16;
+    size_t gemm = 2 * kk * g * p + (size_t)c->cout * g * p + (padded > kk * g * p ? padded : 0) + 16;
+    size_t direct = direct_work_floats(c, h, w);
+    return gemm > direct ? gemm : direct;
 }
 
 /* col (cin*k*k, ld) at column offset: rows are (c, ki, kj), columns output
@@ -104,8 +129,9 @@ static void col2im(const float *restrict col, size_t ld, int cin, int h, int w, 
             }
 }
 
-void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
-                       const float *restrict wt, const float *restrict b, float *restrict y, float *restrict work) {
+void sg_conv2d_forward_im2col(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                              const float *restrict wt, const float *restrict b, float *restrict y,
+                              float *restrict work) {
     int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
     SG_ASSERT(oh > 0 && ow > 0);
     int p = oh * ow;
@@ -143,25 +169,49 @@ void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float 
     }
 }
 
-/* Epilogue of the fused eval conv for one output plane src (oh, ow): affine,
- * ReLU, and optionally the 2×2/2 max pool. The affine is applied before the
- * max because a negative scale reverses the order. */
-static void conv_epilogue(const float *restrict src, int oh, int ow, float sc, float sh, int relu, int pool2,
-                          float *restrict dst) {
-    const float lo = relu ? 0.0f : -INFINITY;
+/* Epilogue of the fused eval conv for one output plane src (oh rows of ow,
+ * row stride ls): affine, ReLU, and optionally the 2×2/2 max pool. The
+ * affine is applied before the max because a negative scale reverses the
+ * order. Without ReLU and pool it is a plain y = x·sc + sh (NaNs pass). */
+static void conv_epilogue(const float *restrict src, size_t ls, int oh, int ow, float sc, float sh, int relu,
+                          int pool2, float *restrict dst) {
     if (!pool2) {
-        size_t p = (size_t)oh * ow;
-        for (size_t q = 0; q < p; q++) {
-            float v = src[q] * sc + sh;
-            dst[q] = v > lo ? v : lo;
+        for (int i = 0; i < oh; i++) {
+            const float *restrict r = src + (size_t)i * ls;
+            float *restrict d = dst + (size_t)i * ow;
+            if (relu)
+                for (int j = 0; j < ow; j++) {
+                    float v = r[j] * sc + sh;
+                    d[j] = v > 0.0f ? v : 0.0f;
+                }
+            else
+                for (int j = 0; j < ow; j++) d[j] = r[j] * sc + sh;
         }
         return;
     }
+    const float lo = relu ? 0.0f : -INFINITY;
     int ph = (oh - 2) / 2 + 1, pw = (ow - 2) / 2 + 1;
     for (int i = 0; i < ph; i++) {
-        const float *restrict r0 = src + (size_t)(2 * i) * ow, *restrict r1 = r0 + ow;
+        const float *restrict r0 = src + (size_t)(2 * i) * ls, *restrict r1 = r0 + ls;
         float *restrict d = dst + (size_t)i * pw;
-        for (int j = 0; j < pw; j++) {
+        int j = 0;
+#if SG_CONV_DIRECT
+        /* 8 pooled outputs from 16 columns of two rows: the compiler does
+         * not vectorize the stride-2 column pairs. */
+        const __m256 vs = _mm256_set1_ps(sc), vh = _mm256_set1_ps(sh), vlo = _mm256_set1_ps(lo);
+        for (; j + 8 <= pw; j += 8) {
+            __m256 m0 = _mm256_max_ps(_mm256_fmadd_ps(_mm256_loadu_ps(r0 + 2 * j), vs, vh),
+                                      _mm256_fmadd_ps(_mm256_loadu_ps(r1 + 2 * j), vs, vh));
+            __m256 m1 = _mm256_max_ps(_mm256_fmadd_ps(_mm256_loadu_ps(r0 + 2 * j + 8), vs, vh),
+                                      _mm256_fmadd_ps(_mm256_loadu_ps(r1 + 2 * j + 8), vs, vh));
+            /* even/odd columns within each 128-bit lane, then the 64-bit pairs back in order */
+            __m256 m = _mm256_max_ps(_mm256_shuffle_ps(m0, m1, _MM_SHUFFLE(2, 0, 2, 0)),
+                                     _mm256_shuffle_ps(m0, m1, _MM_SHUFFLE(3, 1, 3, 1)));
+            m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(m), _MM_SHUFFLE(3, 1, 2, 0)));
+            _mm256_storeu_ps(d + j, _mm256_max_ps(m, vlo));
+        }
+#endif
+        for (; j < pw; j++) {
             float a = r0[2 * j] * sc + sh, b = r0[2 * j + 1] * sc + sh;
             float c = r1[2 * j] * sc + sh, e = r1[2 * j + 1] * sc + sh;
             float m0 = a > b ? a : b, m1 = c > e ? c : e, m = m0 > m1 ? m0 : m1;
@@ -170,9 +220,10 @@ static void conv_epilogue(const float *restrict src, int oh, int ow, float sc, f
     }
 }
 
-void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
-                             const float *restrict wt, const float *restrict scale, const float *restrict shift,
-                             int relu, int pool2, float *restrict y, float *restrict work) {
+void sg_conv2d_forward_fused_im2col(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                                    const float *restrict wt, const float *restrict scale,
+                                    const float *restrict shift, int relu, int pool2, float *restrict y,
+                                    float *restrict work) {
     int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
     SG_ASSERT(oh > 0 && ow > 0 && (!pool2 || (oh >= 2 && ow >= 2)));
     int p = oh * ow;
@@ -206,9 +257,256 @@ void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const 
                     0.0f, out, (int)ld);
         for (int j = 0; j < gn; j++)
             for (int o = 0; o < c->cout; o++)
-                conv_epilogue(out + (size_t)o * ld + (size_t)j * p, oh, ow, scale ? scale[o] : 1.0f,
+                conv_epilogue(out + (size_t)o * ld + (size_t)j * p, (size_t)ow, oh, ow, scale ? scale[o] : 1.0f,
                               shift ? shift[o] : 0.0f, relu, pool2, y + (i0 + j) * out_sz + (size_t)o * op);
     }
+}
+
+/* ---- direct convolution (stride 1) ---- */
+
+#define DIRECT_CB 6 /* output channels per register tile: 6 × 2 vectors = 12 accumulators */
+
+typedef struct direct_geom {
+    int hp, wp, oh, ow;   /* zero-padded input and output sizes */
+    int kk, cbn;          /* taps (cin·k·k), channel blocks */
+    size_t ps;            /* floats per padded plane */
+    size_t xp_f, wpk_f;   /* work segments (floats) */
+} direct_geom;
+
+static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
+
+static direct_geom direct_geometry(const sg_conv2d_cfg *c, int h, int w) {
+    direct_geom g;
+    g.hp = h + 2 * c->pad;
+    g.wp = w + 2 * c->pad;
+    g.oh = g.hp - c->k + 1;
+    g.ow = g.wp - c->k + 1;
+    g.kk = c->cin * c->k * c->k;
+    g.cbn = (c->cout + DIRECT_CB - 1) / DIRECT_CB;
+    g.ps = (size_t)g.hp * g.wp;
+    /* A tile's pixels may run past its row end (into the next row:
+     * computed, never stored), and its taps past the last plane by less
+     * than wp + 16 floats (a two-row tile on the last, odd row). */
+    g.xp_f = round16((size_t)c->cin * g.ps + (size_t)g.wp + 16);
+    g.wpk_f = round16((size_t)g.cbn * DIRECT_CB * g.kk);
+    return g;
+}
+
+static size_t direct_work_floats(const sg_conv2d_cfg *c, int h, int w) {
+    if (c->stride != 1 || c->k < 2) return 0;
+    direct_geom g = direct_geometry(c, h, w);
+    /* + scale and shift per (padded) channel, + offsets (int32) */
+    return g.xp_f + g.wpk_f + round16(2 * (size_t)g.cbn * DIRECT_CB) + round16((size_t)g.kk);
+}
+
+static int conv_use_direct(const sg_conv2d_cfg *c) {
+#if SG_CONV_DIRECT
+    return c->stride == 1 && c->k >= 2 && openblas_get_num_threads() == 1;
+#else
+    (void)c;
+    return 0;
+#endif
+}
+
+#if SG_CONV_DIRECT
+/* The first n (≤ 8) floats of v to d. */
+static inline void store_first(float *d, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(d, v);
+        return;
+    }
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(d, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), v);
+}
+
+/* One register tile: cb (≤ DIRECT_CB) output channels × two vectors of 8
+ * pixels, vector 1 starting d1 floats after vector 0 in the padded input
+ * (8: 16 pixels of one row; wp: the same 8 columns of the next row). Then
+ * the epilogue from registers: v·scale + shift, ReLU, and with pool the 2×2
+ * max of the two rows' column pairs (4 outputs per channel).
+ * Stores per channel c at y + c·ys: without pool n0 floats of vector 0 at
+ * +0 and n1 of vector 1 at +y1; with pool n0 (≤ 4) pooled floats.
+ * The accumulators are named variables: an array of vectors stays in memory
+ * with GCC 12. cb and pool are constants after inlining. */
+#define DIRECT_FMA(r)                                                                                                \
+    if (cb > (r)) {                                                                                                  \
+        b = _mm256_broadcast_ss(w + (r));                                                                            \
+        a##r##0 = _mm256_fmadd_ps(x0, b, a##r##0);                                                                   \
+        a##r##1 = _mm256_fmadd_ps(x1, b, a##r##1);                                                                   \
+    }
+#define DIRECT_OUT(r)                                                                                                \
+    if (cb > (r)) direct_out(pool, relu, a##r##0, a##r##1, sc[r], sh[r], y + (r) * ys, y1, n0, n1);
+
+static inline __attribute__((always_inline)) void direct_out(int pool, int relu, __m256 v0, __m256 v1, float sc,
+                                                             float sh, float *restrict y, size_t y1, int n0,
+                                                             int n1) {
+    const __m256 s = _mm256_set1_ps(sc), h = _mm256_set1_ps(sh), zero = _mm256_setzero_ps();
+    v0 = _mm256_fmadd_ps(v0, s, h);
+    v1 = _mm256_fmadd_ps(v1, s, h);
+    if (!pool) {
+        if (relu) {
+            v0 = _mm256_max_ps(v0, zero);
+            v1 = _mm256_max_ps(v1, zero);
+        }
+        store_first(y, v0, n0);
+        if (n1 > 0) store_first(y + y1, v1, n1);
+        return;
+    }
+    /* The affine comes before the max: a negative scale reverses the order. */
+    __m256 m = _mm256_max_ps(v0, v1);
+    m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
+    m = _mm256_permutevar8x32_ps(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    if (relu) m = _mm256_max_ps(m, zero);
+    /* masked stores are slow on Zen: the common full case is a plain one */
+    if (n0 >= 4) _mm_storeu_ps(y, _mm256_castps256_ps128(m));
+    else store_first(y, m, n0);
+}
+
+static inline __attribute__((always_inline)) void direct_tile(int cb, int pool, int relu, int kk,
+                                                              const float *restrict x, size_t d1,
+                                                              const int *restrict offs, const float *restrict w,
+                                                              const float *restrict sc, const float *restrict sh,
+                                                              float *restrict y, size_t ys, size_t y1, int n0,
+                                                              int n1) {
+    const __m256 z = _mm256_setzero_ps();
+    __m256 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z, a40 = z, a41 = z, a50 = z,
+           a51 = z;
+    for (int t = 0; t < kk; t++, w += DIRECT_CB) {
+        const float *xs = x + offs[t];
+        __m256 x0 = _mm256_loadu_ps(xs), x1 = _mm256_loadu_ps(xs + d1), b;
+        DIRECT_FMA(0)
+        DIRECT_FMA(1)
+        DIRECT_FMA(2)
+        DIRECT_FMA(3)
+        DIRECT_FMA(4)
+        DIRECT_FMA(5)
+    }
+    DIRECT_OUT(0)
+    DIRECT_OUT(1)
+    DIRECT_OUT(2)
+    DIRECT_OUT(3)
+    DIRECT_OUT(4)
+    DIRECT_OUT(5)
+}
+
+typedef void (*direct_tile_fn)(int kk, const float *x, size_t d1, const int *offs, const float *w, const float *sc,
+                               const float *sh, float *y, size_t ys, size_t y1, int n0, int n1);
+#define DIRECT_VARIANT(cb, pool, relu)                                                                               \
+    static void direct_tile_##cb##_##pool##_##relu(int kk, const float *x, size_t d1, const int *offs,             \
+                                                   const float *w, const float *sc, const float *sh, float *y,       \
+                                                   size_t ys, size_t y1, int n0, int n1) {                           \
+        direct_tile(cb, pool, relu, kk, x, d1, offs, w, sc, sh, y, ys, y1, n0, n1);                                  \
+    }
+#define DIRECT_VARIANTS(cb)                                                                                          \
+    DIRECT_VARIANT(cb, 0, 0) DIRECT_VARIANT(cb, 0, 1) DIRECT_VARIANT(cb, 1, 0) DIRECT_VARIANT(cb, 1, 1)
+DIRECT_VARIANTS(1)
+DIRECT_VARIANTS(2)
+DIRECT_VARIANTS(3)
+DIRECT_VARIANTS(4)
+DIRECT_VARIANTS(5)
+DIRECT_VARIANTS(6)
+#define DIRECT_ROW_OF(cb)                                                                                            \
+    {direct_tile_##cb##_0_0, direct_tile_##cb##_0_1, direct_tile_##cb##_1_0, direct_tile_##cb##_1_1}
+static const direct_tile_fn direct_tiles[DIRECT_CB][4] = {DIRECT_ROW_OF(1), DIRECT_ROW_OF(2), DIRECT_ROW_OF(3),
+                                                          DIRECT_ROW_OF(4), DIRECT_ROW_OF(5), DIRECT_ROW_OF(6)};
+
+/* Same contract as sg_conv2d_forward_fused, for stride 1. Images one at a
+ * time: copy into the zero-padded layout, then tile by tile (16 pixels:
+ * one row × 16 columns, or two rows × 8 columns when pooling or when rows
+ * are short) over all channel blocks, so the tile's input window stays in
+ * L1 while the packed weights stream from L2. No output scratch: each
+ * tile's epilogue stores straight into y. */
+static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                        const float *restrict wt, const float *restrict scale, const float *restrict shift, int relu,
+                        int pool2, float *restrict y, float *restrict work) {
+    direct_geom g = direct_geometry(c, h, w);
+    SG_ASSERT(c->stride == 1 && g.oh > 0 && g.ow > 0 && (!pool2 || (g.oh >= 2 && g.ow >= 2)));
+    SG_ASSERT(g.xp_f < (size_t)INT_MAX); /* tap offsets are int */
+    const int k = c->k, kk = g.kk, cout = c->cout;
+    float *xp = work, *wpk = xp + g.xp_f, *sc = wpk + g.wpk_f, *sh = sc + (size_t)g.cbn * DIRECT_CB;
+    int *offs = (int *)(sc + round16(2 * (size_t)g.cbn * DIRECT_CB));
+    for (int ch = 0; ch < c->cin; ch++)
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) offs[(ch * k + ki) * k + kj] = (int)(ch * g.ps + (size_t)ki * g.wp + kj);
+    /* (cbn, kk, DIRECT_CB); channels past cout get zero weights and are not stored */
+    for (int b = 0; b < g.cbn; b++)
+        for (int r = 0; r < DIRECT_CB; r++) {
+            int o = b * DIRECT_CB + r;
+            float *restrict d = wpk + (size_t)b * DIRECT_CB * kk + r;
+            for (int t = 0; t < kk; t++) d[(size_t)t * DIRECT_CB] = o < cout ? wt[(size_t)o * kk + t] : 0.0f;
+        }
+    for (int o = 0; o < g.cbn * DIRECT_CB; o++) {
+        sc[o] = scale && o < cout ? scale[o] : 1.0f;
+        sh[o] = shift && o < cout ? shift[o] : 0.0f;
+    }
+    /* Borders and slack once; each image overwrites only the interior. */
+    memset(xp, 0, sizeof(float) * g.xp_f);
+    size_t in_sz = (size_t)c->cin * h * w;
+    int ow = g.ow, pw = pool2 ? ow / 2 : ow, ph = pool2 ? g.oh / 2 : g.oh;
+    size_t op = (size_t)ph * pw, out_sz = (size_t)cout * op;
+    int two_rows = pool2 || ow <= 8; /* 16-pixel tiles as 2 rows × 8 columns */
+    for (int im = 0; im < n; im++) {
+        const float *xi = x + im * in_sz;
+        float *yi = y + im * out_sz;
+        /* A plain loop, not a memcpy call per (short) row. */
+        for (int ch = 0; ch < c->cin; ch++)
+            for (int i = 0; i < h; i++) {
+                float *restrict d = xp + ch * g.ps + (size_t)(i + c->pad) * g.wp + c->pad;
+                const float *restrict src = xi + ((size_t)ch * h + i) * w;
+                for (int j = 0; j < w; j++) d[j] = src[j];
+            }
+        int rstep = two_rows ? 2 : 1, cstep = two_rows ? 8 : 16, cend = pool2 ? 2 * pw : ow;
+        for (int r = 0; r < (pool2 ? 2 * ph : g.oh); r += rstep)
+            for (int j = 0; j < cend; j += cstep) {
+                const float *xt = xp + (size_t)r * g.wp + j;
+                size_t d1 = two_rows ? (size_t)g.wp : 8, y1 = two_rows ? (size_t)ow : 8;
+                float *yt;
+                int n0, n1;
+                if (pool2) {
+                    yt = yi + (size_t)(r / 2) * pw + j / 2;
+                    n0 = (cend - j) / 2;
+                    n1 = 0;
+                } else if (two_rows) {
+                    yt = yi + (size_t)r * ow + j;
+                    n0 = ow - j < 8 ? ow - j : 8;
+                    n1 = r + 1 < g.oh ? n0 : 0;
+                } else {
+                    yt = yi + (size_t)r * ow + j;
+                    n0 = ow - j < 8 ? ow - j : 8;
+                    n1 = ow - j - 8 < 8 ? ow - j - 8 : 8;
+                }
+                for (int b = 0; b < g.cbn; b++) {
+                    int cb = cout - b * DIRECT_CB < DIRECT_CB ? cout - b * DIRECT_CB : DIRECT_CB;
+                    direct_tiles[cb - 1][2 * pool2 + (relu != 0)](kk, xt, d1, offs, wpk + (size_t)b * DIRECT_CB * kk,
+                                                                 sc + b * DIRECT_CB, sh + b * DIRECT_CB,
+                                                                 yt + (size_t)b * DIRECT_CB * op, op, y1, n0, n1);
+                }
+            }
+    }
+}
+#else
+static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                        const float *restrict wt, const float *restrict scale, const float *restrict shift, int relu,
+                        int pool2, float *restrict y, float *restrict work) {
+    (void)c, (void)n, (void)h, (void)w, (void)x, (void)wt, (void)scale, (void)shift, (void)relu, (void)pool2;
+    (void)y, (void)work;
+    SG_ASSERT(!"direct convolution not compiled in");
+}
+#endif
+
+int sg_conv2d_uses_direct(const sg_conv2d_cfg *c) { return conv_use_direct(c); }
+
+void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                       const float *restrict wt, const float *restrict b, float *restrict y, float *restrict work) {
+    if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, NULL, b, 0, 0, y, work);
+    else sg_conv2d_forward_im2col(c, n, h, w, x, wt, b, y, work);
+}
+
+void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                             const float *restrict wt, const float *restrict scale, const float *restrict shift,
+                             int relu, int pool2, float *restrict y, float *restrict work) {
+    if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work);
+    else sg_conv2d_forward_fused_im2col(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work);
 }
 
 void sg_conv2d_backward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,

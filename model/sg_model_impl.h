@@ -16,6 +16,20 @@ void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const 
                              const float *restrict wt, const float *restrict scale, const float *restrict shift,
                              int relu, int pool2, float *restrict y, float *restrict work);
 
+/* The im2col + SGEMM forwards, same contracts as sg_conv2d_forward and
+ * sg_conv2d_forward_fused: what those run when the direct path does not
+ * apply, and the reference the tests hold the direct path to. */
+void sg_conv2d_forward_im2col(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                              const float *restrict wt, const float *restrict b, float *restrict y,
+                              float *restrict work);
+void sg_conv2d_forward_fused_im2col(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                                    const float *restrict wt, const float *restrict scale,
+                                    const float *restrict shift, int relu, int pool2, float *restrict y,
+                                    float *restrict work);
+/* 1 when the forwards of c take the direct path (AVX2+FMA build, stride 1,
+ * kernel > 1, OpenBLAS on one thread), 0 for im2col + SGEMM. */
+int sg_conv2d_uses_direct(const sg_conv2d_cfg *c);
+
 /* Per-layer seconds of eval-mode forwards (accumulated). A layer computed
  * inside another's fused op has fused_into = that layer's index and no time
  * of its own; otherwise fused_into = -1. */

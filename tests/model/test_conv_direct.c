@@ -1,0 +1,144 @@
+/* test_conv_direct.c — the direct convolution path of sg_conv2d_forward and
+ * sg_conv2d_forward_fused against the im2col + SGEMM reference
+ * (sg_conv2d_forward_im2col, then the affine / ReLU / max-pool ops one by
+ * one), on random inputs: odd sizes, channel counts that leave partial
+ * register tiles, padding 0/1/2, kernels 2/3/5, batch 1 and many. Stride 2
+ * and 1×1 configurations check that the dispatch falls back correctly.
+ * Work buffers are exactly sg_conv2d_work_floats, so the sanitizer build
+ * catches any overrun of the padded-input slack. */
+#include "sg_model_impl.h"
+
+#include <cblas.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct conv_case {
+    int cin, cout, k, stride, pad, h, w, n;
+} conv_case;
+
+static const conv_case CASES[] = {
+    {3, 64, 3, 1, 1, 64, 64, 2},  /* the RGB layer of Conv4-64 */
+    {64, 64, 3, 1, 1, 8, 8, 5},   /* a deep layer on a small map */
+    {5, 7, 3, 1, 1, 13, 11, 3},   /* odd sizes, one full and one partial channel block */
+    {4, 13, 3, 1, 0, 9, 17, 1},   /* no padding, batch 1 */
+    {2, 1, 3, 1, 1, 7, 5, 17},    /* one output channel, short odd rows, many images */
+    {3, 6, 5, 1, 2, 12, 10, 2},   /* 5×5 */
+    {6, 5, 2, 1, 0, 6, 9, 3},     /* even kernel */
+    {3, 8, 3, 1, 1, 3, 3, 4},     /* map smaller than a vector */
+    {16, 12, 3, 1, 1, 31, 33, 2}, /* rows of 2 tiles + a partial one */
+    {3, 7, 3, 1, 1, 11, 25, 2},   /* a last tile of 9 pixels */
+    {2, 3, 3, 1, 1, 5, 1, 3},     /* one column */
+    {3, 5, 3, 2, 1, 9, 9, 3},     /* stride 2: im2col path */
+    {4, 6, 1, 1, 0, 7, 7, 2},     /* 1×1: im2col path */
+};
+#define N_CASES (sizeof CASES / sizeof CASES[0])
+
+static void fill(sg_rng *g, float *v, size_t n, float sd) {
+    for (size_t i = 0; i < n; i++) v[i] = sd * sg_rng_normal(g);
+}
+
+static void expect_close(const float *got, const float *ref, size_t n, const char *what, const conv_case *c) {
+    for (size_t i = 0; i < n; i++)
+        cr_assert(fabsf(got[i] - ref[i]) <= 1e-4f * (1 + fabsf(ref[i])),
+                  "%s (cin %d cout %d k %d s %d p %d %dx%d n %d): element %zu: %g vs %g", what, c->cin, c->cout, c->k,
+                  c->stride, c->pad, c->h, c->w, c->n, i, got[i], ref[i]);
+}
+
+/* The direct path is compiled into AVX2+FMA builds; there it must be taken. */
+static void expect_dispatch(const sg_conv2d_cfg *cc) {
+#if defined(__AVX2__) && defined(__FMA__)
+    int want = cc->stride == 1 && cc->k > 1;
+#else
+    int want = 0;
+#endif
+    cr_assert_eq(sg_conv2d_uses_direct(cc), want, "dispatch for k %d stride %d", cc->k, cc->stride);
+}
+
+Test(conv_direct, forward_matches_im2col) {
+    openblas_set_num_threads(1);
+    sg_rng g;
+    sg_rng_seed(&g, 11);
+    for (size_t ci = 0; ci < N_CASES; ci++) {
+        const conv_case *c = &CASES[ci];
+        sg_conv2d_cfg cc = {c->cin, c->cout, c->k, c->stride, c->pad};
+        expect_dispatch(&cc);
+        int oh = sg_conv2d_out_size(c->h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(c->w, c->k, c->stride, c->pad);
+        size_t nx = (size_t)c->n * c->cin * c->h * c->w, nw = (size_t)c->cout * c->cin * c->k * c->k;
+        size_t ny = (size_t)c->n * c->cout * oh * ow, nwork = sg_conv2d_work_floats(&cc, c->n, c->h, c->w);
+        float *x = sg_xalloc_floats(nx), *wt = sg_xalloc_floats(nw), *b = sg_xalloc_floats((size_t)c->cout);
+        float *y = sg_xalloc_floats(ny), *ref = sg_xalloc_floats(ny), *work = sg_xalloc_floats(nwork);
+        fill(&g, x, nx, 1);
+        fill(&g, wt, nw, 0.5f);
+        fill(&g, b, (size_t)c->cout, 0.5f);
+        for (int bias = 0; bias < 2; bias++) {
+            sg_conv2d_forward_im2col(&cc, c->n, c->h, c->w, x, wt, bias ? b : NULL, ref, work);
+            fill(&g, y, ny, 100); /* stale values must be overwritten */
+            sg_conv2d_forward(&cc, c->n, c->h, c->w, x, wt, bias ? b : NULL, y, work);
+            expect_close(y, ref, ny, bias ? "forward with bias" : "forward", c);
+        }
+        free(x); free(wt); free(b); free(y); free(ref); free(work);
+    }
+}
+
+/* Fused: pool2(relu(conv · scale + shift)) against the ops one by one. */
+Test(conv_direct, fused_matches_layer_ops) {
+    openblas_set_num_threads(1);
+    sg_rng g;
+    sg_rng_seed(&g, 12);
+    for (size_t ci = 0; ci < N_CASES; ci++) {
+        const conv_case *c = &CASES[ci];
+        sg_conv2d_cfg cc = {c->cin, c->cout, c->k, c->stride, c->pad};
+        int oh = sg_conv2d_out_size(c->h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(c->w, c->k, c->stride, c->pad);
+        size_t nx = (size_t)c->n * c->cin * c->h * c->w, nw = (size_t)c->cout * c->cin * c->k * c->k;
+        size_t ny = (size_t)c->n * c->cout * oh * ow, nwork = sg_conv2d_work_floats(&cc, c->n, c->h, c->w);
+        float *x = sg_xalloc_floats(nx), *wt = sg_xalloc_floats(nw), *sc = sg_xalloc_floats((size_t)c->cout);
+        float *sh = sg_xalloc_floats((size_t)c->cout), *conv = sg_xalloc_floats(ny), *aff = sg_xalloc_floats(ny);
+        float *act = sg_xalloc_floats(ny), *ref = sg_xalloc_floats(ny), *y = sg_xalloc_floats(ny);
+        float *work = sg_xalloc_floats(nwork);
+        int32_t *am = sg_xcalloc(ny, sizeof(int32_t));
+        fill(&g, x, nx, 1);
+        fill(&g, wt, nw, 0.5f);
+        fill(&g, sc, (size_t)c->cout, 1); /* negative scales too */
+        fill(&g, sh, (size_t)c->cout, 0.5f);
+        sg_conv2d_forward_im2col(&cc, c->n, c->h, c->w, x, wt, NULL, conv, work);
+        for (int variant = 0; variant < 6; variant++) {
+            int relu = variant & 1, pool2 = (variant >> 1) & 1, no_affine = variant >= 4;
+            if (pool2 && (oh < 2 || ow < 2)) continue;
+            const float *scale = no_affine ? NULL : sc, *shift = no_affine ? NULL : sh;
+            if (no_affine) memcpy(aff, conv, sizeof(float) * ny);
+            else sg_affine_forward(c->n, c->cout, oh * ow, conv, sc, sh, aff);
+            if (relu) sg_relu_forward(ny, aff, act);
+            else memcpy(act, aff, sizeof(float) * ny);
+            size_t nout = ny;
+            if (pool2) {
+                sg_maxpool_forward(c->n * c->cout, oh, ow, 2, 2, act, ref, am);
+                nout = (size_t)c->n * c->cout * (oh / 2) * (ow / 2);
+            } else {
+                memcpy(ref, act, sizeof(float) * ny);
+            }
+            fill(&g, y, ny, 100);
+            sg_conv2d_forward_fused(&cc, c->n, c->h, c->w, x, wt, scale, shift, relu, pool2, y, work);
+            char what[64];
+            snprintf(what, sizeof what, "fused relu %d pool %d affine %d", relu, pool2, !no_affine);
+            expect_close(y, ref, nout, what, c);
+            fill(&g, y, ny, 100);
+            sg_conv2d_forward_fused_im2col(&cc, c->n, c->h, c->w, x, wt, scale, shift, relu, pool2, y, work);
+            snprintf(what, sizeof what, "fused im2col relu %d pool %d affine %d", relu, pool2, !no_affine);
+            expect_close(y, ref, nout, what, c);
+        }
+        free(x); free(wt); free(sc); free(sh); free(conv); free(aff); free(act); free(ref); free(y); free(work); free(am);
+    }
+}
+
+/* The direct kernel is single-threaded: with several BLAS threads the
+ * forwards go back to im2col + SGEMM, which OpenBLAS parallelizes. */
+Test(conv_direct, several_blas_threads_use_im2col) {
+    sg_conv2d_cfg cc = {3, 8, 3, 1, 1};
+    openblas_set_num_threads(2);
+    int multi = openblas_get_num_threads() > 1;
+    int uses = sg_conv2d_uses_direct(&cc);
+    openblas_set_num_threads(1);
+    if (multi) cr_assert_eq(uses, 0);
+}
