@@ -51,6 +51,9 @@ static const char train_help[] =
     "  --resume            continue from PREFIX.state (needs --checkpoint and the same settings and data;\n"
     "                      starts from the beginning when there is no state yet)\n"
     "  --time-budget SEC   end stage 2 early after SEC seconds\n"
+    "  --calib-episodes N  after stage 2, choose the head's cosine/ridge mix, centring, ridge λ and\n"
+    "                      logit scale on N validation episodes per shot count (1 and 5); 0: keep the\n"
+    "                      head as trained (default 300; needs --val)\n"
     "  --threads N         OpenBLAS threads per rank (default 1)\n"
     "  --init ENGINE       start from this engine's weights (e.g. a stage-1 checkpoint with --epochs 0)\n"
     "  --init-backbone ENGINE  take only the base backbone (stage 1) from ENGINE; fresh generator\n"
@@ -84,6 +87,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--val", &v)) val = v;
         else if (sg_cli_opt(argc, argv, &i, "--checkpoint", &v)) ckpt = v;
         else if (strcmp(argv[i], "--resume") == 0) o.resume = 1;
+        else if (sg_cli_opt(argc, argv, &i, "--calib-episodes", &v) && sg_cli_parse_int(v, 0, 1000000, &l)) o.calib_episodes = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--init-backbone", &v)) init_bb = v;
         else if (sg_cli_opt(argc, argv, &i, "--stage2-train", &v)) {
             o.train_gen = strstr(v, "gen") != NULL;

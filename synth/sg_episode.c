@@ -486,3 +486,100 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     free(names); free(params); free(theta); free(fimg); free(fsup); free(ys); free(h); free(codes); free(z); free(xs); free(ids);
     return SG_OK;
 }
+
+/* Head calibration (sg_train.c): one image-only episode, prepared exactly as
+ * synthesis prepares it (support seen with its mirror, generated kernels and
+ * FiLM, centre from the mean of the prototypes); the backbone features are
+ * computed once and every candidate head is scored on the queries:
+ * logits = s · (a · cos(u, p̂_c) + b · u · W_ridge(λ)), centre κ · mean_c p_c.
+ * acc[k] += accuracy of candidate k; nll[k · n_scale + j] += mean NLL of
+ * candidate k at scale scales[j]. */
+void sg_engine_head_eval(const sg_engine *e, const sg_episode *ep, int n_cand, const sg_head_cand *cand, int n_scale,
+                         const float *scales, double *acc, double *nll) {
+    const sg_engine_config *cf = &e->cfg;
+    int N = ep->way, C = cf->width, T = cf->code_dim, Z = e->zdim, views = 2;
+    size_t isz = (size_t)3 * cf->img * cf->img, ssz = (size_t)3 * cf->store * cf->store;
+    int ns = 0, nq = ep->n_query;
+    for (int c = 0; c < N; c++) ns += ep->shots[c];
+    SG_ASSERT(ns > 0 && N >= 2 && N <= SG_MAX_WAY);
+    float *xs = sg_xalloc_floats((size_t)ns * views * isz), *x1 = sg_xalloc_floats((size_t)ns * isz);
+    float *xq = sg_xalloc_floats((size_t)nq * isz);
+    int *ys = sg_xmalloc(sizeof(int) * (size_t)ns * views);
+    for (int c = 0, k = 0; c < N; c++)
+        for (int i = 0; i < ep->shots[c]; i++, k++) {
+            for (int v = 0; v < views; v++) {
+                sg_engine_prepare_image(e, ep->support[c] + i * ssz, v, xs + ((size_t)k * views + v) * isz);
+                ys[k * views + v] = c;
+            }
+            memcpy(x1 + (size_t)k * isz, xs + (size_t)k * views * isz, sizeof(float) * isz);
+        }
+    for (int q = 0; q < nq; q++) sg_engine_prepare_image(e, ep->query + q * ssz, 0, xq + q * isz);
+    float *z = sg_xalloc_floats((size_t)Z);
+    sg_engine *me = (sg_engine *)e; /* workspaces only */
+    sg_engine_image_summary(e, sg_engine_ws(&me->ws_base, &e->base, ns), ns, x1, z);
+    z[C + T] = 1;
+    float *theta = sg_xalloc_floats(e->syn.n_params);
+    sg_gen_cache *gc = sg_gen_cache_create(e);
+    sg_gen_forward(e, z, 1, gc, theta);
+    sg_gen_cache_free(gc);
+    float *fs = sg_xalloc_floats((size_t)ns * views * C), *fq = sg_xalloc_floats((size_t)nq * C);
+    memcpy(fs, sg_net_forward(&e->syn, sg_engine_ws(&me->ws_sup, &e->syn, ns * views), theta, NULL, xs, ns * views, 0),
+           sizeof(float) * (size_t)ns * views * C);
+    memcpy(fq, sg_net_forward(&e->syn, sg_engine_ws(&me->ws_qry, &e->syn, nq), theta, NULL, xq, nq, 0),
+           sizeof(float) * (size_t)nq * C);
+    float *proto = sg_xalloc_floats((size_t)N * C), *mraw = sg_xalloc_floats((size_t)C), *m = sg_xalloc_floats((size_t)C);
+    for (int k = 0; k < ns * views; k++)
+        for (int j = 0; j < C; j++) proto[(size_t)ys[k] * C + j] += fs[(size_t)k * C + j] / (float)(ep->shots[ys[k]] * views);
+    for (int c = 0; c < N; c++)
+        for (int j = 0; j < C; j++) mraw[j] += proto[(size_t)c * C + j] / (float)N;
+    float *pc = sg_xalloc_floats((size_t)N * C), *pn = sg_xalloc_floats((size_t)N * C);
+    float *us = sg_xalloc_floats((size_t)ns * views * C), *u = sg_xalloc_floats((size_t)nq * C);
+    float *l1 = sg_xalloc_floats((size_t)nq * N), *l2 = sg_xalloc_floats((size_t)nq * N);
+    for (int k = 0; k < n_cand; k++) {
+        const sg_head_cand *h = &cand[k];
+        for (int j = 0; j < C; j++) m[j] = h->kappa * mraw[j];
+        for (size_t i = 0; i < (size_t)N * C; i++) pc[i] = proto[i] - m[i % (size_t)C];
+        sg_l2norm_forward(N, C, pc, NULL, SG_L2NORM_EPS, pn);
+        sg_l2norm_forward(nq, C, fq, m, SG_L2NORM_EPS, u);
+        ridge_state rs = {0};
+        if (h->b != 0) {
+            sg_l2norm_forward(ns * views, C, fs, m, SG_L2NORM_EPS, us);
+            ridge_forward(ns * views, N, C, us, ys, h->lambda, &rs);
+        }
+        for (int q = 0; q < nq; q++)
+            for (int c = 0; c < N; c++) {
+                float s1 = 0, s2 = 0;
+                for (int j = 0; j < C; j++) {
+                    s1 += u[(size_t)q * C + j] * pn[(size_t)c * C + j];
+                    if (h->b != 0) s2 += u[(size_t)q * C + j] * rs.w[(size_t)c * C + j];
+                }
+                l1[(size_t)q * N + c] = s1;
+                l2[(size_t)q * N + c] = s2;
+            }
+        int right = 0;
+        for (int q = 0; q < nq; q++) {
+            const float *a1 = l1 + (size_t)q * N, *a2 = l2 + (size_t)q * N;
+            int best = 0;
+            for (int c = 1; c < N; c++)
+                if (h->a * a1[c] + h->b * a2[c] > h->a * a1[best] + h->b * a2[best]) best = c;
+            right += best == ep->query_label[q];
+            for (int j = 0; j < n_scale; j++) {
+                double mx = -1e300, se = 0, ly = 0;
+                for (int c = 0; c < N; c++) {
+                    double l = scales[j] * (h->a * a1[c] + h->b * a2[c]);
+                    mx = l > mx ? l : mx;
+                }
+                for (int c = 0; c < N; c++) {
+                    double l = scales[j] * (h->a * a1[c] + h->b * a2[c]);
+                    se += exp(l - mx);
+                    if (c == ep->query_label[q]) ly = l;
+                }
+                nll[(size_t)k * n_scale + j] += (mx + log(se) - ly) / nq;
+            }
+        }
+        acc[k] += (double)right / nq;
+        if (h->b != 0) ridge_free(&rs);
+    }
+    free(xs); free(x1); free(xq); free(ys); free(z); free(theta); free(fs); free(fq); free(proto); free(mraw); free(m);
+    free(pc); free(pn); free(us); free(u); free(l1); free(l2);
+}

@@ -144,6 +144,8 @@ typedef struct sg_train_opts {
     int log_every;
     double time_budget_s;  /* stop stage 2 early when exceeded (0: none) */
     int train_gen, train_text, train_head; /* stage-2 parameter groups to train (default all 1) */
+    int calib_episodes;    /* head calibration on the validation classes after stage 2: episodes per shot
+                              count (1 and 5); 0: keep the head as trained (default 300) */
 } sg_train_opts;
 
 void sg_train_opts_default(sg_train_opts *o);

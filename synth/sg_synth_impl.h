@@ -85,6 +85,15 @@ int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, in
                       float text_dropout, int text_only, sg_rng *r, sg_episode_buf *b);
 void sg_episode_buf_free(sg_episode_buf *b);
 
+/* A candidate head for calibration: logits = a · cosine part + b · ridge part
+ * (scaled afterwards), centre κ · mean prototype, ridge regularizer λ. */
+typedef struct sg_head_cand {
+    float a, b, kappa, lambda;
+} sg_head_cand;
+
+void sg_engine_head_eval(const sg_engine *e, const sg_episode *ep, int n_cand, const sg_head_cand *cand, int n_scale,
+                         const float *scales, double *acc, double *nll);
+
 /* Resumable training state (sg_train_state.c). The buffers belong to the trainer. */
 typedef struct sg_train_snapshot {
     int stage;      /* 1 or 2 */

@@ -476,3 +476,73 @@ Test(synth_file, refuses_tiny_files) {
     sg_buf_free(&b);
     sg_engine_free(e);
 }
+
+/* ---- head calibration evaluates exactly what synthesis deploys ---- */
+
+/* sg_engine_head_eval with the engine's own head (a = τ, b = ρ, κ, λ, scale 1)
+ * must reproduce the synthesized classifier's query logits: same accuracy and
+ * the same NLL, so choosing a head on validation episodes chooses what
+ * `sgps synth` then writes. */
+Test(synth, head_eval_matches_synthesized_classifier) {
+    sg_engine *e = perturbed_engine(31);
+    float *p = sg_engine_params(e);
+    p[e->off_logtau] = logf(5.0f);
+    p[e->off_rho] = 2.0f;
+    p[e->off_kappa] = 0.5f;
+    p[e->off_loglam] = logf(0.7f);
+    static const int shots[3] = {2, 1, 3};
+    task_fix t;
+    task_build(&t, &e->cfg, 3, shots, NULL, 5);
+    /* queries: fresh fixture images of the same three classes */
+    enum { QPC = 4 };
+    size_t ssz = (size_t)3 * e->cfg.store * e->cfg.store;
+    uint8_t *qry = sg_xmalloc(ssz * 3 * QPC);
+    int qlab[3 * QPC];
+    sg_rng r;
+    sg_rng_seed(&r, 77);
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < QPC; i++) {
+            fx_draw(&r, k % FX_N_SHAPES, (k + 2) % FX_N_COLOURS, e->cfg.store, qry + (size_t)(k * QPC + i) * ssz);
+            qlab[k * QPC + i] = k;
+        }
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    sg_classifier *cl = synth_ok(e, &t.task, &o);
+    float *y = classify(cl, e, 3 * QPC, qry);
+    double want_nll = 0;
+    int want_right = 0;
+    for (int q = 0; q < 3 * QPC; q++) {
+        const float *l = y + (size_t)q * 3;
+        double mx = fmax(l[0], fmax(l[1], l[2])), se = 0;
+        int best = 0;
+        for (int c = 0; c < 3; c++) {
+            se += exp(l[c] - mx);
+            if (l[c] > l[best]) best = c;
+        }
+        want_nll += (mx + log(se) - l[qlab[q]]) / (3 * QPC);
+        want_right += best == qlab[q];
+    }
+    const uint8_t *sup[3] = {t.cls[0].images, t.cls[1].images, t.cls[2].images};
+    int sh[3] = {shots[0], shots[1], shots[2]};
+    sg_episode ep = {0};
+    ep.way = 3;
+    ep.shots = sh;
+    ep.support = sup;
+    ep.n_query = 3 * QPC;
+    ep.query = qry;
+    ep.query_label = qlab;
+    sg_head_cand cand[2] = {{5.0f, 2.0f, 0.5f, 0.7f}, {1.0f, 0.0f, 0.0f, 1.0f}};
+    float scales[2] = {1.0f, 3.0f};
+    double acc[2] = {0, 0}, nll[4] = {0, 0, 0, 0};
+    sg_engine_head_eval(e, &ep, 2, cand, 2, scales, acc, nll);
+    cr_assert(fabs(acc[0] - (double)want_right / (3 * QPC)) < 1e-9, "accuracy %.4f vs classifier %.4f", acc[0],
+              (double)want_right / (3 * QPC));
+    cr_assert(fabs(nll[0] - want_nll) <= 1e-4 * fmax(1.0, want_nll), "NLL %.6f vs classifier %.6f", nll[0], want_nll);
+    /* a different head scores differently (the candidates are really applied) */
+    cr_assert(fabs(nll[2] - nll[0]) > 1e-3 && fabs(nll[1] - nll[0]) > 1e-3, "candidates/scales had no effect");
+    sg_classifier_free(cl);
+    free(y);
+    free(qry);
+    free(t.pix);
+    sg_engine_free(e);
+}

@@ -55,6 +55,7 @@ static void make_opts(sg_train_opts *o, const char *prefix) {
     o->seed = 5;
     o->log_every = 1000;
     o->checkpoint = prefix;
+    o->calib_episodes = 0; /* its 15-query episodes cannot be drawn from 12 images per class */
 }
 
 static void build_data(sg_dataset *d) {
