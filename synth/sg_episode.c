@@ -383,6 +383,24 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
     return loss;
 }
 
+/* Whether the generator reads the image summary at all: some weight on the
+ * first C entries of z is nonzero. When none is (e.g. an engine whose
+ * generators validation kept at zero), the summary forward is skipped; the
+ * result is identical. */
+static int summary_used(const sg_engine *e) {
+    int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
+    for (int s = 0; s < e->cfg.stages; s++) {
+        const float *gg = e->params + e->off_gg[s], *gb = e->params + e->off_gb[s], *A = e->params + e->off_A[s];
+        for (int o = 0; o < C; o++)
+            for (int j = 0; j < C; j++)
+                if (gg[(size_t)o * Z + j] != 0 || gb[(size_t)o * Z + j] != 0) return 1;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < C; j++)
+                if (A[(size_t)r * Z + j] != 0) return 1;
+    }
+    return 0;
+}
+
 sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_classifier **out,
                                sg_err *err) {
     const sg_engine_config *cf = &e->cfg;
@@ -425,8 +443,9 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
         for (int t = 0; t < T; t++) z[C + t] += codes[c][t] / (float)n_text;
     }
     sg_engine *me = (sg_engine *)e; /* workspaces only */
-    sg_ctx *ctx = sg_engine_ws(&me->ws_base, &e->base, ns);
-    if (ns) {
+    sg_ctx *ctx;
+    if (ns && o->adapt && summary_used(e)) {
+        ctx = sg_engine_ws(&me->ws_base, &e->base, ns);
         /* The summary sees the unflipped views, as in training. */
         float *x1 = sg_xalloc_floats((size_t)ns * isz);
         for (int k = 0; k < ns; k++) memcpy(x1 + k * isz, xs + (size_t)k * views * isz, sizeof(float) * isz);
