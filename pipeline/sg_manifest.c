@@ -272,17 +272,13 @@ static void loader_free(loader *L) {
     free(L->ex);
 }
 
-/* The index of shard file (path, name), added if new; takes ownership of both strings. */
-static uint32_t file_intern(loader *L, char *path, char *name) {
+/* The index of shard file (path, name), added (copied) if new. */
+static uint32_t file_intern(loader *L, const char *path, const char *name) {
     sg_manifest *m = L->m;
     file_key k = {path, name};
     uint64_t hv = hash_str(path) * 31 + hash_str(name);
     int64_t i = htab_get(&L->file_ix, hv, eq_file, m, &k);
-    if (i >= 0) {
-        free(path);
-        free(name);
-        return (uint32_t)i;
-    }
+    if (i >= 0) return (uint32_t)i;
     SG_ASSERT(m->n_files < UINT32_MAX);
     if (m->n_files == L->files_cap) {
         size_t old = L->files_cap;
@@ -293,8 +289,8 @@ static uint32_t file_intern(loader *L, char *path, char *name) {
         memset(L->stamp + old, 0, (L->files_cap - old) * sizeof *L->stamp);
     }
     uint32_t id = (uint32_t)m->n_files++;
-    m->files[id].path = path;
-    m->files[id].name = name;
+    m->files[id].path = sg_xstrdup(path);
+    m->files[id].name = sg_xstrdup(name);
     L->file_errno[id] = 0;
     if (L->deep && !file_readable(path)) L->file_errno[id] = errno ? errno : ENOENT;
     htab_add(&L->file_ix, hv, id);
@@ -335,17 +331,22 @@ static const spec_entry *spec_get(loader *L, const char *spec) {
         m->id_lists = sg_xrealloc(m->id_lists, L->id_lists_cap * sizeof *m->id_lists);
     }
     m->id_lists[m->n_id_lists++] = e->ids;
-    size_t dl = strlen(L->mdir), dups_cap = 0;
+    size_t dl = strlen(L->mdir), dups_cap = 0, buf_cap = 0;
+    char *buf = NULL; /* mdir + name, for brace lists */
     for (size_t i = 0; i < n; i++) {
-        char *path, *name;
+        const char *path = names[i], *name = names[i];
         if (is_index) {
-            path = names[i];
-            name = sg_xstrdup(dl && strncmp(names[i], L->mdir, dl) == 0 ? names[i] + dl : names[i]);
-        } else {
-            path = resolve(L->mdir, names[i]);
-            name = names[i];
+            if (dl && strncmp(names[i], L->mdir, dl) == 0) name = names[i] + dl;
+        } else if (dl && names[i][0] != '/') {
+            size_t nl = strlen(names[i]);
+            if (dl + nl + 1 > buf_cap) {
+                buf_cap = 2 * (dl + nl + 1);
+                buf = sg_xrealloc(buf, buf_cap);
+            }
+            memcpy(buf, L->mdir, dl);
+            memcpy(buf + dl, names[i], nl + 1);
+            path = buf;
         }
-        names[i] = NULL;
         uint32_t id = file_intern(L, path, name);
         if (L->stamp[id] == si + 1) {
             if (e->n_dups == dups_cap) {
@@ -358,6 +359,7 @@ static const spec_entry *spec_get(loader *L, const char *spec) {
         e->missing += L->file_errno[id] != 0;
         e->ids[e->n++] = id;
     }
+    free(buf);
     sg_strv_free(names, n);
     return e;
 }

@@ -14,7 +14,8 @@
  * Every rank works, rank 0 included: between its own batches rank 0 answers
  * the other ranks' requests (MPI_Iprobe), and each other rank keeps one
  * request outstanding while it works (it asks for its next unit when it
- * starts one), so it does not wait for rank 0 to finish a batch. Units of a
+ * starts one), so it does not wait for rank 0 to finish a batch. Reports and
+ * answers travel with MPI_Isend for the same reason. Units of a
  * task go to the rank that already holds the task's classifier (squeue
  * below), so a task is synthesized about once rather than once per rank. */
 #include "sg_pipeline.h"
@@ -676,6 +677,11 @@ typedef struct sched {
     squeue q;
     int *last_task;  /* (size) task of the last unit handed to each rank */
     int *ended;      /* (size) "no more units" answers sent to each rank */
+    /* answers in flight (MPI_Isend: a blocking send could wait for the rank to
+     * finish its unit); a rank has at most WORKER_REQUESTS unanswered requests */
+    int32_t *answer;       /* (size, WORKER_REQUESTS) */
+    MPI_Request *answer_rq; /* (size, WORKER_REQUESTS) */
+    int *answer_slot;      /* (size) */
     size_t todo_n, done_n, failed_n;
     uint64_t images;
     double t0, last_print, last_status;
@@ -690,6 +696,9 @@ static void sched_free(sched *s) {
     free(s->rec);
     free(s->last_task);
     free(s->ended);
+    free(s->answer);
+    free(s->answer_rq);
+    free(s->answer_slot);
     sq_free(&s->q);
 }
 
@@ -775,9 +784,16 @@ static void sched_serve(void *u) {
         if (r.unit >= 0 && (size_t)r.unit < s->m->n_units) sched_record(s, &r);
         if (sg_pipeline_stop_requested()) s->stop = 1;
         int64_t a = s->stop ? -1 : sq_next(&s->q, &s->last_task[src]);
-        int32_t a32 = (int32_t)a;
         if (a < 0) s->ended[src]++;
-        if (MPI_Send(&a32, 1, MPI_INT32_T, src, TAG_ASSIGN, s->comm) != MPI_SUCCESS) {
+        /* the slot's previous answer was received: the rank asked again after it */
+        size_t k = (size_t)src * WORKER_REQUESTS + (size_t)s->answer_slot[src];
+        s->answer_slot[src] = (s->answer_slot[src] + 1) % WORKER_REQUESTS;
+        if (MPI_Wait(&s->answer_rq[k], MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            s->mpi_failed = s->stop = 1;
+            break;
+        }
+        s->answer[k] = (int32_t)a;
+        if (MPI_Isend(&s->answer[k], 1, MPI_INT32_T, src, TAG_ASSIGN, s->comm, &s->answer_rq[k]) != MPI_SUCCESS) {
             s->mpi_failed = s->stop = 1;
             break;
         }
@@ -1023,6 +1039,10 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
         s.last_task = sg_xmalloc((size_t)size * sizeof *s.last_task);
         for (int i = 0; i < size; i++) s.last_task[i] = -1;
         s.ended = sg_xcalloc((size_t)size, sizeof *s.ended);
+        s.answer = sg_xcalloc((size_t)size * WORKER_REQUESTS, sizeof *s.answer);
+        s.answer_rq = sg_xmalloc((size_t)size * WORKER_REQUESTS * sizeof *s.answer_rq);
+        for (int i = 0; i < size * WORKER_REQUESTS; i++) s.answer_rq[i] = MPI_REQUEST_NULL;
+        s.answer_slot = sg_xcalloc((size_t)size, sizeof *s.answer_slot);
         if (sg_mkdir_p(dir, err) != SG_OK || write_run_json(m, o, res, 0, err) != SG_OK) ok = 0;
         if (ok) remove_final_outputs(m, dir);
         size_t kept = 0;
@@ -1066,15 +1086,25 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
             sleep_s(0.002);
         }
         w.poll = NULL;
+        if (size > 1 && !s.mpi_failed &&
+            MPI_Waitall(size * WORKER_REQUESTS, s.answer_rq, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+            s.mpi_failed = 1;
         mpi_failed = s.mpi_failed;
     } else {
-        unit_report r;
-        memset(&r, 0, sizeof r);
-        r.unit = -1;
-        r.rank = rank;
-        int outstanding = 0;
+        /* reports go out with MPI_Isend from alternating buffers: a blocking
+         * send would wait until rank 0 looks between two of its batches */
+        unit_report rep[WORKER_REQUESTS];
+        MPI_Request rq[WORKER_REQUESTS];
+        int slot = 0, outstanding = 0;
+        for (int i = 0; i < WORKER_REQUESTS; i++) {
+            memset(&rep[i], 0, sizeof rep[i]);
+            rep[i].unit = -1;
+            rep[i].rank = rank;
+            rq[i] = MPI_REQUEST_NULL;
+        }
         for (int i = 0; i < WORKER_REQUESTS && !mpi_failed; i++) {
-            if (MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_REPORT, comm) != MPI_SUCCESS) mpi_failed = 1;
+            if (MPI_Isend(&rep[i], (int)sizeof rep[i], MPI_BYTE, 0, TAG_REPORT, comm, &rq[i]) != MPI_SUCCESS)
+                mpi_failed = 1;
             else outstanding++;
         }
         while (!mpi_failed) {
@@ -1086,9 +1116,18 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
             }
             outstanding--;
             if (a < 0) break;
+            unit_report r;
             run_unit(&w, (size_t)a, &r);
-            if (MPI_Send(&r, (int)sizeof r, MPI_BYTE, 0, TAG_REPORT, comm) != MPI_SUCCESS) mpi_failed = 1;
+            /* the report sent from this slot two units ago has been answered, so received */
+            if (MPI_Wait(&rq[slot], MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+                mpi_failed = 1;
+                break;
+            }
+            rep[slot] = r;
+            if (MPI_Isend(&rep[slot], (int)sizeof rep[slot], MPI_BYTE, 0, TAG_REPORT, comm, &rq[slot]) != MPI_SUCCESS)
+                mpi_failed = 1;
             else outstanding++;
+            slot = (slot + 1) % WORKER_REQUESTS;
         }
         /* the answers still owed are "no more units" too (rank 0 never takes that back) */
         while (!mpi_failed && outstanding > 0) {
@@ -1097,6 +1136,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
             if (!recv_poll(&a, (int)sizeof a, 0, TAG_ASSIGN, comm, &st, NULL, NULL)) mpi_failed = 1;
             outstanding--;
         }
+        if (!mpi_failed && MPI_Waitall(WORKER_REQUESTS, rq, MPI_STATUSES_IGNORE) != MPI_SUCCESS) mpi_failed = 1;
     }
 
     sg_status ret = SG_OK;
