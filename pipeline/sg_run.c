@@ -946,7 +946,7 @@ static void gather_hosts(MPI_Comm comm, int rank, int size, sg_run_result *res) 
 static void remove_final_outputs(const sg_manifest *m, const char *dir) {
     static const char *const top[] = {"summary.json", "summary.csv", "report.html", "comparison.json",
                                       "comparison.csv"};
-    static const char *const per_task[] = {"predictions.csv", "metrics.json"};
+    static const char *const per_task[] = {"predictions.csv", "metrics.json", "reference.csv"};
     char p[8192];
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
         snprintf(p, sizeof p, "%.4000s/%s", dir, top[i]);
