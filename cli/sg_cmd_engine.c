@@ -334,7 +334,7 @@ int sg_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "sgps synth: %s\n", err.msg);
         code = 1;
     } else {
-        printf("wrote %s: %d classes, %zu parameters, all synthesized\n", out, n, out_c->arch.n_params);
+        printf("wrote %s: %d classes, %zu parameters, written by the engine with no training\n", out, n, out_c->arch.n_params);
         code = 0;
     }
     sg_classifier_free(out_c);
