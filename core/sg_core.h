@@ -161,6 +161,12 @@ sg_status sg_mkdir_p(const char *path, sg_err *err);
 /* Monotonic seconds. */
 double sg_now(void);
 
+/* ---- stop signals ------------------------------------------------------ */
+/* SIGTERM and SIGUSR1 (Slurm's pre-emption and time-limit warnings) set a
+ * flag that long jobs poll between steps to stop cleanly and resumably. */
+void sg_stop_signals_install(void);
+int sg_stop_requested(void);
+
 #ifdef __cplusplus
 }
 #endif

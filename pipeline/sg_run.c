@@ -57,23 +57,9 @@ typedef struct unit_report {
 
 /* ---- signals ---- */
 
-static volatile sig_atomic_t stop_flag;
+void sg_pipeline_install_signals(void) { sg_stop_signals_install(); }
 
-static void on_signal(int sig) {
-    (void)sig;
-    stop_flag = 1;
-}
-
-void sg_pipeline_install_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-}
-
-int sg_pipeline_stop_requested(void) { return stop_flag != 0; }
+int sg_pipeline_stop_requested(void) { return sg_stop_requested(); }
 
 /* ---- paths ---- */
 

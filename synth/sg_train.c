@@ -16,31 +16,16 @@
 #include "sg_synth_impl.h"
 
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static volatile sig_atomic_t g_stop;
-
-static void on_stop_signal(int sig) {
-    (void)sig;
-    g_stop = 1;
-}
-
-void sg_train_install_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-}
+void sg_train_install_signals(void) { sg_stop_signals_install(); }
 
 /* Whether to stop after this step: a signal on any rank, or the test hook. */
 static int stop_requested(const sg_train_opts *o, long *done, MPI_Comm comm, int P) {
     ++*done;
-    int stop = g_stop || (o->stop_after > 0 && *done >= o->stop_after);
+    int stop = sg_stop_requested() || (o->stop_after > 0 && *done >= o->stop_after);
     if (P > 1) MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, comm);
     return stop;
 }
