@@ -2,7 +2,8 @@
  * (4 × [conv3×3 64, batch norm, ReLU, maxpool 2], GAP, linear 5) at 3×64×64,
  * batch 256, eval mode, with 1 and 2 OpenBLAS threads. Prints images/s,
  * convolution GFLOP/s, the share of this machine's SGEMM peak (measured in
- * the same run at the same thread count), a per-layer breakdown, and the
+ * the same run at the same thread count, before and after the timed
+ * forwards, the better kept), a per-layer breakdown, and the
  * PyTorch peer (bench/forward_torch.py, same network) when /usr/bin/python3
  * can import torch. Each conv line says which implementation ran (direct, or
  * im2col + SGEMM: see model/sg_layers.c; the direct kernel is used only when
@@ -128,6 +129,12 @@ int main(int argc, char **argv) {
         sg_ctx_set_profile(ctx, &prof[ti]);
         sg_net_forward(&a, ctx, p, st, x, batch, 0);
         sg_ctx_set_profile(ctx, NULL);
+        /* The peak again after the timed forwards, keeping the better: on a
+         * shared machine one short measurement can land in a slow spell and
+         * flatter the conv share. */
+        double peak2 = sgemm_gflops(1024, 1024, 1024), convpk2 = sgemm_gflops(64, 4096, 576);
+        if (peak2 > peak) peak = peak2;
+        if (convpk2 > convpk) convpk = convpk2;
         double conv_s = 0;
         for (int i = 0; i < a.n_layers; i++)
             if (a.layers[i].kind == SG_LAYER_CONV2D) conv_s += prof[ti].secs[i];
@@ -139,7 +146,8 @@ int main(int argc, char **argv) {
                100 * conv_gf / peak, tn, tc, tbest > 0 ? ips / tbest : 0.0);
     }
     printf("\n  conv GF/s: convolution FLOPs / time of the conv layers (incl. their fused norm, ReLU, pool);\n"
-           "  %% peak: of the 1024^3 SGEMM at the same thread count; ratio: sgps / best PyTorch format.\n");
+           "  %% peak: of the 1024^3 SGEMM at the same thread count (best of runs before and after the\n"
+           "  forwards); ratio: sgps / best PyTorch format.\n");
 
     for (int ti = 0; ti < nthreads; ti++) {
         double total = 0;
