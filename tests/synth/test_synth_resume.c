@@ -120,12 +120,13 @@ static void stop_resume_equals_uninterrupted(int val_episodes) {
     sg_dataset_free(&d);
     free(pa);
     free(pb);
+    MPI_Finalize(); /* each Criterion test is its own process */
 }
 
-Test(synth_resume, stopped_twice_then_resumed_equals_uninterrupted, .timeout = 120) {
+Test(synth_resume, stopped_twice_then_resumed_equals_uninterrupted) {
     stop_resume_equals_uninterrupted(0);
 }
-Test(synth_resume, with_validation_selection_equals_uninterrupted, .timeout = 120) {
+Test(synth_resume, with_validation_selection_equals_uninterrupted) {
     stop_resume_equals_uninterrupted(4);
 }
 
@@ -157,6 +158,7 @@ static void expect_resume_refused(void (*mutate)(sg_train_opts *o, const char *s
     sg_engine_free(e);
     sg_dataset_free(&d);
     free(p);
+    MPI_Finalize();
 }
 
 static void other_seed(sg_train_opts *o, const char *path) {
@@ -187,11 +189,11 @@ static void garbage(sg_train_opts *o, const char *path) {
     fclose(f);
 }
 
-Test(synth_resume, refuses_state_of_other_settings, .timeout = 60) {
+Test(synth_resume, refuses_state_of_other_settings) {
     expect_resume_refused(other_seed, SG_ERR_ARG, "different training settings");
 }
-Test(synth_resume, refuses_flipped_byte, .timeout = 60) { expect_resume_refused(flip_byte, SG_ERR_CHECKSUM, "checksum"); }
-Test(synth_resume, refuses_truncated_state, .timeout = 60) {
+Test(synth_resume, refuses_flipped_byte) { expect_resume_refused(flip_byte, SG_ERR_CHECKSUM, "checksum"); }
+Test(synth_resume, refuses_truncated_state) {
     expect_resume_refused(truncate_file, SG_ERR_CHECKSUM, "truncated");
 }
-Test(synth_resume, refuses_wrong_magic, .timeout = 60) { expect_resume_refused(garbage, SG_ERR_FORMAT, "not an sgps training state"); }
+Test(synth_resume, refuses_wrong_magic) { expect_resume_refused(garbage, SG_ERR_FORMAT, "not an sgps training state"); }
