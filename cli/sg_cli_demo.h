@@ -99,6 +99,7 @@ typedef struct sg_demo_task {
     int cls[8];        /* disease indices; screen tasks: cls[0] = the disease, the reference is implicit */
     int shots;
     int text;
+    int open_set;      /* evaluate tasks: "open_set": true, the other held-out diseases labelled none */
 } sg_demo_task;
 
 typedef struct sg_demo_world {

@@ -201,6 +201,10 @@ sg_status sg_demo_world_plan(const sg_demo_opts *o, sg_demo_world *w, sg_err *er
     for (int i = 0; i < k3; i++)
         if (w->d[cls[i]].n_exemplars < min_ex) min_ex = w->d[cls[i]].n_exemplars;
     set_task(&w->tasks[w->n_tasks++], "diff3-images-text", 0, cls, k3, min_ex, 1);
+    /* the same differential, open set: the other held-out diseases are in its
+     * shards labelled "none of these", and should be rejected */
+    set_task(&w->tasks[w->n_tasks], "diff3-open-set", 0, cls, k3, min_ex, 1);
+    w->tasks[w->n_tasks++].open_set = 1;
     lookalikes(w, hp, H, 3 % H, k4, cls);
     set_task(&w->tasks[w->n_tasks++], "diff4-1shot", 0, cls, k4, 1, 1);
     lookalikes(w, hp, H, 7 % H, k5, cls);
@@ -549,7 +553,13 @@ static sg_status write_manifest(writer_ctx *c, sg_err *err) {
                           k->shots, k->text ? "true" : "false", n_val_shards - 1);
             for (int i = 0; i < k->n_classes; i++)
                 sg_buf_printf(&b, "%s\"%d\": \"%s\"", i ? ", " : "", heldout_index(w, k->cls[i]), w->d[k->cls[i]].id);
-            sg_buf_printf(&b, "}}");
+            if (k->open_set) /* every other held-out disease: none of these */
+                for (int h = 0; h < w->n_heldout; h++) {
+                    int in = 0;
+                    for (int i = 0; i < k->n_classes; i++) in |= heldout_index(w, k->cls[i]) == h;
+                    if (!in) sg_buf_printf(&b, ", \"%d\": null", h);
+                }
+            sg_buf_printf(&b, "}%s}", k->open_set ? ",\n     \"open_set\": true" : "");
         }
         sg_buf_printf(&b, "%s\n", t + 1 < w->n_tasks ? "," : "");
     }

@@ -58,7 +58,9 @@ if "$SGPS" --help | grep -q '^  validate '; then
 fi
 if "$SGPS" --help | grep -q '^  run '; then
   "$SGPS" run "$W/a/manifest.json" --quiet > "$W/run.txt" 2>&1 || fail "run: $(cat "$W/run.txt")"
-  [ "$(grep -c ',complete,' "$W/a/run/summary.csv")" -eq 7 ] || fail "run: not 7 complete tasks: $(cat "$W/a/run/summary.csv")"
+  [ "$(grep -c ',complete,' "$W/a/run/summary.csv")" -eq 8 ] || fail "run: not 8 complete tasks: $(cat "$W/a/run/summary.csv")"
+  grep -q '^diff3-open-set,evaluate,complete,.*,[0-9][0-9]*,0\.666667$' "$W/a/run/summary.csv" ||
+    fail "run: the open-set task has no rejected count and default threshold: $(cat "$W/a/run/summary.csv")"
 fi
 
 echo file > "$W/plain"

@@ -464,6 +464,13 @@ Test(demo, manifest_loads_in_pipeline) {
             cr_assert_eq(k->n_classes, 2);
             cr_assert_eq(k->reference, 1);
             cr_assert_str_eq(k->class_ids[1], "ref/common");
+        } else if (w.tasks[t].open_set) {
+            /* every held-out disease mapped: the task's classes, the others to none */
+            cr_assert(k->open_set.enabled);
+            cr_assert_eq(k->n_map, w.n_heldout);
+            int none = 0;
+            for (int c = 0; c < k->n_map; c++) none += k->map_class[c] == SG_LABEL_NONE;
+            cr_assert_eq(none, w.n_heldout - k->n_classes);
         } else {
             cr_assert_eq(k->n_map, k->n_classes);
             for (int c = 0; c < k->n_map; c++) {
