@@ -428,12 +428,10 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         int hdr[2] = {have, (int)ls};
         if (P > 1) MPI_Bcast(hdr, 2, MPI_INT, 0, comm);
         if (hdr[1] != SG_OK) {
-            if (rank != 0) sg_err_set(err, (sg_status)hdr[1], "%s: cannot resume (see rank 0)", path);
-            free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls);
-            class_index_free(&ci);
-            return (sg_status)hdr[1];
-        }
-        if (!hdr[0]) {
+            /* nothing runs below; the common cleanup at the end frees everything */
+            st = (sg_status)hdr[1];
+            if (rank != 0) sg_err_set(err, st, "%s: cannot resume (see rank 0)", path);
+        } else if (!hdr[0]) {
             if (rank == 0) sg_log(SG_LOG_INFO, "no training state at %s: starting from the beginning", path);
         } else {
             long sv[2] = {snap.stage, snap.next_step};
@@ -469,7 +467,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     for (int i = 0; i < n_train; i++) n_train_img += ci.count[train_cls[i]];
     long steps_per_epoch = n_train_img / B > 0 ? n_train_img / B : 1;
     long total1 = steps_per_epoch * o->stage1_epochs;
-    if (total1 > 0 && start1 >= 0 && start1 < total1) {
+    if (st == SG_OK && total1 > 0 && start1 >= 0 && start1 < total1) {
         sg_ctx *ctx = sg_ctx_create(&e->base_cls, Bl);
         float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
         int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);

@@ -4,7 +4,7 @@
  * field reported with file, JSON path and reason), and the dry-run plan. */
 #include "sg_jobs.h"
 #include "sg_pipeline.h"
-#include "sg_pipeline_fixtures.h"
+#include "sg_pipeline_test_util.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -132,29 +132,6 @@ Test(pipeline, open_set_metrics_hand_values) {
 }
 
 /* ---- the manifest ---- */
-
-static char *world(const fxp_opts *o) {
-    char *t = strdup("/tmp/sgpipe-open-XXXXXX");
-    cr_assert(mkdtemp(t));
-    fxp_make_world(t, o);
-    return t;
-}
-
-static void rmrf(const char *dir) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    cr_assert_eq(system(cmd), 0);
-}
-
-static int has(const sg_diag *d, const char *needle, sg_diag_kind kind) {
-    for (size_t i = 0; i < d->n; i++)
-        if (strstr(d->msgs[i], needle) && d->kind[i] == kind) return 1;
-    return 0;
-}
-
-static void dump(const sg_diag *d) {
-    for (size_t i = 0; i < d->n; i++) fprintf(stderr, "  [%d] %s\n", d->kind[i], d->msgs[i]);
-}
 
 static const sg_run_task *task_by_id(const sg_manifest *m, const char *id) {
     for (int t = 0; t < m->n_tasks; t++)
