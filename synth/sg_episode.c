@@ -507,7 +507,7 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
 }
 
 /* Head calibration (sg_train.c): one image-only episode, prepared exactly as
- * synthesis prepares it (support seen with its mirror, generated kernels and
+ * default synthesis prepares it (support views as sg_synth_opts_default says, generated kernels and
  * FiLM, centre from the mean of the prototypes); the backbone features are
  * computed once and every candidate head is scored on the queries:
  * logits = s · (a · cos(u, p̂_c) + b · u · W_ridge(λ)), centre κ · mean_c p_c.
@@ -516,7 +516,9 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
 void sg_engine_head_eval(const sg_engine *e, const sg_episode *ep, int n_cand, const sg_head_cand *cand, int n_scale,
                          const float *scales, double *acc, double *nll) {
     const sg_engine_config *cf = &e->cfg;
-    int N = ep->way, C = cf->width, T = cf->code_dim, Z = e->zdim, views = 2;
+    sg_synth_opts so;
+    sg_synth_opts_default(&so);
+    int N = ep->way, C = cf->width, T = cf->code_dim, Z = e->zdim, views = so.flip_aug ? 2 : 1;
     size_t isz = (size_t)3 * cf->img * cf->img, ssz = (size_t)3 * cf->store * cf->store;
     int ns = 0, nq = ep->n_query;
     for (int c = 0; c < N; c++) ns += ep->shots[c];

@@ -90,7 +90,7 @@ typedef struct sg_task {
 typedef struct sg_synth_opts {
     int use_images; /* 1: use the support images (when a class has any) */
     int use_text;   /* 1: use the descriptions (when present) */
-    int flip_aug;   /* 1: average each support image with its mirror */
+    int flip_aug;   /* 1: also see each support image mirrored (default 0) */
     int adapt;      /* 1: generated kernel deltas and FiLM; 0: base kernels (ablation) */
 } sg_synth_opts;
 
