@@ -43,8 +43,9 @@ static const char train_help[] =
     "  --episodes N        stage-2 episodes (default 1000)\n"
     "  --episodes-per-step N  (default 4)\n"
     "  --lr2 X             stage-2 learning rate (default 1e-3)\n"
-    "  --width N           channels per stage (default 64)\n"
-    "  --img N             classifier input side (default 64); images are stored at N+N/8\n"
+    "  --width N           channels per stage (default 64, or that of the --init / --init-backbone engine)\n"
+    "  --img N             classifier input side (default 64, or that of the --init / --init-backbone engine);\n"
+    "                      images are stored at N+N/8 (the real-data engine uses 40, chosen on validation)\n"
     "  --seed S            seed (default 1)\n"
     "  --checkpoint PREFIX write PREFIX.stage1.sgpe / PREFIX.stage2.sgpe (engines) and PREFIX.state\n"
     "                      (weights + optimizer state, resumable) at every epoch / validation point\n"
@@ -72,6 +73,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     sg_engine_config cfg;
     sg_engine_config_default(&cfg);
     long threads = 1;
+    int img_set = 0, width_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         long l;
@@ -101,10 +103,11 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--batch", &v) && sg_cli_parse_int(v, 1, 1 << 16, &l)) o.batch = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 0, 1L << 30, &l)) o.stage2_episodes = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--episodes-per-step", &v) && sg_cli_parse_int(v, 1, 1024, &l)) o.episodes_per_step = (int)l;
-        else if (sg_cli_opt(argc, argv, &i, "--width", &v) && sg_cli_parse_int(v, 1, 512, &l)) cfg.width = (int)l;
+        else if (sg_cli_opt(argc, argv, &i, "--width", &v) && sg_cli_parse_int(v, 1, 512, &l)) cfg.width = (int)l, width_set = 1;
         else if (sg_cli_opt(argc, argv, &i, "--img", &v) && sg_cli_parse_int(v, 16, 512, &l)) {
             cfg.img = (int)l;
             cfg.store = cfg.img + cfg.img / 8;
+            img_set = 1;
         } else if (sg_cli_opt(argc, argv, &i, "--seed", &v) && sg_cli_parse_int(v, 0, 1L << 40, &l)) o.seed = (uint64_t)l;
         else if (sg_cli_opt(argc, argv, &i, "--threads", &v) && sg_cli_parse_int(v, 1, 256, &l)) threads = l;
         else if (sg_cli_opt(argc, argv, &i, "--lr", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr1 = (float)x;
@@ -125,6 +128,18 @@ int sg_cmd_train_engine(int argc, char **argv) {
     if (rank != 0) sg_log_set_level(SG_LOG_WARN);
     openblas_set_num_threads((int)threads);
     sg_err err;
+    /* An engine to start from sets the input side and width unless they are given. */
+    if ((init || init_bb) && (!img_set || !width_set)) {
+        sg_engine *pe;
+        if (sg_engine_load(init ? init : init_bb, &pe, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "%s: %s", init ? "--init" : "--init-backbone", err.msg);
+            return finish_mpi(1);
+        }
+        const sg_engine_config *pc = sg_engine_get_config(pe);
+        if (!img_set) cfg.img = pc->img, cfg.store = pc->store;
+        if (!width_set) cfg.width = pc->width;
+        sg_engine_free(pe);
+    }
     sg_registry_texts rt;
     if (sg_registry_load_texts(registry, &rt, &err) != SG_OK) {
         sg_log(SG_LOG_ERROR, "%s", err.msg);

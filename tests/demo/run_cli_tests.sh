@@ -53,6 +53,16 @@ cmp -s "$W/sums1" "$W/sums2" || fail "--force did not reproduce the world byte f
   --epochs 0 --episodes 0 --width 4 --img 16 > "$W/train.txt" 2>&1 || fail "train-engine: $(cat "$W/train.txt")"
 grep -q '27 images' "$W/train.txt" || fail "train-engine did not load 9 x 3 training images: $(cat "$W/train.txt")"
 grep -q '), 0 without text' "$W/train.txt" || fail "a training class has no description: $(cat "$W/train.txt")"
+# A second stage starting from that engine takes its input side and width
+# (16 px, width 4) without being told them again.
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/stage2.sgpe" \
+  --epochs 0 --episodes 0 --init-backbone "$W/a/engine.sgpe" > "$W/train2.txt" 2>&1 ||
+  fail "train-engine --init-backbone without --img: $(cat "$W/train2.txt")"
+grep -q 'Conv4-4 at 16px' "$W/train2.txt" || fail "--init-backbone did not take the engine's size: $(cat "$W/train2.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/stage2.sgpe" \
+  --epochs 0 --episodes 0 --init-backbone "$W/a/engine.sgpe" --img 24 > "$W/train3.txt" 2>&1 &&
+  fail "--init-backbone with another --img was accepted"
+grep -q 'does not match' "$W/train3.txt" || fail "a size mismatch is not explained: $(cat "$W/train3.txt")"
 if "$SGPS" --help | grep -q '^  validate '; then
   "$SGPS" validate "$W/a/manifest.json" > "$W/val.txt" 2>&1 || fail "validate: $(cat "$W/val.txt")"
 fi
