@@ -4,7 +4,8 @@
  * Convolution forward has two implementations:
  *  - direct (AVX2+FMA builds, stride 1, kernel > 1, OpenBLAS on one thread):
  *    the input is copied into a zero-padded plane per channel, and a register
- *    tile of 6 output channels × 16 pixels accumulates w[o][c,ki,kj] ·
+ *    tile of 6 output channels × 16 pixels (1×16, 2×8, or 4×4 when pooling
+ *    narrow maps) accumulates w[o][c,ki,kj] ·
  *    x_pad[pixel + offset(c, ki, kj)] over all taps, reading the padded
  *    input directly: no im2col matrix, no GEMM packing, and the norm, ReLU
  *    and 2×2 max pool are applied to the tile while it is in registers. This
@@ -286,8 +287,10 @@ static direct_geom direct_geometry(const sg_conv2d_cfg *c, int h, int w) {
     g.ps = (size_t)g.hp * g.wp;
     /* A tile's pixels may run past its row end (into the next row:
      * computed, never stored), and its taps past the last plane by less
-     * than wp + 16 floats (a two-row tile on the last, odd row). */
-    g.xp_f = round16((size_t)c->cin * g.ps + (size_t)g.wp + 16);
+     * than wp + 16 floats (a two-row tile on the last, odd row), or by at
+     * most 2·wp + 2 (a 4×4 tile whose lower two rows are past the pooled
+     * height, 2 columns past the row end). */
+    g.xp_f = round16((size_t)c->cin * g.ps + 2 * (size_t)g.wp + 16);
     g.wpk_f = round16((size_t)g.cbn * DIRECT_CB * g.kk);
     return g;
 }
@@ -324,8 +327,14 @@ static inline void store_first(float *d, __m256 v, int n) {
  * (8: 16 pixels of one row; wp: the same 8 columns of the next row). Then
  * the epilogue from registers: v·scale + shift, ReLU, and with pool the 2×2
  * max of the two rows' column pairs (4 outputs per channel).
+ * pool 2 is the 4×4 tile, for pooled widths that would leave 8-column tiles
+ * half empty: d1 = wp, and each vector holds 4 columns of two rows in its
+ * 128-bit halves (vector 0 rows 0|1, vector 1 rows 2|3): 2×2 pooled
+ * outputs per channel.
  * Stores per channel c at y + c·ys: without pool n0 floats of vector 0 at
- * +0 and n1 of vector 1 at +y1; with pool n0 (≤ 4) pooled floats.
+ * +0 and n1 of vector 1 at +y1; with pool n0 (≤ 4) pooled floats; with pool
+ * 2 n0 (≤ 2) pooled floats at +0 and, if n1 = 2, n0 more at +y1 (the next
+ * pooled row).
  * The accumulators are named variables: an array of vectors stays in memory
  * with GCC 12. cb and pool are constants after inlining. */
 #define DIRECT_FMA(r)                                                                                                \
@@ -353,6 +362,22 @@ static inline __attribute__((always_inline)) void direct_out(int pool, int relu,
         return;
     }
     /* The affine comes before the max: a negative scale reverses the order. */
+    if (pool == 2) {
+        /* halves rows 0|1 and 2|3 regrouped as 0|2 and 1|3: one max pools the rows */
+        __m256 m = _mm256_max_ps(_mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v0, v1, 0x31));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
+        m = _mm256_permute_ps(m, _MM_SHUFFLE(2, 0, 2, 0)); /* each half: its 2 pooled outputs first */
+        if (relu) m = _mm256_max_ps(m, zero);
+        __m128 p0 = _mm256_castps256_ps128(m), p1 = _mm256_extractf128_ps(m, 1);
+        if (n0 >= 2) {
+            _mm_storel_pi((__m64 *)y, p0);
+            if (n1 >= 2) _mm_storel_pi((__m64 *)(y + y1), p1);
+        } else {
+            _mm_store_ss(y, p0);
+            if (n1 >= 2) _mm_store_ss(y + y1, p1);
+        }
+        return;
+    }
     __m256 m = _mm256_max_ps(v0, v1);
     m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
     m = _mm256_permutevar8x32_ps(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
@@ -373,7 +398,14 @@ static inline __attribute__((always_inline)) void direct_tile(int cb, int pool, 
            a51 = z;
     for (int t = 0; t < kk; t++, w += DIRECT_CB) {
         const float *xs = x + offs[t];
-        __m256 x0 = _mm256_loadu_ps(xs), x1 = _mm256_loadu_ps(xs + d1), b;
+        __m256 x0, x1, b;
+        if (pool == 2) {
+            x0 = _mm256_loadu2_m128(xs + d1, xs);
+            x1 = _mm256_loadu2_m128(xs + 3 * d1, xs + 2 * d1);
+        } else {
+            x0 = _mm256_loadu_ps(xs);
+            x1 = _mm256_loadu_ps(xs + d1);
+        }
         DIRECT_FMA(0)
         DIRECT_FMA(1)
         DIRECT_FMA(2)
@@ -398,7 +430,8 @@ typedef void (*direct_tile_fn)(int kk, const float *x, size_t d1, const int *off
         direct_tile(cb, pool, relu, kk, x, d1, offs, w, sc, sh, y, ys, y1, n0, n1);                                  \
     }
 #define DIRECT_VARIANTS(cb)                                                                                          \
-    DIRECT_VARIANT(cb, 0, 0) DIRECT_VARIANT(cb, 0, 1) DIRECT_VARIANT(cb, 1, 0) DIRECT_VARIANT(cb, 1, 1)
+    DIRECT_VARIANT(cb, 0, 0) DIRECT_VARIANT(cb, 0, 1) DIRECT_VARIANT(cb, 1, 0) DIRECT_VARIANT(cb, 1, 1)             \
+    DIRECT_VARIANT(cb, 2, 0) DIRECT_VARIANT(cb, 2, 1)
 DIRECT_VARIANTS(1)
 DIRECT_VARIANTS(2)
 DIRECT_VARIANTS(3)
@@ -406,16 +439,30 @@ DIRECT_VARIANTS(4)
 DIRECT_VARIANTS(5)
 DIRECT_VARIANTS(6)
 #define DIRECT_ROW_OF(cb)                                                                                            \
-    {direct_tile_##cb##_0_0, direct_tile_##cb##_0_1, direct_tile_##cb##_1_0, direct_tile_##cb##_1_1}
-static const direct_tile_fn direct_tiles[DIRECT_CB][4] = {DIRECT_ROW_OF(1), DIRECT_ROW_OF(2), DIRECT_ROW_OF(3),
+    {direct_tile_##cb##_0_0, direct_tile_##cb##_0_1, direct_tile_##cb##_1_0,                                        \
+     direct_tile_##cb##_1_1, direct_tile_##cb##_2_0, direct_tile_##cb##_2_1}
+static const direct_tile_fn direct_tiles[DIRECT_CB][6] = {DIRECT_ROW_OF(1), DIRECT_ROW_OF(2), DIRECT_ROW_OF(3),
                                                           DIRECT_ROW_OF(4), DIRECT_ROW_OF(5), DIRECT_ROW_OF(6)};
+
+/* One tile position over all channel blocks; variant = the direct_tiles
+ * column (2·pool + relu). */
+static void direct_blocks(int kk, int cbn, int cout, int variant, const float *xt, size_t d1, const int *offs,
+                          const float *wpk, const float *sc, const float *sh, float *yt, size_t op, size_t y1, int n0,
+                          int n1) {
+    for (int b = 0; b < cbn; b++) {
+        int cb = cout - b * DIRECT_CB < DIRECT_CB ? cout - b * DIRECT_CB : DIRECT_CB;
+        direct_tiles[cb - 1][variant](kk, xt, d1, offs, wpk + (size_t)b * DIRECT_CB * kk, sc + b * DIRECT_CB,
+                                      sh + b * DIRECT_CB, yt + (size_t)b * DIRECT_CB * op, op, y1, n0, n1);
+    }
+}
 
 /* Same contract as sg_conv2d_forward_fused, for stride 1. Images one at a
  * time: copy into the zero-padded layout, then tile by tile (16 pixels:
  * one row × 16 columns, or two rows × 8 columns when pooling or when rows
- * are short) over all channel blocks, so the tile's input window stays in
- * L1 while the packed weights stream from L2. No output scratch: each
- * tile's epilogue stores straight into y. */
+ * are short, or 4 × 4 for a pooled tail of 2 or 4 columns) over all channel
+ * blocks, so the tile's input window stays in L1 while the packed weights
+ * stream from L2. No output scratch: each tile's epilogue stores straight
+ * into y. */
 static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                         const float *restrict wt, const float *restrict scale, const float *restrict shift, int relu,
                         int pool2, float *restrict y, float *restrict work) {
@@ -445,6 +492,13 @@ static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float
     int ow = g.ow, pw = pool2 ? ow / 2 : ow, ph = pool2 ? g.oh / 2 : g.oh;
     size_t op = (size_t)ph * pw, out_sz = (size_t)cout * op;
     int two_rows = pool2 || ow <= 8; /* 16-pixel tiles as 2 rows × 8 columns */
+    int rows = pool2 ? 2 * ph : g.oh, cend = pool2 ? 2 * pw : ow;
+    /* Pooled, a last 2 or 4 columns would leave an 8-column tile half empty
+     * or worse (ow 20: 83% of the lanes used, 10: 62%, 5: 50%): 4×4 tiles
+     * take them, exact when ph is even. A last 6 stay in a 2×8 tile (as
+     * good as 4×4 tiles, better for odd ph). */
+    int cq = pool2 && cend % 8 != 0 && cend % 8 <= 4 ? cend - cend % 8 : cend;
+    int variant = 2 * pool2 + (relu != 0);
     for (int im = 0; im < n; im++) {
         const float *xi = x + im * in_sz;
         float *yi = y + im * out_sz;
@@ -455,9 +509,9 @@ static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float
                 const float *restrict src = xi + ((size_t)ch * h + i) * w;
                 for (int j = 0; j < w; j++) d[j] = src[j];
             }
-        int rstep = two_rows ? 2 : 1, cstep = two_rows ? 8 : 16, cend = pool2 ? 2 * pw : ow;
-        for (int r = 0; r < (pool2 ? 2 * ph : g.oh); r += rstep)
-            for (int j = 0; j < cend; j += cstep) {
+        int rstep = two_rows ? 2 : 1, cstep = two_rows ? 8 : 16;
+        for (int r = 0; r < rows; r += rstep)
+            for (int j = 0; j < cq; j += cstep) {
                 const float *xt = xp + (size_t)r * g.wp + j;
                 size_t d1 = two_rows ? (size_t)g.wp : 8, y1 = two_rows ? (size_t)ow : 8;
                 float *yt;
@@ -475,13 +529,14 @@ static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float
                     n0 = ow - j < 8 ? ow - j : 8;
                     n1 = ow - j - 8 < 8 ? ow - j - 8 : 8;
                 }
-                for (int b = 0; b < g.cbn; b++) {
-                    int cb = cout - b * DIRECT_CB < DIRECT_CB ? cout - b * DIRECT_CB : DIRECT_CB;
-                    direct_tiles[cb - 1][2 * pool2 + (relu != 0)](kk, xt, d1, offs, wpk + (size_t)b * DIRECT_CB * kk,
-                                                                 sc + b * DIRECT_CB, sh + b * DIRECT_CB,
-                                                                 yt + (size_t)b * DIRECT_CB * op, op, y1, n0, n1);
-                }
+                direct_blocks(kk, g.cbn, cout, variant, xt, d1, offs, wpk, sc, sh, yt, op, y1, n0, n1);
             }
+        /* the 4×4 tail: 2 (or 1) pooled columns × 2 (or 1) pooled rows */
+        for (int r = 0; r < rows; r += 4)
+            for (int j = cq; j < cend; j += 4)
+                direct_blocks(kk, g.cbn, cout, variant + 2, xp + (size_t)r * g.wp + j, (size_t)g.wp, offs, wpk, sc,
+                              sh, yi + (size_t)(r / 2) * pw + j / 2, op, (size_t)pw, cend - j < 4 ? 1 : 2,
+                              rows - r < 4 ? 1 : 2);
     }
 }
 #else

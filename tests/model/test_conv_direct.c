@@ -2,8 +2,10 @@
  * sg_conv2d_forward_fused against the im2col + SGEMM reference
  * (sg_conv2d_forward_im2col, then the affine / ReLU / max-pool ops one by
  * one), on random inputs: odd sizes, channel counts that leave partial
- * register tiles, padding 0/1/2, kernels 2/3/5, batch 1 and many. Stride 2
- * and 1×1 configurations check that the dispatch falls back correctly.
+ * register tiles, padding 0/1/2, kernels 2/3/5, batch 1 and many; pooled
+ * maps whose widths leave 2 or 4 columns to the 4×4 tiles (odd pooled
+ * heights and widths: partial tiles). Stride 2 and 1×1 configurations check
+ * that the dispatch falls back correctly.
  * Work buffers are exactly sg_conv2d_work_floats, so the sanitizer build
  * catches any overrun of the padded-input slack. */
 #include "sg_model_impl.h"
@@ -30,6 +32,26 @@ static const conv_case CASES[] = {
     {16, 12, 3, 1, 1, 31, 33, 2}, /* rows of 2 tiles + a partial one */
     {3, 7, 3, 1, 1, 11, 25, 2},   /* a last tile of 9 pixels */
     {2, 3, 3, 1, 1, 5, 1, 3},     /* one column */
+    /* Pooled tilings (cend = 2·(ow/2) columns): 2×8 tiles while 8 fit, a
+     * last 2 or 4 columns in 4×4 tiles, a last 6 in a 2×8 tile. */
+    {3, 64, 3, 1, 1, 40, 40, 1},  /* Conv4-64 at 40 px: 2×8 tiles only */
+    {64, 64, 3, 1, 1, 20, 20, 3}, /* 2×8 tiles + 4×4 tiles for the last 4 columns */
+    {64, 13, 3, 1, 1, 10, 10, 3}, /* 4×4 tiles for the last 2 columns, ph 5: a half tile at the bottom */
+    {64, 64, 3, 1, 1, 5, 5, 1},   /* one 4×4 tile per channel block */
+    {3, 13, 3, 1, 1, 5, 10, 3},   /* ph 2, pw 5 */
+    {64, 64, 3, 1, 1, 10, 5, 3},  /* ph 5, pw 2: 4×4 tiles only, a half one at the bottom */
+    {3, 13, 3, 1, 1, 6, 12, 1},   /* pw 6: 8 + 4 columns, ph 3 */
+    {64, 13, 3, 1, 1, 12, 6, 3},  /* pw 3: one 2×8 tile of 6 columns */
+    {64, 13, 3, 1, 1, 12, 12, 1}, /* 8 + 4 columns, ph 6 */
+    {3, 64, 3, 1, 1, 7, 22, 3},   /* pw 11: 16 + 6 columns, odd conv height */
+    {64, 13, 3, 1, 1, 22, 7, 1},  /* pw 3 from an odd width */
+    {3, 13, 3, 1, 1, 22, 22, 3},  /* 16 + 6 columns, ph 11 */
+    {3, 64, 3, 1, 1, 20, 40, 1},  /* ph 10, pw 20 */
+    {3, 13, 3, 1, 1, 40, 20, 3},  /* ph 20, pw 10 */
+    {64, 13, 3, 1, 1, 20, 10, 1}, /* pw 5 */
+    {3, 7, 5, 1, 2, 10, 12, 2},   /* 5×5, 4×4 tiles reaching past the last plane */
+    {6, 5, 2, 1, 0, 7, 11, 3},    /* even kernel: ow 10, ph 3 */
+    {64, 13, 3, 1, 0, 7, 7, 3},   /* no padding: a 5×5 map, one 4×4 tile */
     {3, 5, 3, 2, 1, 9, 9, 3},     /* stride 2: im2col path */
     {4, 6, 1, 1, 0, 7, 7, 2},     /* 1×1: im2col path */
 };
@@ -119,10 +141,12 @@ Test(conv_direct, fused_matches_layer_ops) {
                 memcpy(ref, act, sizeof(float) * ny);
             }
             fill(&g, y, ny, 100);
+            for (size_t i = nout; i < ny; i++) y[i] = 12345.0f; /* past the pooled output: never stored */
             sg_conv2d_forward_fused(&cc, c->n, c->h, c->w, x, wt, scale, shift, relu, pool2, y, work);
             char what[64];
             snprintf(what, sizeof what, "fused relu %d pool %d affine %d", relu, pool2, !no_affine);
             expect_close(y, ref, nout, what, c);
+            for (size_t i = nout; i < ny; i++) cr_assert(y[i] == 12345.0f, "%s: stored past the output at %zu", what, i);
             fill(&g, y, ny, 100);
             sg_conv2d_forward_fused_im2col(&cc, c->n, c->h, c->w, x, wt, scale, shift, relu, pool2, y, work);
             snprintf(what, sizeof what, "fused im2col relu %d pool %d affine %d", relu, pool2, !no_affine);
