@@ -156,7 +156,21 @@ uint32_t sg_engine_params_crc(const sg_engine *e) {
  * plane to out (o × o), normalized. */
 void sg_engine_crop_plane(const uint8_t *plane, int S, float x0, float y0, float cw, float ch, int o, int flip,
                           float mean, float std, float *out) {
-    float inv = 1.0f / (255.0f * std);
+    float inv = 1.0f / (255.0f * std), off = mean / std;
+    /* The column taps and weights are the same on every row: computed once. */
+    enum { MAX_O = 2048 };
+    int ixs[MAX_O], ix1s[MAX_O];
+    float fxs[MAX_O];
+    SG_ASSERT(o <= MAX_O);
+    for (int x = 0; x < o; x++) {
+        int xx = flip ? o - 1 - x : x;
+        float sx = x0 + ((float)xx + 0.5f) * cw / (float)o - 0.5f;
+        if (sx < 0) sx = 0;
+        if (sx > S - 1) sx = (float)(S - 1);
+        ixs[x] = (int)sx;
+        ix1s[x] = ixs[x] + 1 < S ? ixs[x] + 1 : ixs[x];
+        fxs[x] = sx - (float)ixs[x];
+    }
     for (int y = 0; y < o; y++) {
         float sy = y0 + ((float)y + 0.5f) * ch / (float)o - 0.5f;
         if (sy < 0) sy = 0;
@@ -164,17 +178,12 @@ void sg_engine_crop_plane(const uint8_t *plane, int S, float x0, float y0, float
         int iy = (int)sy;
         int iy1 = iy + 1 < S ? iy + 1 : iy;
         float fy = sy - (float)iy;
+        const uint8_t *r0 = plane + (size_t)iy * S, *r1 = plane + (size_t)iy1 * S;
         for (int x = 0; x < o; x++) {
-            int xx = flip ? o - 1 - x : x;
-            float sx = x0 + ((float)xx + 0.5f) * cw / (float)o - 0.5f;
-            if (sx < 0) sx = 0;
-            if (sx > S - 1) sx = (float)(S - 1);
-            int ix = (int)sx;
-            int ix1 = ix + 1 < S ? ix + 1 : ix;
-            float fx = sx - (float)ix;
-            float v = (1 - fy) * ((1 - fx) * plane[iy * S + ix] + fx * plane[iy * S + ix1]) +
-                      fy * ((1 - fx) * plane[iy1 * S + ix] + fx * plane[iy1 * S + ix1]);
-            out[y * o + x] = v * inv - mean / std;
+            int ix = ixs[x], ix1 = ix1s[x];
+            float fx = fxs[x];
+            float v = (1 - fy) * ((1 - fx) * r0[ix] + fx * r0[ix1]) + fy * ((1 - fx) * r1[ix] + fx * r1[ix1]);
+            out[y * o + x] = v * inv - off;
         }
     }
 }
