@@ -529,7 +529,7 @@ static void bench_dry(const bench *b) {
 static const char usage[] =
     "usage: bench_pipeline DATA_DIR ENGINE [options]\n\n"
     "  DATA_DIR   the ham10000 folder of ../shared/data (labels.csv, cohort.csv, images/, cohort/)\n"
-    "  ENGINE     an .sgpe engine (e.g. a real-data engine; 64 px)\n\n"
+    "  ENGINE     an .sgpe engine (e.g. the real-data engine)\n\n"
     "  --only a,b,c        parts to run (default all): a throughput, b per-unit cost, c dry run at scale\n"
     "  --reps R            best of R runs for every figure (default 1)\n"
     "  --tasks N           (a) screening tasks, 1..6 (default 6)\n"

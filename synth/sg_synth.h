@@ -36,8 +36,8 @@ extern "C" {
 #define SG_SGPE_VERSION 2 /* 2: head scalars κ, ρ, log λ added; 1 files load with sg_engine_load_backbone */
 
 typedef struct sg_engine_config {
-    int img;          /* classifier input side (64) */
-    int store;        /* stored image side for training crops (72) */
+    int img;          /* classifier input side (40) */
+    int store;        /* stored image side for training crops (45) */
     int width;        /* channels per stage (64) */
     int stages;       /* conv stages (4) */
     int rank;         /* rank of the generated kernel deltas (4) */
