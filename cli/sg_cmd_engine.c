@@ -44,6 +44,7 @@ static const char train_help[] =
     "  --episodes-per-step N  (default 4)\n"
     "  --lr2 X             stage-2 learning rate (default 1e-3)\n"
     "  --width N           channels per stage (default 64, or that of the --init / --init-backbone engine)\n"
+    "  --stages N          conv stages, 1..6 (default 4, or that of the --init / --init-backbone engine)\n"
     "  --img N             classifier input side (default 40, chosen on validation classes; or that of\n"
     "                      the --init / --init-backbone engine); images are stored at N+N/8\n"
     "  --seed S            seed (default 1)\n"
@@ -73,7 +74,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     sg_engine_config cfg;
     sg_engine_config_default(&cfg);
     long threads = 1;
-    int img_set = 0, width_set = 0;
+    int img_set = 0, width_set = 0, stages_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         long l;
@@ -104,6 +105,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 0, 1L << 30, &l)) o.stage2_episodes = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--episodes-per-step", &v) && sg_cli_parse_int(v, 1, 1024, &l)) o.episodes_per_step = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--width", &v) && sg_cli_parse_int(v, 1, 512, &l)) cfg.width = (int)l, width_set = 1;
+        else if (sg_cli_opt(argc, argv, &i, "--stages", &v) && sg_cli_parse_int(v, 1, 6, &l)) cfg.stages = (int)l, stages_set = 1;
         else if (sg_cli_opt(argc, argv, &i, "--img", &v) && sg_cli_parse_int(v, 16, 512, &l)) {
             cfg.img = (int)l;
             cfg.store = cfg.img + cfg.img / 8;
@@ -129,7 +131,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     openblas_set_num_threads((int)threads);
     sg_err err;
     /* An engine to start from sets the input side and width unless they are given. */
-    if ((init || init_bb) && (!img_set || !width_set)) {
+    if ((init || init_bb) && (!img_set || !width_set || !stages_set)) {
         sg_engine *pe;
         if (sg_engine_load(init ? init : init_bb, &pe, &err) != SG_OK) {
             sg_log(SG_LOG_ERROR, "%s: %s", init ? "--init" : "--init-backbone", err.msg);
@@ -138,7 +140,12 @@ int sg_cmd_train_engine(int argc, char **argv) {
         const sg_engine_config *pc = sg_engine_get_config(pe);
         if (!img_set) cfg.img = pc->img, cfg.store = pc->store;
         if (!width_set) cfg.width = pc->width;
+        if (!stages_set) cfg.stages = pc->stages;
         sg_engine_free(pe);
+    }
+    if ((cfg.img >> cfg.stages) < 1) {
+        sg_log(SG_LOG_ERROR, "--img %d is too small for %d stages (each halves the map)", cfg.img, cfg.stages);
+        return finish_mpi(2);
     }
     sg_registry_texts rt;
     if (sg_registry_load_texts(registry, &rt, &err) != SG_OK) {

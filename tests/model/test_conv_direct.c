@@ -52,6 +52,8 @@ static const conv_case CASES[] = {
     {3, 7, 5, 1, 2, 10, 12, 2},   /* 5×5, 4×4 tiles reaching past the last plane */
     {6, 5, 2, 1, 0, 7, 11, 3},    /* even kernel: ow 10, ph 3 */
     {64, 13, 3, 1, 0, 7, 7, 3},   /* no padding: a 5×5 map, one 4×4 tile */
+    {64, 64, 3, 1, 1, 2, 2, 3},   /* a 2×2 map pooled to 1×1 (a fifth stage at 40 px) */
+    {64, 13, 3, 1, 1, 3, 3, 2},   /* 3×3 pooled to 1×1 */
     {3, 5, 3, 2, 1, 9, 9, 3},     /* stride 2: im2col path */
     {4, 6, 1, 1, 0, 7, 7, 2},     /* 1×1: im2col path */
 };
