@@ -551,8 +551,9 @@ Test(synth, head_eval_matches_synthesized_classifier) {
  * summary forward; the classifier must be byte-identical to the one computed
  * with the summary (a 1e-30 weight makes synthesis compute it, and its
  * contribution is far below float resolution). */
-Test(synth, skipping_unused_summary_changes_nothing) {
-    sg_engine *e = perturbed_engine(41);
+/* Zeroes every generator weight that reads the image summary (the first C
+ * entries of the task code), so that synthesis does not need the summary. */
+static void zero_summary_readers(sg_engine *e) {
     int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
     float *p = sg_engine_params(e);
     for (int s = 0; s < e->cfg.stages; s++) {
@@ -561,6 +562,12 @@ Test(synth, skipping_unused_summary_changes_nothing) {
         for (int r = 0; r < R; r++)
             for (int j = 0; j < C; j++) p[e->off_A[s] + (size_t)r * Z + j] = 0;
     }
+}
+
+Test(synth, skipping_unused_summary_changes_nothing) {
+    sg_engine *e = perturbed_engine(41);
+    float *p = sg_engine_params(e);
+    zero_summary_readers(e);
     task_fix t;
     task_build(&t, &e->cfg, 3, SHOTS3, TEXTS3, 9);
     sg_synth_opts o;
@@ -585,14 +592,8 @@ Test(synth, skipping_unused_summary_changes_nothing) {
  * its generator weights are zeroed here); with them off (the default) it can. */
 Test(synth, mirrored_views_make_synthesis_mirror_invariant) {
     sg_engine *e = perturbed_engine(43);
-    int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank, S = e->cfg.store;
-    float *p = sg_engine_params(e);
-    for (int s = 0; s < e->cfg.stages; s++) {
-        for (int o = 0; o < C; o++)
-            for (int j = 0; j < C; j++) p[e->off_gg[s] + (size_t)o * Z + j] = p[e->off_gb[s] + (size_t)o * Z + j] = 0;
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < C; j++) p[e->off_A[s] + (size_t)r * Z + j] = 0;
-    }
+    int S = e->cfg.store;
+    zero_summary_readers(e);
     task_fix t, m;
     task_build(&t, &e->cfg, 3, SHOTS3, NULL, 13);
     task_build(&m, &e->cfg, 3, SHOTS3, NULL, 13);
