@@ -1,10 +1,11 @@
 /* bench_synth.c — time to synthesize a classifier for a 5-way 5-shot task
  * (images + text) on one core, image decoding excluded, for the default
  * engine architecture (Conv4-64 at 40 px) or a trained engine given as the
- * first argument. Prints the median over repeats and where the time goes:
- * the forward passes of the support images (task summary through the base
- * network; prototypes through the synthesized network, twice with the flip
- * view) dominate, so the FLOP floor is printed too. */
+ * first argument. Prints the median over repeats, with and without mirrored
+ * support views (off by default), and the FLOP floor: the forward passes of
+ * the support images (prototypes through the synthesized network; the task
+ * summary through the base network when a generator weight reads it)
+ * dominate. */
 #include "sg_synth.h"
 #include <sched.h>
 

@@ -130,18 +130,24 @@ int sg_cmd_train_engine(int argc, char **argv) {
     if (rank != 0) sg_log_set_level(SG_LOG_WARN);
     openblas_set_num_threads((int)threads);
     sg_err err;
-    /* An engine to start from sets the input side and width unless they are given. */
+    /* An engine to start from (loaded once; --init-backbone's only read here)
+     * sets the input side, width and stages unless they are given. */
+    sg_engine *e = NULL;
+    if (init && sg_engine_load(init, &e, &err) != SG_OK) {
+        sg_log(SG_LOG_ERROR, "--init: %s", err.msg);
+        return finish_mpi(1);
+    }
     if ((init || init_bb) && (!img_set || !width_set || !stages_set)) {
-        sg_engine *pe;
-        if (sg_engine_load(init ? init : init_bb, &pe, &err) != SG_OK) {
-            sg_log(SG_LOG_ERROR, "%s: %s", init ? "--init" : "--init-backbone", err.msg);
+        sg_engine *pe = e;
+        if (!pe && sg_engine_load(init_bb, &pe, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "--init-backbone: %s", err.msg);
             return finish_mpi(1);
         }
         const sg_engine_config *pc = sg_engine_get_config(pe);
         if (!img_set) cfg.img = pc->img, cfg.store = pc->store;
         if (!width_set) cfg.width = pc->width;
         if (!stages_set) cfg.stages = pc->stages;
-        sg_engine_free(pe);
+        if (pe != e) sg_engine_free(pe);
     }
     if ((cfg.img >> cfg.stages) < 1) {
         sg_log(SG_LOG_ERROR, "--img %d is too small for %d stages (each halves the map)", cfg.img, cfg.stages);
@@ -190,12 +196,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         return finish_mpi(2);
     }
     cfg.n_base_classes = d.n_classes;
-    sg_engine *e = NULL;
     if (init) {
-        if (sg_engine_load(init, &e, &err) != SG_OK) {
-            sg_log(SG_LOG_ERROR, "--init: %s", err.msg);
-            return finish_mpi(1);
-        }
         const sg_engine_config *ec = sg_engine_get_config(e);
         if (ec->n_base_classes != d.n_classes || ec->store != cfg.store) {
             sg_log(SG_LOG_ERROR, "--init: %s was trained on %d classes at %d px; the data has %d classes at %d px", init,
