@@ -37,9 +37,14 @@ static const char train_help[] =
     "  -o, --out FILE      engine file to write (atomically)\n"
     "  --val LIST          held-out validation classes: set names or SET/LABEL ids, comma separated;\n"
     "                      used only to pick checkpoints (default: none)\n"
+    "  --stage2-classes LIST  classes (set names or SET/LABEL ids) kept out of stage 1 and used\n"
+    "                      alone for stage-2 episodes, so the generator learns on classes the\n"
+    "                      backbone never saw (default: stage 2 uses the stage-1 classes)\n"
+    "  --val-episodes N    validation episodes per shot count at each check (default 60)\n"
     "  --epochs N          stage-1 epochs (default 10)\n"
     "  --batch N           stage-1 global batch (default 128)\n"
     "  --lr X              stage-1 learning rate (default 2e-3)\n"
+    "  --wd X              stage-1 decoupled weight decay (AdamW; default 5e-4)\n"
     "  --episodes N        stage-2 episodes (default 1000)\n"
     "  --episodes-per-step N  (default 4)\n"
     "  --lr2 X             stage-2 learning rate (default 1e-3)\n"
@@ -65,10 +70,35 @@ static const char train_help[] =
     "the same command with --resume continues exactly where it stopped.\n"
     "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments, 3 stopped (resumable).\n";
 
+/* Comma-separated set names or SET/LABEL ids → class indices (an error names
+ * the option and the entry that matches nothing). */
+static int parse_class_list(const char *spec, const char *opt, const sg_dataset *d, int *out, int *n) {
+    *n = 0;
+    if (!spec) return 0;
+    char *list = sg_xstrdup(spec), *save = NULL;
+    for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int hit = 0;
+        for (int c = 0; c < d->n_classes; c++)
+            if (strcmp(d->class_names[c], tok) == 0 || strcmp(d->domain_names[d->class_domain[c]], tok) == 0) {
+                int dup = 0;
+                for (int k = 0; k < *n; k++) dup |= out[k] == c;
+                if (!dup) out[(*n)++] = c;
+                hit = 1;
+            }
+        if (!hit) {
+            sg_log(SG_LOG_ERROR, "%s: '%s' names no loaded set or class", opt, tok);
+            free(list);
+            return -1;
+        }
+    }
+    free(list);
+    return 0;
+}
+
 int sg_cmd_train_engine(int argc, char **argv) {
     char *sets[MAX_SETS];
     int n_sets = 0;
-    const char *registry = NULL, *out = NULL, *val = NULL, *ckpt = NULL, *init = NULL, *init_bb = NULL;
+    const char *registry = NULL, *out = NULL, *val = NULL, *s2only = NULL, *ckpt = NULL, *init = NULL, *init_bb = NULL;
     sg_train_opts o;
     sg_train_opts_default(&o);
     sg_engine_config cfg;
@@ -100,6 +130,8 @@ int sg_cmd_train_engine(int argc, char **argv) {
                 return fprintf(stderr, "sgps train-engine: --stage2-train needs gen, text and/or head\n"), 2;
         }
         else if (sg_cli_opt(argc, argv, &i, "--init", &v)) init = v;
+        else if (sg_cli_opt(argc, argv, &i, "--stage2-classes", &v)) s2only = v;
+        else if (sg_cli_opt(argc, argv, &i, "--val-episodes", &v) && sg_cli_parse_int(v, 1, 1000000, &l)) o.val_episodes = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--epochs", &v) && sg_cli_parse_int(v, 0, 100000, &l)) o.stage1_epochs = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--batch", &v) && sg_cli_parse_int(v, 1, 1 << 16, &l)) o.batch = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 0, 1L << 30, &l)) o.stage2_episodes = (int)l;
@@ -113,6 +145,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         } else if (sg_cli_opt(argc, argv, &i, "--seed", &v) && sg_cli_parse_int(v, 0, 1L << 40, &l)) o.seed = (uint64_t)l;
         else if (sg_cli_opt(argc, argv, &i, "--threads", &v) && sg_cli_parse_int(v, 1, 256, &l)) threads = l;
         else if (sg_cli_opt(argc, argv, &i, "--lr", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr1 = (float)x;
+        else if (sg_cli_opt(argc, argv, &i, "--wd", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x < 10) o.wd1 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--lr2", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr2 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--time-budget", &v) && sg_cli_parse_float(v, &x) && x >= 0) o.time_budget_s = x;
         else {
@@ -171,29 +204,28 @@ int sg_cmd_train_engine(int argc, char **argv) {
             if (rank == 0) sg_log(SG_LOG_WARN, "class %s has no description in %s", d.class_names[c], registry);
         }
     int *valc = sg_xmalloc(sizeof(int) * (size_t)d.n_classes), nval = 0;
-    if (val) {
-        char *list = sg_xstrdup(val), *save = NULL;
-        for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            int hit = 0;
-            for (int c = 0; c < d.n_classes; c++)
-                if (strcmp(d.class_names[c], tok) == 0 || strcmp(d.domain_names[d.class_domain[c]], tok) == 0) {
-                    valc[nval++] = c;
-                    hit = 1;
-                }
-            if (!hit) {
-                sg_log(SG_LOG_ERROR, "--val: '%s' names no loaded set or class", tok);
-                free(list);
-                return finish_mpi(2);
-            }
-        }
-        free(list);
+    int *s2c = sg_xmalloc(sizeof(int) * (size_t)d.n_classes), ns2 = 0;
+    int code = 0;
+    if (parse_class_list(val, "--val", &d, valc, &nval) != 0 || parse_class_list(s2only, "--stage2-classes", &d, s2c, &ns2) != 0) {
+        code = 2;
+        goto done;
     }
+    for (int i = 0; i < ns2; i++)
+        for (int k = 0; k < nval; k++)
+            if (s2c[i] == valc[k]) {
+                sg_log(SG_LOG_ERROR, "--stage2-classes: %s is also a --val class", d.class_names[s2c[i]]);
+                code = 2;
+                goto done;
+            }
     o.val_classes = valc;
     o.n_val_classes = nval;
+    o.s2_classes = s2c;
+    o.n_s2_classes = ns2;
     o.checkpoint = ckpt;
     if (o.resume && !ckpt) {
         if (rank == 0) sg_log(SG_LOG_ERROR, "--resume needs --checkpoint PREFIX (the state is PREFIX.state)");
-        return finish_mpi(2);
+        code = 2;
+        goto done;
     }
     cfg.n_base_classes = d.n_classes;
     if (init) {
@@ -201,7 +233,8 @@ int sg_cmd_train_engine(int argc, char **argv) {
         if (ec->n_base_classes != d.n_classes || ec->store != cfg.store) {
             sg_log(SG_LOG_ERROR, "--init: %s was trained on %d classes at %d px; the data has %d classes at %d px", init,
                    ec->n_base_classes, ec->store, d.n_classes, cfg.store);
-            return finish_mpi(1);
+            code = 1;
+            goto done;
         }
         cfg = *ec;
     } else {
@@ -211,7 +244,8 @@ int sg_cmd_train_engine(int argc, char **argv) {
         sg_engine_set_normalization(e, mean, std);
         if (init_bb && sg_engine_load_backbone(e, init_bb, &err) != SG_OK) {
             sg_log(SG_LOG_ERROR, "--init-backbone: %s", err.msg);
-            return finish_mpi(1);
+            code = 1;
+            goto done;
         }
     }
     if (rank == 0)
@@ -220,7 +254,6 @@ int sg_cmd_train_engine(int argc, char **argv) {
     double t0 = sg_now();
     sg_train_install_signals();
     sg_status s = sg_engine_train(e, &d, &o, MPI_COMM_WORLD, &err);
-    int code = 0;
     if (s == SG_ERR_INTERRUPTED) {
         if (rank == 0) sg_log(SG_LOG_INFO, "%s", err.msg);
         code = 3;
@@ -236,10 +269,12 @@ int sg_cmd_train_engine(int argc, char **argv) {
                    sg_engine_n_params(e) * 4.0 / 1e6, sg_now() - t0);
         }
     }
+done:
     sg_engine_free(e);
     sg_dataset_free(&d);
     sg_registry_texts_free(&rt);
     free(valc);
+    free(s2c);
     return finish_mpi(code);
 }
 

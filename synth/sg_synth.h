@@ -137,6 +137,8 @@ typedef struct sg_train_opts {
     float text_dropout;
     int val_episodes;      /* validation episodes per check */
     const int *val_classes; int n_val_classes; /* held-out classes (indices into data) */
+    const int *s2_classes; int n_s2_classes;   /* classes kept out of stage 1 and used alone for stage-2
+                                                  episodes (none: stage 2 uses the stage-1 classes) */
     uint64_t seed;
     const char *checkpoint; /* path prefix: PREFIX.stage1/2.sgpe engines and PREFIX.state (resumable), or NULL */
     int resume;             /* continue from PREFIX.state when it exists (same settings and data required) */

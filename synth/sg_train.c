@@ -397,9 +397,14 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     if (d->store != e->cfg.store) return sg_err_set(err, SG_ERR_ARG, "data stored at %d px, engine expects %d", d->store, e->cfg.store);
     uint8_t *is_val = sg_xcalloc((size_t)d->n_classes, 1);
     for (int i = 0; i < o->n_val_classes; i++) is_val[o->val_classes[i]] = 1;
+    uint8_t *is_s2 = sg_xcalloc((size_t)d->n_classes, 1);
+    for (int i = 0; i < o->n_s2_classes; i++) is_s2[o->s2_classes[i]] = 1;
     int *train_cls = sg_xmalloc(sizeof(int) * (size_t)d->n_classes), n_train = 0;
-    for (int c = 0; c < d->n_classes; c++)
-        if (!is_val[c]) train_cls[n_train++] = c;
+    int *s2_cls = sg_xmalloc(sizeof(int) * (size_t)d->n_classes), n_s2 = 0;
+    for (int c = 0; c < d->n_classes; c++) {
+        if (!is_val[c] && !is_s2[c]) train_cls[n_train++] = c;
+        if (!is_val[c] && (is_s2[c] || !o->n_s2_classes)) s2_cls[n_s2++] = c;
+    }
     class_index ci;
     class_index_build(d, &ci);
     size_t np = e->n_params;
@@ -577,8 +582,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         int E = o->episodes_per_step;
         long steps = (o->stage2_episodes + E - 1) / E;
         if (rank == 0)
-            sg_log(SG_LOG_INFO, "stage 2: episodic meta-training, %ld steps x %d episodes (%d-way, K in 0..%d, %d queries/class, text dropout %.2f)",
-                   steps, E, o->way, o->max_shot, o->queries, o->text_dropout);
+            sg_log(SG_LOG_INFO, "stage 2: episodic meta-training on %d classes%s, %ld steps x %d episodes (%d-way, K in 0..%d, %d queries/class, text dropout %.2f)",
+                   n_s2, o->n_s2_classes ? " unseen in stage 1" : "", steps, E, o->way, o->max_shot, o->queries, o->text_dropout);
         sg_episode_buf b = {0};
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
@@ -611,7 +616,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 int shot = (int)sg_rng_below(&r, (uint32_t)o->max_shot + 1);
                 int text_only = shot == 0;
                 if (text_only) shot = 0;
-                if (!sg_sample_episode(d, train_cls, n_train, o->way, shot, o->queries, o->text_dropout, text_only, &r, &b))
+                if (!sg_sample_episode(d, s2_cls, n_s2, o->way, shot, o->queries, o->text_dropout, text_only, &r, &b))
                     continue;
                 if (k % P != rank) continue;
                 b.ep.word_dropout = 0.2f;
@@ -689,6 +694,6 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     if (st == SG_OK && o->calib_episodes > 0 && o->val_episodes > 0 && o->n_val_classes > 0) calibrate_head(e, d, o, comm, rank, P);
     if (st == SG_OK) st = check_same_weights(e, comm, err);
     class_index_free(&ci);
-    free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls);
+    free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls); free(is_s2); free(s2_cls);
     return st;
 }

@@ -63,6 +63,24 @@ grep -q 'Conv4-4 at 16px' "$W/train2.txt" || fail "--init-backbone did not take 
   --epochs 0 --episodes 0 --init-backbone "$W/a/engine.sgpe" --img 24 > "$W/train3.txt" 2>&1 &&
   fail "--init-backbone with another --img was accepted"
 grep -q 'does not match' "$W/train3.txt" || fail "a size mismatch is not explained: $(cat "$W/train3.txt")"
+# --stage2-classes keeps classes out of stage 1 and trains stage 2 on them alone;
+# a name that matches nothing, or a class that is also a --val class, is refused.
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --width 4 --img 16 \
+  --epochs 1 --batch 8 --episodes 2 --episodes-per-step 1 --val train/d000,train/d001,train/d002 --val-episodes 2 \
+  --stage2-classes train/d003,train/d004,train/d005 --calib-episodes 0 > "$W/s2.txt" 2>&1 ||
+  fail "train-engine --stage2-classes: $(cat "$W/s2.txt")"
+grep -q 'pretraining on 3 classes (9 images)' "$W/s2.txt" || fail "stage 1 did not leave out the stage-2 classes: $(cat "$W/s2.txt")"
+grep -q 'meta-training on 3 classes unseen in stage 1' "$W/s2.txt" || fail "stage 2 did not use the stage-2 classes: $(cat "$W/s2.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --width 4 --img 16 \
+  --epochs 0 --episodes 0 --stage2-classes train/nosuch > "$W/s2b.txt" 2>&1; [ $? -eq 2 ] || fail "--stage2-classes with an unknown class: exit 2 expected"
+grep -q "'train/nosuch' names no loaded set or class" "$W/s2b.txt" || fail "unknown stage-2 class not named: $(cat "$W/s2b.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --width 4 --img 16 \
+  --epochs 0 --episodes 0 --val train/d001 --stage2-classes train/d001 > "$W/s2c.txt" 2>&1; [ $? -eq 2 ] || fail "a class in --val and --stage2-classes: exit 2 expected"
+grep -q 'train/d001 is also a --val class' "$W/s2c.txt" || fail "the overlap is not explained: $(cat "$W/s2c.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --wd -1 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "--wd -1: exit 2 expected"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --val-episodes 0 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "--val-episodes 0: exit 2 expected"
 if "$SGPS" --help | grep -q '^  validate '; then
   "$SGPS" validate "$W/a/manifest.json" > "$W/val.txt" 2>&1 || fail "validate: $(cat "$W/val.txt")"
 fi
