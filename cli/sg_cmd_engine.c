@@ -473,7 +473,9 @@ static const char eval_help[] =
     "N-way K-shot episodes on the classes of DIR (an image set with labels.csv), the\n"
     "same seeded episodes for every method: SGPS (images; images + text; text only),\n"
     "ProtoNet on the engine's base backbone, a linear probe, fine-tuning, chance.\n"
-    "Prints mean accuracy +- 1.96 sd/sqrt(episodes) and writes OUT.json and OUT.md.\n\n"
+    "Prints mean accuracy +- 1.96 sd/sqrt(episodes) and writes OUT.json and OUT.md; when\n"
+    "SGPS (images) runs, also SGPS minus each other method paired over the same episodes\n"
+    "(mean and 95 % CI of the per-episode difference: the test of whether SGPS is ahead).\n\n"
     "  --way N          classes per episode (default 5)\n"
     "  --shot LIST      shots, comma separated (default 1,5)\n"
     "  --episodes N     (default 600)     --queries N   per class (default 15)\n"
@@ -579,6 +581,10 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
                 if (res[s].ran[m])
                     sg_log(SG_LOG_INFO, "  %-34s %6.2f +- %.2f %%", sg_method_name((sg_method)m), 100 * res[s].mean[m],
                            100 * res[s].ci95[m]);
+            for (int m = 0; m < SG_M__COUNT; m++)
+                if (res[s].has_diff[m])
+                    sg_log(SG_LOG_INFO, "  SGPS (images) - %-18s %+6.2f +- %.2f points (paired)", mnames[m],
+                           100 * res[s].diff[m], 100 * res[s].diff_ci95[m]);
         }
     }
     if (rank == 0 && !code) {
@@ -592,6 +598,30 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
                 sg_buf_printf(&md, " %.2f ± %.2f |", 100 * res[s].mean[m], 100 * res[s].ci95[m]);
                 sg_buf_printf(&js, "%s    {\"method\": \"%s\", \"shot\": %d, \"accuracy\": %.6f, \"ci95\": %.6f}", first ? "" : ",\n",
                               mnames[m], shot_list[s], res[s].mean[m], res[s].ci95[m]);
+                first = 0;
+            }
+            sg_buf_printf(&md, "\n");
+        }
+        sg_buf_printf(&js, "\n  ],\n  \"paired\": [\n");
+        /* SGPS (images) minus each method, per episode: the episodes are shared,
+         * so this interval is the one that says whether SGPS is ahead */
+        int any = 0;
+        for (int m = 0; m < SG_M__COUNT; m++) any |= res[0].has_diff[m];
+        if (any) {
+            sg_buf_printf(&md, "\nSGPS (images) minus each method, paired over the same episodes (points, mean ± 95 %% CI):\n\n| method |");
+            for (int s = 0; s < n_shot; s++) sg_buf_printf(&md, " %d-way %d-shot |", fo.way, shot_list[s]);
+            sg_buf_printf(&md, "\n| --- |");
+            for (int s = 0; s < n_shot; s++) sg_buf_printf(&md, " --- |");
+            sg_buf_printf(&md, "\n");
+        }
+        first = 1;
+        for (int m = 0; m < SG_M__COUNT; m++) {
+            if (!res[0].has_diff[m]) continue;
+            sg_buf_printf(&md, "| SGPS (images) − %s |", sg_method_name((sg_method)m));
+            for (int s = 0; s < n_shot; s++) {
+                sg_buf_printf(&md, " %+.2f ± %.2f |", 100 * res[s].diff[m], 100 * res[s].diff_ci95[m]);
+                sg_buf_printf(&js, "%s    {\"method\": \"%s\", \"shot\": %d, \"sgps_minus\": %.6f, \"ci95\": %.6f}",
+                              first ? "" : ",\n", mnames[m], shot_list[s], res[s].diff[m], res[s].diff_ci95[m]);
                 first = 0;
             }
             sg_buf_printf(&md, "\n");

@@ -304,6 +304,19 @@ sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fews
             res->ci95[m] = 1.96 * sqrt(ss / (E > 1 ? E - 1 : 1)) / sqrt((double)E);
             res->ran[m] = 1;
         }
+        for (int m = 0; m < SG_M__COUNT && res->ran[SG_M_SGPS_IMG]; m++) {
+            if (m == SG_M_SGPS_IMG || !res->ran[m]) continue;
+            double s = 0, ss = 0;
+            for (int ep = 0; ep < E; ep++) s += acc[(size_t)ep * SG_M__COUNT + SG_M_SGPS_IMG] - acc[(size_t)ep * SG_M__COUNT + m];
+            double mean = s / E;
+            for (int ep = 0; ep < E; ep++) {
+                double dv = acc[(size_t)ep * SG_M__COUNT + SG_M_SGPS_IMG] - acc[(size_t)ep * SG_M__COUNT + m] - mean;
+                ss += dv * dv;
+            }
+            res->diff[m] = mean;
+            res->diff_ci95[m] = 1.96 * sqrt(ss / (E > 1 ? E - 1 : 1)) / sqrt((double)E);
+            res->has_diff[m] = 1;
+        }
         res->episodes = E;
         res->seconds = sg_now() - t0;
     }

@@ -206,6 +206,10 @@ typedef struct sg_fewshot_opts {
 typedef struct sg_fewshot_result {
     double mean[SG_M__COUNT], ci95[SG_M__COUNT];
     int ran[SG_M__COUNT];
+    /* Paired on the same episodes: mean and 95 % CI of acc(SGPS images) - acc(m)
+     * per episode, for every other method that ran (has_diff[m]). */
+    double diff[SG_M__COUNT], diff_ci95[SG_M__COUNT];
+    int has_diff[SG_M__COUNT];
     int episodes;
     double seconds;
 } sg_fewshot_result;

@@ -557,6 +557,25 @@ Test(demo, engine_learns_held_out_diseases, .timeout = 300) {
     float mean[3], sd[3];
     sg_dataset_stats(&train, mean, sd);
     sg_engine_set_normalization(e, mean, sd);
+    {
+        /* Untrained, the generators are at zero, so SGPS (images) and the
+         * no-adaptation ablation classify every episode alike: the paired
+         * difference is exactly 0 ± 0 while each method's own interval is not. */
+        sg_fewshot_opts zo;
+        memset(&zo, 0, sizeof zo);
+        zo.way = 4;
+        zo.shot = 1;
+        zo.queries = 4;
+        zo.episodes = 12;
+        zo.seed = 4;
+        zo.methods[SG_M_SGPS_IMG] = zo.methods[SG_M_SGPS_NOADAPT] = 1;
+        sg_fewshot_result zr;
+        cr_assert_eq(sg_fewshot_eval(e, &held, &zo, &zr, MPI_COMM_WORLD, &err), SG_OK, "%s", err.msg);
+        cr_assert(zr.has_diff[SG_M_SGPS_NOADAPT] && zr.ci95[SG_M_SGPS_IMG] > 0, "untrained: no difference or a zero CI");
+        cr_assert(zr.diff[SG_M_SGPS_NOADAPT] == 0 && zr.diff_ci95[SG_M_SGPS_NOADAPT] == 0,
+                  "identical methods: paired difference %g ± %g, not 0 ± 0", zr.diff[SG_M_SGPS_NOADAPT],
+                  zr.diff_ci95[SG_M_SGPS_NOADAPT]);
+    }
     sg_train_opts to;
     sg_train_opts_default(&to);
     to.stage1_epochs = 10;
@@ -581,8 +600,23 @@ Test(demo, engine_learns_held_out_diseases, .timeout = 300) {
     fo.episodes = 60;
     fo.seed = 9;
     fo.methods[SG_M_SGPS_IMG_TEXT] = fo.methods[SG_M_SGPS_TEXT] = fo.methods[SG_M_CHANCE] = 1;
+    fo.methods[SG_M_SGPS_IMG] = fo.methods[SG_M_PROTONET] = 1;
     sg_fewshot_result r;
     cr_assert_eq(sg_fewshot_eval(e, &held, &fo, &r, MPI_COMM_WORLD, &err), SG_OK, "%s", err.msg);
+    /* paired differences: SGPS (images) minus each other method that ran, per episode */
+    cr_assert(!r.has_diff[SG_M_SGPS_IMG] && !r.has_diff[SG_M_LINPROBE], "a difference for a method that did not run");
+    for (int m = 0; m < SG_M__COUNT; m++) {
+        if (!r.ran[m] || m == SG_M_SGPS_IMG) continue;
+        cr_assert(r.has_diff[m], "no paired difference for method %d", m);
+        cr_assert_float_eq(r.diff[m], r.mean[SG_M_SGPS_IMG] - r.mean[m], 1e-9, "method %d: mean difference %g", m, r.diff[m]);
+    }
+    /* chance is the same in every episode, so the paired interval is SGPS's own */
+    cr_assert_float_eq(r.diff_ci95[SG_M_CHANCE], r.ci95[SG_M_SGPS_IMG], 1e-9, "paired CI %g vs SGPS CI %g",
+                       r.diff_ci95[SG_M_CHANCE], r.ci95[SG_M_SGPS_IMG]);
+    /* SGPS and ProtoNet share the backbone and the episodes: the paired interval
+     * is narrower than the two separate ones together */
+    cr_assert_lt(r.diff_ci95[SG_M_PROTONET], r.ci95[SG_M_SGPS_IMG] + r.ci95[SG_M_PROTONET], "paired CI %g not narrower",
+                 r.diff_ci95[SG_M_PROTONET]);
     fprintf(stderr, "demo engine: trained in %.1f s on %d diseases; held-out 4-way 3-shot: images+text %.1f %%, "
                     "text only %.1f %%, chance %.1f %% (%.1f s total)\n",
             t_train, w.n_train, 100 * r.mean[SG_M_SGPS_IMG_TEXT], 100 * r.mean[SG_M_SGPS_TEXT],
