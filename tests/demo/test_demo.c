@@ -525,6 +525,18 @@ static void world_dataset(const sg_demo_world *w, uint64_t seed, int first, int 
     free(rgb);
 }
 
+/* Evaluation options with no method selected yet. */
+static sg_fewshot_opts fewshot_opts(int way, int shot, int queries, int episodes, uint64_t seed) {
+    sg_fewshot_opts f;
+    memset(&f, 0, sizeof f);
+    f.way = way;
+    f.shot = shot;
+    f.queries = queries;
+    f.episodes = episodes;
+    f.seed = seed;
+    return f;
+}
+
 Test(demo, engine_learns_held_out_diseases, .timeout = 300) {
     int inited;
     MPI_Initialized(&inited);
@@ -561,13 +573,7 @@ Test(demo, engine_learns_held_out_diseases, .timeout = 300) {
         /* Untrained, the generators are at zero, so SGPS (images) and the
          * no-adaptation ablation classify every episode alike: the paired
          * difference is exactly 0 ± 0 while each method's own interval is not. */
-        sg_fewshot_opts zo;
-        memset(&zo, 0, sizeof zo);
-        zo.way = 4;
-        zo.shot = 1;
-        zo.queries = 4;
-        zo.episodes = 12;
-        zo.seed = 4;
+        sg_fewshot_opts zo = fewshot_opts(4, 1, 4, 12, 4);
         zo.methods[SG_M_SGPS_IMG] = zo.methods[SG_M_SGPS_NOADAPT] = 1;
         sg_fewshot_result zr;
         cr_assert_eq(sg_fewshot_eval(e, &held, &zo, &zr, MPI_COMM_WORLD, &err), SG_OK, "%s", err.msg);
@@ -592,13 +598,7 @@ Test(demo, engine_learns_held_out_diseases, .timeout = 300) {
     to.log_every = 100000;
     cr_assert_eq(sg_engine_train(e, &train, &to, MPI_COMM_WORLD, &err), SG_OK, "train: %s", err.msg);
     double t_train = sg_now() - t0;
-    sg_fewshot_opts fo;
-    memset(&fo, 0, sizeof fo);
-    fo.way = 4;
-    fo.shot = 3;
-    fo.queries = 8;
-    fo.episodes = 60;
-    fo.seed = 9;
+    sg_fewshot_opts fo = fewshot_opts(4, 3, 8, 60, 9);
     fo.methods[SG_M_SGPS_IMG_TEXT] = fo.methods[SG_M_SGPS_TEXT] = fo.methods[SG_M_CHANCE] = 1;
     fo.methods[SG_M_SGPS_IMG] = fo.methods[SG_M_PROTONET] = 1;
     sg_fewshot_result r;
