@@ -30,6 +30,10 @@ int sg_cli_is_help(const char *arg);
  * followed by a value or `--name=value`; advances *i. */
 int sg_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
 int sg_cli_parse_int(const char *s, long lo, long hi, long *out);
+/* The message for an argument the loop did not accept; i0 is where the
+ * argument began (i > i0: the option argv[i0] took the bad value argv[i]).
+ * Returns 2, the exit status for bad arguments. */
+int sg_cli_bad_arg(const char *cmd, char **argv, int i0, int i);
 int sg_cli_parse_float(const char *s, double *out);
 
 extern const char *sg_git_hash;

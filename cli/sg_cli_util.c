@@ -24,6 +24,12 @@ int sg_cli_opt(int argc, char **argv, int *i, const char *name, const char **val
     return 1;
 }
 
+int sg_cli_bad_arg(const char *cmd, char **argv, int i0, int i) {
+    if (i > i0) fprintf(stderr, "sgps %s: bad value '%s' for %s (see --help)\n", cmd, argv[i], argv[i0]);
+    else fprintf(stderr, "sgps %s: bad or unknown argument '%s' (see --help)\n", cmd, argv[i]);
+    return 2;
+}
+
 int sg_cli_parse_int(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;

@@ -106,6 +106,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     long threads = 1;
     int img_set = 0, width_set = 0, stages_set = 0;
     for (int i = 1; i < argc; i++) {
+        int i0 = i;
         const char *v;
         long l;
         double x;
@@ -149,8 +150,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--lr2", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr2 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--time-budget", &v) && sg_cli_parse_float(v, &x) && x >= 0) o.time_budget_s = x;
         else {
-            fprintf(stderr, "sgps train-engine: bad or unknown argument '%s' (see --help)\n", argv[i]);
-            return 2;
+            return sg_cli_bad_arg("train-engine", argv, i0, i);
         }
     }
     if (!n_sets || !registry || !out) {
@@ -494,6 +494,7 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
     fo.episodes = 600;
     fo.seed = 1;
     for (int i = 1; i < argc; i++) {
+        int i0 = i;
         const char *v;
         long l;
         if (sg_cli_is_help(argv[i])) {
@@ -509,7 +510,7 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 1, 1000000, &l)) fo.episodes = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--queries", &v) && sg_cli_parse_int(v, 1, 10000, &l)) fo.queries = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--seed", &v) && sg_cli_parse_int(v, 0, 1L << 40, &l)) fo.seed = (uint64_t)l;
-        else return fprintf(stderr, "sgps eval-fewshot: bad or unknown argument '%s' (see --help)\n", argv[i]), 2;
+        else return sg_cli_bad_arg("eval-fewshot", argv, i0, i);
     }
     if (!engine || !data) return fprintf(stderr, "sgps eval-fewshot: --engine and --data are required\n"), 2;
     static const char *mnames[SG_M__COUNT] = {"sgps", "sgps-text", "text", "noadapt", "protonet", "linprobe", "finetune", "chance"};
@@ -521,8 +522,10 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
             for (int m = 0; m < SG_M__COUNT; m++)
                 if (strcmp(t, mnames[m]) == 0) fo.methods[m] = hit = 1;
             if (!hit) {
+                fprintf(stderr, "sgps eval-fewshot: unknown method '%s' (methods: sgps, sgps-text, text, noadapt, protonet, "
+                                "linprobe, finetune, chance)\n", t);
                 free(list);
-                return fprintf(stderr, "sgps eval-fewshot: unknown method '%s'\n", t), 2;
+                return 2;
             }
         }
         free(list);

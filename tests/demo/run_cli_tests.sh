@@ -77,10 +77,32 @@ grep -q "'train/nosuch' names no loaded set or class" "$W/s2b.txt" || fail "unkn
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --width 4 --img 16 \
   --epochs 0 --episodes 0 --val train/d001 --stage2-classes train/d001 > "$W/s2c.txt" 2>&1; [ $? -eq 2 ] || fail "a class in --val and --stage2-classes: exit 2 expected"
 grep -q 'train/d001 is also a --val class' "$W/s2c.txt" || fail "the overlap is not explained: $(cat "$W/s2c.txt")"
-"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --wd -1 > /dev/null 2>&1
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --wd -1 > /dev/null 2> "$W/wd.txt"
 [ $? -eq 2 ] || fail "--wd -1: exit 2 expected"
+grep -q "bad value '-1' for --wd" "$W/wd.txt" || fail "a bad value does not name its option: $(cat "$W/wd.txt")"
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --val-episodes 0 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "--val-episodes 0: exit 2 expected"
+# eval-fewshot on the held-out diseases with the untrained engine: every method,
+# the paired differences (the no-adaptation ablation equals SGPS exactly when the
+# generators are at zero), OUT.json and OUT.md; bad arguments and files refused.
+"$SGPS" eval-fewshot --help | grep -q 'paired' || fail "eval-fewshot --help does not describe the paired differences"
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --registry "$W/a/registry.json" \
+  --way 3 --shot 1,2 --episodes 4 --queries 1 --out "$W/ev" > "$W/ev.txt" 2>&1 || fail "eval-fewshot: $(cat "$W/ev.txt")"
+grep -q '^| SGPS (images) − ablation: SGPS head, no adaptation | +0.00 ± 0.00 | +0.00 ± 0.00 |$' "$W/ev.md" ||
+  fail "eval-fewshot: no exact paired difference for identical methods: $(cat "$W/ev.md")"
+grep -q '^| ProtoNet (base backbone) |' "$W/ev.md" || fail "eval-fewshot: no ProtoNet row: $(cat "$W/ev.md")"
+grep -q '"paired": \[' "$W/ev.json" || fail "eval-fewshot: no paired array in the JSON"
+[ "$(grep -c '"sgps_minus"' "$W/ev.json")" -eq 14 ] || fail "eval-fewshot: not 7 methods x 2 shots of paired differences"
+[ "$(grep -c '"accuracy"' "$W/ev.json")" -eq 16 ] || fail "eval-fewshot: not 8 methods x 2 shots of accuracies"
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --way 1 > /dev/null 2> "$W/ev2.txt"
+[ $? -eq 2 ] || fail "eval-fewshot --way 1: exit 2 expected"
+grep -q "bad value '1' for --way" "$W/ev2.txt" || fail "eval-fewshot --way 1 not explained: $(cat "$W/ev2.txt")"
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --methods sgps,bogus > /dev/null 2> "$W/ev3.txt"
+[ $? -eq 2 ] || fail "eval-fewshot --methods bogus: exit 2 expected"
+grep -q "unknown method 'bogus'" "$W/ev3.txt" || fail "the unknown method is not named: $(cat "$W/ev3.txt")"
+"$SGPS" eval-fewshot --engine "$W/nosuch.sgpe" --data "$W/a/heldout" > /dev/null 2> "$W/ev4.txt"
+[ $? -eq 1 ] || fail "eval-fewshot with a missing engine: exit 1 expected"
+grep -q 'nosuch.sgpe' "$W/ev4.txt" || fail "the missing engine is not named: $(cat "$W/ev4.txt")"
 if "$SGPS" --help | grep -q '^  validate '; then
   "$SGPS" validate "$W/a/manifest.json" > "$W/val.txt" 2>&1 || fail "validate: $(cat "$W/val.txt")"
 fi
