@@ -77,6 +77,12 @@ grep -q "'train/nosuch' names no loaded set or class" "$W/s2b.txt" || fail "unkn
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --width 4 --img 16 \
   --epochs 0 --episodes 0 --val train/d001 --stage2-classes train/d001 > "$W/s2c.txt" 2>&1; [ $? -eq 2 ] || fail "a class in --val and --stage2-classes: exit 2 expected"
 grep -q 'train/d001 is also a --val class' "$W/s2c.txt" || fail "the overlap is not explained: $(cat "$W/s2c.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2d.sgpe" --width 4 --img 16 \
+  --epochs 1 --episodes 0 --val train/d000,train/d001 \
+  --stage2-classes train/d002,train/d003,train/d004,train/d005,train/d006,train/d007,train/d008 > "$W/s2d.txt" 2>&1
+[ $? -eq 1 ] || fail "every class out of stage 1: exit 1 expected"
+grep -q 'no class is left for stage 1' "$W/s2d.txt" || fail "an empty stage 1 is not explained: $(cat "$W/s2d.txt")"
+[ ! -e "$W/s2d.sgpe" ] || fail "a refused training wrote an engine"
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --wd -1 > /dev/null 2> "$W/wd.txt"
 [ $? -eq 2 ] || fail "--wd -1: exit 2 expected"
 grep -q "bad value '-1' for --wd" "$W/wd.txt" || fail "a bad value does not name its option: $(cat "$W/wd.txt")"
