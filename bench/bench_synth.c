@@ -7,9 +7,9 @@
  * summary through the base network when a generator weight reads it)
  * dominate. */
 #include "sg_synth.h"
-#include <sched.h>
 
 #include <cblas.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

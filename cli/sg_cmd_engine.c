@@ -184,17 +184,20 @@ int sg_cmd_train_engine(int argc, char **argv) {
     }
     if ((cfg.img >> cfg.stages) < 1) {
         sg_log(SG_LOG_ERROR, "--img %d is too small for %d stages (each halves the map)", cfg.img, cfg.stages);
+        sg_engine_free(e);
         return finish_mpi(2);
     }
     sg_registry_texts rt;
     if (sg_registry_load_texts(registry, &rt, &err) != SG_OK) {
         sg_log(SG_LOG_ERROR, "%s", err.msg);
+        sg_engine_free(e);
         return finish_mpi(1);
     }
     sg_dataset d;
     if (sg_cli_load_sets(sets, n_sets, cfg.store, &rt, &d, &err) != SG_OK) {
         sg_log(SG_LOG_ERROR, "%s", err.msg);
         sg_registry_texts_free(&rt);
+        sg_engine_free(e);
         return finish_mpi(1);
     }
     int no_text = 0;

@@ -507,9 +507,10 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
 }
 
 /* Head calibration (sg_train.c): one image-only episode, prepared exactly as
- * default synthesis prepares it (support views as sg_synth_opts_default says, generated kernels and
- * FiLM, centre from the mean of the prototypes); the backbone features are
- * computed once and every candidate head is scored on the queries:
+ * default synthesis prepares it (support views as sg_synth_opts_default
+ * says, generated kernels and FiLM, centre from the mean of the prototypes);
+ * the backbone features are computed once and every candidate head is
+ * scored on the queries:
  * logits = s · (a · cos(u, p̂_c) + b · u · W_ridge(λ)), centre κ · mean_c p_c.
  * acc[k] += accuracy of candidate k; nll[k · n_scale + j] += mean NLL of
  * candidate k at scale scales[j]. */

@@ -186,6 +186,19 @@ static void finetune(const sg_engine *e, finetune_ctx *f, int N, const float *xs
     free(as); free(aq); free(p); free(g); free(m); free(v); free(lab); free(dl);
 }
 
+/* Mean and 95 % interval (1.96 sd / sqrt(E)) over E episodes of a[ep] - b[ep]
+ * (b NULL: of a[ep]); a and b step by SG_M__COUNT (one row per episode). */
+static void mean_ci95(int E, const double *a, const double *b, double *mean, double *ci) {
+    double s = 0, ss = 0;
+    for (int ep = 0; ep < E; ep++) s += a[(size_t)ep * SG_M__COUNT] - (b ? b[(size_t)ep * SG_M__COUNT] : 0);
+    *mean = s / E;
+    for (int ep = 0; ep < E; ep++) {
+        double dv = a[(size_t)ep * SG_M__COUNT] - (b ? b[(size_t)ep * SG_M__COUNT] : 0) - *mean;
+        ss += dv * dv;
+    }
+    *ci = 1.96 * sqrt(ss / (E > 1 ? E - 1 : 1)) / sqrt((double)E);
+}
+
 sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fewshot_opts *o, sg_fewshot_result *res,
                           MPI_Comm comm, sg_err *err) {
     int rank, P;
@@ -293,28 +306,12 @@ sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fews
     if (rank == 0) {
         for (int m = 0; m < SG_M__COUNT; m++) {
             if (!o->methods[m] || (m >= SG_M_SGPS_IMG_TEXT && m <= SG_M_SGPS_TEXT && !text_ok)) continue;
-            double s = 0, ss = 0;
-            for (int ep = 0; ep < E; ep++) s += acc[(size_t)ep * SG_M__COUNT + m];
-            double mean = s / E;
-            for (int ep = 0; ep < E; ep++) {
-                double dv = acc[(size_t)ep * SG_M__COUNT + m] - mean;
-                ss += dv * dv;
-            }
-            res->mean[m] = mean;
-            res->ci95[m] = 1.96 * sqrt(ss / (E > 1 ? E - 1 : 1)) / sqrt((double)E);
+            mean_ci95(E, acc + m, NULL, &res->mean[m], &res->ci95[m]);
             res->ran[m] = 1;
         }
         for (int m = 0; m < SG_M__COUNT && res->ran[SG_M_SGPS_IMG]; m++) {
             if (m == SG_M_SGPS_IMG || !res->ran[m]) continue;
-            double s = 0, ss = 0;
-            for (int ep = 0; ep < E; ep++) s += acc[(size_t)ep * SG_M__COUNT + SG_M_SGPS_IMG] - acc[(size_t)ep * SG_M__COUNT + m];
-            double mean = s / E;
-            for (int ep = 0; ep < E; ep++) {
-                double dv = acc[(size_t)ep * SG_M__COUNT + SG_M_SGPS_IMG] - acc[(size_t)ep * SG_M__COUNT + m] - mean;
-                ss += dv * dv;
-            }
-            res->diff[m] = mean;
-            res->diff_ci95[m] = 1.96 * sqrt(ss / (E > 1 ? E - 1 : 1)) / sqrt((double)E);
+            mean_ci95(E, acc + SG_M_SGPS_IMG, acc + m, &res->diff[m], &res->diff_ci95[m]);
             res->has_diff[m] = 1;
         }
         res->episodes = E;

@@ -405,12 +405,14 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         if (!is_val[c] && !is_s2[c]) train_cls[n_train++] = c;
         if (!is_val[c] && (is_s2[c] || !o->n_s2_classes)) s2_cls[n_s2++] = c;
     }
-    if ((o->stage1_epochs > 0 && n_train == 0) || (o->stage2_episodes > 0 && n_s2 < 2)) {
-        int n1 = n_train;
+    sg_status bad = SG_OK;
+    if (o->stage1_epochs > 0 && n_train == 0)
+        bad = sg_err_set(err, SG_ERR_ARG, "no class is left for stage 1 (every class is a validation or stage-2 class)");
+    else if (o->stage2_episodes > 0 && n_s2 < 2)
+        bad = sg_err_set(err, SG_ERR_ARG, "stage 2 needs at least 2 classes; %d left", n_s2);
+    if (bad != SG_OK) {
         free(is_val); free(is_s2); free(train_cls); free(s2_cls);
-        return n1 == 0 && o->stage1_epochs > 0
-                   ? sg_err_set(err, SG_ERR_ARG, "no class is left for stage 1 (every class is a validation or stage-2 class)")
-                   : sg_err_set(err, SG_ERR_ARG, "stage 2 needs at least 2 classes; %d left", n_s2);
+        return bad;
     }
     class_index ci;
     class_index_build(d, &ci);
