@@ -43,8 +43,9 @@ static const char train_help[] =
     "  --val-episodes N    validation episodes per shot count at each check (default 60)\n"
     "  --epochs N          stage-1 epochs (default 10)\n"
     "  --batch N           stage-1 global batch (default 128)\n"
-    "  --lr X              stage-1 learning rate (default 2e-3)\n"
-    "  --wd X              stage-1 decoupled weight decay (AdamW; default 5e-4)\n"
+    "  --optimizer NAME    stage-1 optimizer: adamw (default) or sgd (momentum 0.9)\n"
+    "  --lr X              stage-1 learning rate (default 2e-3 with adamw, 0.1 with sgd)\n"
+    "  --wd X              stage-1 weight decay: decoupled with adamw, L2 with sgd (default 5e-4)\n"
     "  --episodes N        stage-2 episodes (default 1000)\n"
     "  --episodes-per-step N  (default 4)\n"
     "  --lr2 X             stage-2 learning rate (default 1e-3)\n"
@@ -104,7 +105,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     sg_engine_config cfg;
     sg_engine_config_default(&cfg);
     long threads = 1;
-    int img_set = 0, width_set = 0, stages_set = 0;
+    int img_set = 0, width_set = 0, stages_set = 0, lr_set = 0;
     for (int i = 1; i < argc; i++) {
         int i0 = i;
         const char *v;
@@ -145,7 +146,9 @@ int sg_cmd_train_engine(int argc, char **argv) {
             img_set = 1;
         } else if (sg_cli_opt(argc, argv, &i, "--seed", &v) && sg_cli_parse_int(v, 0, 1L << 40, &l)) o.seed = (uint64_t)l;
         else if (sg_cli_opt(argc, argv, &i, "--threads", &v) && sg_cli_parse_int(v, 1, 256, &l)) threads = l;
-        else if (sg_cli_opt(argc, argv, &i, "--lr", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr1 = (float)x;
+        else if (sg_cli_opt(argc, argv, &i, "--lr", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr1 = (float)x, lr_set = 1;
+        else if (sg_cli_opt(argc, argv, &i, "--optimizer", &v) && (!strcmp(v, "sgd") || !strcmp(v, "adamw")))
+            o.sgd1 = !strcmp(v, "sgd");
         else if (sg_cli_opt(argc, argv, &i, "--wd", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x < 10) o.wd1 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--lr2", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr2 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--time-budget", &v) && sg_cli_parse_float(v, &x) && x >= 0) o.time_budget_s = x;
@@ -157,6 +160,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         fprintf(stderr, "sgps train-engine: --data, --registry and -o are required (see --help)\n");
         return 2;
     }
+    if (o.sgd1 && !lr_set) o.lr1 = 0.1f;
     int rank, size;
     init_mpi(&argc, &argv, &rank, &size);
     sg_log_set_rank(size > 1 ? rank : -1);

@@ -129,7 +129,8 @@ void sg_dataset_stats(const sg_dataset *d, float mean[3], float std[3]);
 typedef struct sg_train_opts {
     int stage1_epochs;     /* supervised pretraining epochs */
     int batch;             /* stage 1 global batch */
-    float lr1, wd1;        /* stage 1 AdamW */
+    float lr1, wd1;        /* stage 1 learning rate and weight decay (decoupled for AdamW, L2 for SGD) */
+    int sgd1;              /* stage 1 optimizer: 0 AdamW, 1 SGD with momentum 0.9 */
     int stage2_episodes;   /* episodic steps (global) */
     int episodes_per_step; /* episodes per optimizer step (split over ranks) */
     float lr2, wd2;

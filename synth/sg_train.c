@@ -486,8 +486,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
         int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);
         if (rank == 0)
-            sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s)",
-                   n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P);
+            sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s), %s lr %.2g",
+                   n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P, o->sgd1 ? "SGD" : "AdamW", o->lr1);
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
         for (long step = start1; step < total1; step++) {
@@ -520,7 +520,10 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             }
             if (P > 1) MPI_Allreduce(MPI_IN_PLACE, grad, (int)e->off_s2, MPI_FLOAT, MPI_SUM, comm);
             float lr = (float)cosine_lr(o->lr1, step, total1, steps_per_epoch / 2 + 1);
-            sg_adamw_step(e->off_s2, e->params, grad, m, v, step + 1, lr, 0.9f, 0.999f, 1e-8f, o->wd1, mask);
+            if (o->sgd1)
+                sg_sgd_step(e->off_s2, e->params, grad, m, lr, 0.9f, o->wd1, mask);
+            else
+                sg_adamw_step(e->off_s2, e->params, grad, m, v, step + 1, lr, 0.9f, 0.999f, 1e-8f, o->wd1, mask);
             lsum += loss * nb;
             asum += accr;
             lcnt += nb;

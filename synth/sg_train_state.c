@@ -24,7 +24,7 @@ uint64_t sg_train_config_hash(const sg_engine *e, const sg_dataset *d, const sg_
     uint64_t h = 0xCBF29CE484222325ull;
     int ints[] = {o->stage1_epochs, o->batch,     o->stage2_episodes, o->episodes_per_step, o->way,
                   o->max_shot,      o->queries,   o->train_gen,       o->train_text,        o->train_head,
-                  d->n,             d->n_classes, d->store,           o->val_episodes};
+                  d->n,             d->n_classes, d->store,           o->val_episodes,      o->sgd1};
     float fl[] = {o->lr1, o->wd1, o->lr2, o->wd2, o->text_dropout};
     uint64_t u[] = {o->seed, (uint64_t)e->n_params, (uint64_t)e->base.n_state};
     hash_add(&h, ints, sizeof ints);

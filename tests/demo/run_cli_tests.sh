@@ -86,6 +86,13 @@ grep -q 'no class is left for stage 1' "$W/s2d.txt" || fail "an empty stage 1 is
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --wd -1 > /dev/null 2> "$W/wd.txt"
 [ $? -eq 2 ] || fail "--wd -1: exit 2 expected"
 grep -q "bad value '-1' for --wd" "$W/wd.txt" || fail "a bad value does not name its option: $(cat "$W/wd.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --optimizer adam > /dev/null 2> "$W/opt.txt"
+[ $? -eq 2 ] || fail "--optimizer adam: exit 2 expected"
+grep -q "bad value 'adam' for --optimizer" "$W/opt.txt" || fail "a bad optimizer is not named: $(cat "$W/opt.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/sgd.sgpe" --width 4 --img 16 \
+  --epochs 1 --batch 8 --episodes 0 --optimizer sgd > "$W/sgd.txt" 2>&1 || fail "train-engine --optimizer sgd: $(cat "$W/sgd.txt")"
+grep -q 'SGD lr 0.1' "$W/sgd.txt" || fail "--optimizer sgd did not take SGD's default rate: $(cat "$W/sgd.txt")"
+[ -s "$W/sgd.sgpe" ] || fail "--optimizer sgd wrote no engine"
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --val-episodes 0 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "--val-episodes 0: exit 2 expected"
 # eval-fewshot on the held-out diseases with the untrained engine: every method,

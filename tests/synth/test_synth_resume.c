@@ -5,6 +5,7 @@
 #include "sg_synth_fixtures.h"
 
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -79,7 +80,7 @@ static char *tmp_prefix(void) {
 /* val_episodes = 0: no checkpoint selection, so the final weights are the
  * end of the trajectory (optimizer moments and step counts must be restored
  * exactly); > 0: the best-so-far bookkeeping must survive the stops too. */
-static void stop_resume_equals_uninterrupted(int val_episodes) {
+static void stop_resume_equals_uninterrupted(int val_episodes, int sgd) {
     init_mpi();
     sg_dataset d;
     build_data(&d);
@@ -91,12 +92,14 @@ static void stop_resume_equals_uninterrupted(int val_episodes) {
     sg_engine *a = make_engine(&d);
     make_opts(&o, pa);
     o.val_episodes = val_episodes;
+    o.sgd1 = sgd;
     cr_assert(sg_engine_train(a, &d, &o, MPI_COMM_WORLD, &err) == SG_OK, "%s", err.msg);
 
     /* B: stopped after 5 steps (mid stage-1 epoch 2), then after 10 more (stage 2), then finished */
     sg_engine *b = make_engine(&d);
     make_opts(&o, pb);
     o.val_episodes = val_episodes;
+    o.sgd1 = sgd;
     o.stop_after = 5;
     cr_assert_eq(sg_engine_train(b, &d, &o, MPI_COMM_WORLD, &err), SG_ERR_INTERRUPTED, "%s", err.msg);
     sg_engine_free(b);
@@ -124,10 +127,42 @@ static void stop_resume_equals_uninterrupted(int val_episodes) {
 }
 
 Test(synth_resume, stopped_twice_then_resumed_equals_uninterrupted) {
-    stop_resume_equals_uninterrupted(0);
+    stop_resume_equals_uninterrupted(0, 0);
 }
 Test(synth_resume, with_validation_selection_equals_uninterrupted) {
-    stop_resume_equals_uninterrupted(4);
+    stop_resume_equals_uninterrupted(4, 0);
+}
+/* SGD keeps its momentum in the first-moment buffer of the state file. */
+Test(synth_resume, sgd_stage1_stopped_twice_then_resumed_equals_uninterrupted) {
+    stop_resume_equals_uninterrupted(0, 1);
+}
+
+/* The stage-1 optimizer is a real switch: the same run under SGD and AdamW
+ * ends with different, finite base weights. */
+Test(synth_resume, sgd_and_adamw_train_differently) {
+    init_mpi();
+    sg_dataset d;
+    build_data(&d);
+    sg_train_opts o;
+    sg_err err = {{0}};
+    sg_engine *e[2];
+    for (int k = 0; k < 2; k++) {
+        e[k] = make_engine(&d);
+        make_opts(&o, NULL);
+        o.stage2_episodes = 0;
+        o.val_episodes = 0;
+        o.sgd1 = k;
+        o.lr1 = k ? 0.05f : 2e-3f;
+        cr_assert(sg_engine_train(e[k], &d, &o, MPI_COMM_WORLD, &err) == SG_OK, "%s", err.msg);
+        const float *w = sg_engine_params(e[k]);
+        for (size_t i = 0; i < sg_engine_n_params(e[k]); i++) cr_assert(isfinite(w[i]), "weight %zu not finite", i);
+    }
+    cr_assert(memcmp(sg_engine_params(e[0]), sg_engine_params(e[1]), sizeof(float) * sg_engine_n_params(e[0])) != 0,
+              "SGD and AdamW gave the same weights");
+    sg_engine_free(e[0]);
+    sg_engine_free(e[1]);
+    sg_dataset_free(&d);
+    MPI_Finalize();
 }
 
 /* Stops once to leave a state file, then tries to resume it under `mutate`. */
@@ -166,6 +201,11 @@ static void other_seed(sg_train_opts *o, const char *path) {
     o->seed = 6;
 }
 
+static void other_optimizer(sg_train_opts *o, const char *path) {
+    (void)path;
+    o->sgd1 = 1;
+}
+
 static void flip_byte(sg_train_opts *o, const char *path) {
     (void)o;
     FILE *f = fopen(path, "r+b");
@@ -191,6 +231,9 @@ static void garbage(sg_train_opts *o, const char *path) {
 
 Test(synth_resume, refuses_state_of_other_settings) {
     expect_resume_refused(other_seed, SG_ERR_ARG, "different training settings");
+}
+Test(synth_resume, refuses_state_of_other_optimizer) {
+    expect_resume_refused(other_optimizer, SG_ERR_ARG, "different training settings");
 }
 Test(synth_resume, refuses_flipped_byte) { expect_resume_refused(flip_byte, SG_ERR_CHECKSUM, "checksum"); }
 Test(synth_resume, refuses_truncated_state) {
