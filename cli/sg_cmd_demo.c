@@ -102,7 +102,7 @@ int sg_cmd_demo_world(int argc, char **argv) {
         } else if (strcmp(argv[i], "--force") == 0) force = 1;
         else if (strcmp(argv[i], "--quiet") == 0) o.progress = 0;
         else if (argv[i][0] != '-' && !out) out = argv[i];
-        else return fprintf(stderr, "sgps demo-world: bad or unknown argument '%s' (see --help)\n", argv[i]), 2;
+        else return sg_cli_bad_arg("demo-world", argv, i, i);
     }
     if (!out) return fprintf(stderr, "sgps demo-world: an output folder is required (see --help)\n"), 2;
     int has = folder_has_entries(out);

@@ -314,7 +314,7 @@ int sg_cmd_synth(int argc, char **argv) {
         else if (strcmp(argv[i], "--no-text") == 0) so.use_text = 0;
         else if (strcmp(argv[i], "--no-images") == 0) so.use_images = 0;
         else if (strcmp(argv[i], "--no-adapt") == 0) so.adapt = 0;
-        else return fprintf(stderr, "sgps synth: unknown argument '%s' (see --help)\n", argv[i]), 2;
+        else return sg_cli_bad_arg("synth", argv, i, i);
     }
     if (!engine || !taskp || !out) return fprintf(stderr, "sgps synth: --engine, --task and -o are required\n"), 2;
     sg_err err;

@@ -164,10 +164,7 @@ int sg_cmd_run(int argc, char **argv) {
             }
         }
         else if (argv[i][0] != '-' && !path) path = argv[i];
-        else {
-            fprintf(stderr, "sgps run: bad or unknown argument '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
+        else return sg_cli_bad_arg("run", argv, i, i);
     }
     if (!path) {
         fprintf(stderr, "sgps run: a manifest is required (see --help)\n");

@@ -43,10 +43,7 @@ int sg_cmd_selftest(int argc, char **argv) {
             if (!sg_cli_parse_int(v, 1, 1000000, &steps)) return fprintf(stderr, "sgps selftest: bad --steps '%s'\n", v), 2;
         } else if (sg_cli_opt(argc, argv, &i, "--seed", &v)) {
             if (!sg_cli_parse_int(v, 0, 1L << 30, &seed)) return fprintf(stderr, "sgps selftest: bad --seed '%s'\n", v), 2;
-        } else {
-            fprintf(stderr, "sgps selftest: unknown argument '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
+        } else return sg_cli_bad_arg("selftest", argv, i, i);
     }
     const int hw = 32, batch = 32;
     sg_arch a;

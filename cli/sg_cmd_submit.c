@@ -330,10 +330,7 @@ int sg_cmd_submit(int argc, char **argv) {
         } else if (strcmp(argv[i], "--dry-run") == 0) dry_run = 1;
         else if (strcmp(argv[i], "--resume") == 0) resume = 1;
         else if (argv[i][0] != '-' && !path) path = argv[i];
-        else {
-            fprintf(stderr, "sgps submit: bad or unknown argument '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
+        else return sg_cli_bad_arg("submit", argv, i, i);
     }
     if (!path) {
         fprintf(stderr, "sgps submit: a manifest is required (see --help)\n");
