@@ -87,7 +87,7 @@ int main(int argc, char **argv) {
     double mflop = 0;
     {
         sg_arch a;
-        sg_arch_conv4(&a, 3, cf->img, cf->width, cf->stages, SG_LAYER_AFFINE, 0);
+        sg_arch_convnet(&a, 3, cf->img, cf->width, cf->stages, cf->convs, SG_LAYER_AFFINE, 0);
         for (int i = 0; i < a.n_layers; i++)
             if (a.layers[i].kind == SG_LAYER_CONV2D) {
                 const sg_layer *l = &a.layers[i];

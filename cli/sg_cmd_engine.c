@@ -52,6 +52,8 @@ static const char train_help[] =
     "  --lr2 X             stage-2 learning rate (default 1e-3)\n"
     "  --width N           channels per stage (default 64, or that of the --init / --init-backbone engine)\n"
     "  --stages N          conv stages, 1..6 (default 4, or that of the --init / --init-backbone engine)\n"
+    "  --convs LIST        convolutions per stage, 1..3: one number for every stage or one per stage\n"
+    "                      (e.g. 1,2,2,2; default 1, or that of the --init / --init-backbone engine)\n"
     "  --img N             classifier input side (default 40, chosen on validation classes; or that of\n"
     "                      the --init / --init-backbone engine); images are stored at N+N/8\n"
     "  --seed S            seed (default 1)\n"
@@ -97,6 +99,30 @@ static int parse_class_list(const char *spec, const char *opt, const sg_dataset 
     return 0;
 }
 
+/* " (convolutions per stage 1,2,2,2)" for a deeper net, "" for one each; static buffer. */
+static const char *convs_desc(const sg_engine_config *c) {
+    static char buf[64];
+    int deep = 0, n = snprintf(buf, sizeof buf, " (convolutions per stage ");
+    for (int s = 0; s < c->stages; s++) {
+        deep |= c->convs[s] != 1;
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%d", s ? "," : "", c->convs[s]);
+    }
+    snprintf(buf + n, sizeof buf - (size_t)n, ")");
+    return deep ? buf : "";
+}
+
+/* "2" or "1,2,2,2" → counts (1..SG_ENGINE_MAX_CONVS); the number of them, 0 when malformed. */
+static int parse_convs(const char *v, int *out) {
+    int n = 0;
+    const char *p = v;
+    for (;;) {
+        if (*p < '1' || *p > '0' + SG_ENGINE_MAX_CONVS || n == SG_ENGINE_MAX_STAGES) return 0;
+        out[n++] = *p++ - '0';
+        if (!*p) return n;
+        if (*p++ != ',') return 0;
+    }
+}
+
 int sg_cmd_train_engine(int argc, char **argv) {
     char *sets[MAX_SETS];
     int n_sets = 0;
@@ -107,6 +133,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     sg_engine_config_default(&cfg);
     long threads = 1;
     int img_set = 0, width_set = 0, stages_set = 0, lr_set = 0;
+    int convs_arg[SG_ENGINE_MAX_STAGES], n_convs_arg = 0;
     for (int i = 1; i < argc; i++) {
         int i0 = i;
         const char *v;
@@ -141,7 +168,8 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--episodes-per-step", &v) && sg_cli_parse_int(v, 1, 1024, &l)) o.episodes_per_step = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--width", &v) && sg_cli_parse_int(v, 1, 512, &l)) cfg.width = (int)l, width_set = 1;
         else if (sg_cli_opt(argc, argv, &i, "--stages", &v) && sg_cli_parse_int(v, 1, 6, &l)) cfg.stages = (int)l, stages_set = 1;
-        else if (sg_cli_opt(argc, argv, &i, "--img", &v) && sg_cli_parse_int(v, 16, 512, &l)) {
+        else if (sg_cli_opt(argc, argv, &i, "--convs", &v) && (n_convs_arg = parse_convs(v, convs_arg)) > 0) {
+        } else if (sg_cli_opt(argc, argv, &i, "--img", &v) && sg_cli_parse_int(v, 16, 512, &l)) {
             cfg.img = (int)l;
             cfg.store = cfg.img + cfg.img / 8;
             img_set = 1;
@@ -175,7 +203,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         sg_log(SG_LOG_ERROR, "--init: %s", err.msg);
         return finish_mpi(1);
     }
-    if ((init || init_bb) && (!img_set || !width_set || !stages_set)) {
+    if ((init || init_bb) && (!img_set || !width_set || !stages_set || !n_convs_arg)) {
         sg_engine *pe = e;
         if (!pe && sg_engine_load(init_bb, &pe, &err) != SG_OK) {
             sg_log(SG_LOG_ERROR, "--init-backbone: %s", err.msg);
@@ -185,7 +213,17 @@ int sg_cmd_train_engine(int argc, char **argv) {
         if (!img_set) cfg.img = pc->img, cfg.store = pc->store;
         if (!width_set) cfg.width = pc->width;
         if (!stages_set) cfg.stages = pc->stages;
+        if (!n_convs_arg && cfg.stages == pc->stages) memcpy(cfg.convs, pc->convs, sizeof cfg.convs);
         if (pe != e) sg_engine_free(pe);
+    }
+    if (n_convs_arg) {
+        if (n_convs_arg != 1 && n_convs_arg != cfg.stages) {
+            fprintf(stderr, "sgps train-engine: --convs gives %d counts for %d stages (give one, or one per stage)\n",
+                    n_convs_arg, cfg.stages);
+            sg_engine_free(e);
+            return finish_mpi(2);
+        }
+        for (int s = 0; s < cfg.stages; s++) cfg.convs[s] = convs_arg[n_convs_arg == 1 ? 0 : s];
     }
     if ((cfg.img >> cfg.stages) < 1) {
         sg_log(SG_LOG_ERROR, "--img %d is too small for %d stages (each halves the map)", cfg.img, cfg.stages);
@@ -257,8 +295,8 @@ int sg_cmd_train_engine(int argc, char **argv) {
         }
     }
     if (rank == 0)
-        sg_log(SG_LOG_INFO, "engine: Conv%d-%d at %dpx, %zu parameters; %d images, %d classes (%d held out for validation), %d without text",
-               cfg.stages, cfg.width, cfg.img, sg_engine_n_params(e), d.n, d.n_classes, nval, no_text);
+        sg_log(SG_LOG_INFO, "engine: Conv%d-%d at %dpx%s, %zu parameters; %d images, %d classes (%d held out for validation), %d without text",
+               cfg.stages, cfg.width, cfg.img, convs_desc(&cfg), sg_engine_n_params(e), d.n, d.n_classes, nval, no_text);
     double t0 = sg_now();
     sg_train_install_signals();
     sg_status s = sg_engine_train(e, &d, &o, MPI_COMM_WORLD, &err);

@@ -4,7 +4,7 @@
  *
  * Parameter layout (one flat buffer; gradients and optimizer moments alike):
  *   [base backbone conv4(BN)] [stage-1 head] | [text embedding] [text MLP]
- *   [per stage: FiLM-γ gen, FiLM-β gen, U, V, α gen] [text→feature projection]
+ *   [per unit (conv): FiLM-γ gen, FiLM-β gen, U, V, α gen] [text→feature projection]
  *   [ω, log τ, κ, ρ, log λ]
  * Everything right of `|` is trained in stage 2 (sg_engine_stage2_offset).
  */
@@ -27,6 +27,7 @@ void sg_engine_config_default(sg_engine_config *c) {
     c->text_hidden = 64;
     c->code_dim = 32;
     c->n_base_classes = 64;
+    for (int s = 0; s < SG_ENGINE_MAX_STAGES; s++) c->convs[s] = 1;
 }
 
 void sg_synth_opts_default(sg_synth_opts *o) {
@@ -44,10 +45,13 @@ static size_t take(size_t *off, size_t n) {
 
 void sg_engine_layout(sg_engine *e) {
     const sg_engine_config *c = &e->cfg;
-    sg_arch_conv4(&e->base_cls, 3, c->img, c->width, c->stages, SG_LAYER_BATCHNORM, c->n_base_classes);
-    sg_arch_conv4(&e->base, 3, c->img, c->width, c->stages, SG_LAYER_BATCHNORM, 0);
-    sg_arch_conv4(&e->syn, 3, c->img, c->width, c->stages, SG_LAYER_AFFINE, 0);
+    sg_arch_convnet(&e->base_cls, 3, c->img, c->width, c->stages, c->convs, SG_LAYER_BATCHNORM, c->n_base_classes);
+    sg_arch_convnet(&e->base, 3, c->img, c->width, c->stages, c->convs, SG_LAYER_BATCHNORM, 0);
+    sg_arch_convnet(&e->syn, 3, c->img, c->width, c->stages, c->convs, SG_LAYER_AFFINE, 0);
     SG_ASSERT(e->base.n_params == e->syn.n_params);
+    e->n_units = 0;
+    for (int i = 0; i < e->syn.n_layers; i++)
+        if (e->syn.layers[i].kind == SG_LAYER_CONV2D) e->unit_layer[e->n_units++] = i;
     int C = c->width, Z = C + c->code_dim + 2;
     e->zdim = Z;
     size_t off = 0;
@@ -56,9 +60,8 @@ void sg_engine_layout(sg_engine *e) {
     e->off_emb = take(&off, (size_t)c->text_buckets * c->text_dim);
     e->off_t1 = take(&off, (size_t)c->text_hidden * c->text_dim + c->text_hidden);
     e->off_t2 = take(&off, (size_t)c->code_dim * c->text_hidden + c->code_dim);
-    for (int s = 0; s < c->stages; s++) {
-        int conv = s * 4; /* conv, affine, relu, pool per stage */
-        const sg_layer *l = &e->syn.layers[conv];
+    for (int s = 0; s < e->n_units; s++) {
+        const sg_layer *l = &e->syn.layers[e->unit_layer[s]];
         size_t kk = (size_t)l->cin * l->k * l->k;
         e->off_gg[s] = take(&off, (size_t)C * Z + C);
         e->off_gb[s] = take(&off, (size_t)C * Z + C);
@@ -79,6 +82,7 @@ sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
     sg_engine *e = sg_xcalloc(1, sizeof *e);
     e->cfg = *cfg;
     SG_ASSERT(cfg->stages >= 1 && cfg->stages <= SG_ENGINE_MAX_STAGES);
+    for (int s = 0; s < cfg->stages; s++) SG_ASSERT(cfg->convs[s] >= 1 && cfg->convs[s] <= SG_ENGINE_MAX_CONVS);
     sg_engine_layout(e);
     e->params = sg_xalloc_floats(e->n_params);
     e->state = sg_xalloc_floats(e->base.n_state);
@@ -96,8 +100,8 @@ sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
     float s1 = sqrtf(2.0f / c->text_dim), s2 = sqrtf(1.0f / c->text_hidden);
     for (int i = 0; i < c->text_hidden * c->text_dim; i++) p[e->off_t1 + i] = s1 * sg_rng_normal(&r);
     for (int i = 0; i < c->code_dim * c->text_hidden; i++) p[e->off_t2 + i] = s2 * sg_rng_normal(&r);
-    for (int s = 0; s < c->stages; s++) {
-        const sg_layer *l = &e->syn.layers[s * 4];
+    for (int s = 0; s < e->n_units; s++) {
+        const sg_layer *l = &e->syn.layers[e->unit_layer[s]];
         size_t kk = (size_t)l->cin * l->k * l->k;
         /* Generators start at zero: the first synthesized classifier is the base network. */
         for (size_t i = 0; i < (size_t)l->cout * c->rank; i++) p[e->off_U[s] + i] = sg_rng_normal(&r) / sqrtf((float)c->rank);
@@ -294,9 +298,9 @@ void sg_text_backward(const sg_engine *e, const int *ids, int n_ids, const uint8
 
 /* ---- generator: task code → synthesized backbone parameters ---- */
 
-/* Folded base batch norm of stage s: scale (C), shift (C). */
+/* Folded base batch norm of unit s: scale (C), shift (C). */
 static void fold_bn(const sg_engine *e, int s, float *scale, float *shift) {
-    const sg_layer *bn = &e->base.layers[s * 4 + 1];
+    const sg_layer *bn = &e->base.layers[e->unit_layer[s] + 1];
     const float *g = e->params + bn->param_off, *b = g + bn->cin;
     const float *rm = e->state + bn->state_off, *rv = rm + bn->cin;
     for (int c = 0; c < bn->cin; c++) {
@@ -310,9 +314,9 @@ void sg_gen_forward(const sg_engine *e, const float *z, int adapt, sg_gen_cache 
     const sg_engine_config *c = &e->cfg;
     const float *p = e->params;
     int C = c->width, Z = e->zdim, R = c->rank;
-    for (int s = 0; s < c->stages; s++) {
-        const sg_layer *cl = &e->syn.layers[s * 4], *al = &e->syn.layers[s * 4 + 1];
-        const sg_layer *bl = &e->base.layers[s * 4];
+    for (int s = 0; s < e->n_units; s++) {
+        const sg_layer *cl = &e->syn.layers[e->unit_layer[s]], *al = &e->syn.layers[e->unit_layer[s] + 1];
+        const sg_layer *bl = &e->base.layers[e->unit_layer[s]];
         size_t kk = (size_t)cl->cin * cl->k * cl->k;
         float *gam = gc->gamma[s], *bet = gc->beta[s], *alp = gc->alpha[s];
         const float *gg = p + e->off_gg[s], *gb = p + e->off_gb[s], *A = p + e->off_A[s];
@@ -357,8 +361,8 @@ void sg_gen_backward(const sg_engine *e, const float *z, const sg_gen_cache *gc,
     const sg_engine_config *c = &e->cfg;
     const float *p = e->params;
     int C = c->width, Z = e->zdim, R = c->rank;
-    for (int s = 0; s < c->stages; s++) {
-        const sg_layer *cl = &e->syn.layers[s * 4], *al = &e->syn.layers[s * 4 + 1];
+    for (int s = 0; s < e->n_units; s++) {
+        const sg_layer *cl = &e->syn.layers[e->unit_layer[s]], *al = &e->syn.layers[e->unit_layer[s] + 1];
         size_t kk = (size_t)cl->cin * cl->k * cl->k;
         float fs[SG_ENGINE_MAX_WIDTH], ft[SG_ENGINE_MAX_WIDTH];
         fold_bn(e, s, fs, ft);
@@ -409,8 +413,8 @@ void sg_gen_backward(const sg_engine *e, const float *z, const sg_gen_cache *gc,
 sg_gen_cache *sg_gen_cache_create(const sg_engine *e) {
     sg_gen_cache *gc = sg_xcalloc(1, sizeof *gc);
     size_t maxkk = 0;
-    for (int s = 0; s < e->cfg.stages; s++) {
-        const sg_layer *cl = &e->syn.layers[s * 4];
+    for (int s = 0; s < e->n_units; s++) {
+        const sg_layer *cl = &e->syn.layers[e->unit_layer[s]];
         size_t kk = (size_t)cl->cin * cl->k * cl->k;
         if (kk > maxkk) maxkk = kk;
     }

@@ -1,23 +1,61 @@
 /* sg_engine_file.c — the engine file (.sgpe): magic "SGPE", format version,
  * configuration, input normalization, all parameters and the base network's
  * running statistics, then a CRC-32 of everything before it. Little-endian.
+ * The configuration is 10 values, or 11 when a stage has more than one
+ * convolution: the 11th packs the convolutions per stage, 4 bits each. A
+ * Conv4 engine is therefore written exactly as before the 11th existed.
  * Loading checks every field before building anything from it. */
 #include "sg_synth_impl.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SGPE_MAGIC "SGPE"
 
+static uint32_t pack_convs(const sg_engine_config *c) {
+    uint32_t p = 0;
+    int deep = 0;
+    for (int s = 0; s < c->stages; s++) {
+        p |= (uint32_t)c->convs[s] << (4 * s);
+        deep |= c->convs[s] != 1;
+    }
+    return deep ? p : 0;
+}
+
+/* Fills c->convs from the packed value (0: one per stage); -1 when out of range. */
+static int unpack_convs(uint32_t p, sg_engine_config *c) {
+    for (int s = 0; s < SG_ENGINE_MAX_STAGES; s++) c->convs[s] = 1;
+    if (p == 0) return 0;
+    if (c->stages < 1 || c->stages > SG_ENGINE_MAX_STAGES || (p >> (4 * c->stages)) != 0) return -1;
+    for (int s = 0; s < c->stages; s++) {
+        c->convs[s] = (int)((p >> (4 * s)) & 15u);
+        if (c->convs[s] < 1 || c->convs[s] > SG_ENGINE_MAX_CONVS) return -1;
+    }
+    return 0;
+}
+
+/* Reads the configuration count and values (10 or 11). */
+static int read_config(sg_rd *r, uint32_t v[11]) {
+    uint32_t nv;
+    if (sg_rd_u32(r, &nv) || (nv != 10 && nv != 11)) return -1;
+    v[10] = 0;
+    for (uint32_t i = 0; i < nv; i++)
+        if (sg_rd_u32(r, &v[i])) return -1;
+    return nv == 11 && v[10] == 0 ? -1 : 0;
+}
+
 void sg_engine_serialize(const sg_engine *e, sg_buf *b) {
     const sg_engine_config *c = &e->cfg;
     sg_buf_append(b, SGPE_MAGIC, 4);
     sg_buf_u32(b, SG_SGPE_VERSION);
-    int32_t v[10] = {c->img, c->store, c->width, c->stages, c->rank, c->text_buckets,
-                     c->text_dim, c->text_hidden, c->code_dim, c->n_base_classes};
-    sg_buf_u32(b, 10);
-    for (int i = 0; i < 10; i++) sg_buf_u32(b, (uint32_t)v[i]);
+    uint32_t packed = pack_convs(c);
+    int32_t v[11] = {c->img, c->store, c->width, c->stages, c->rank, c->text_buckets,
+                     c->text_dim, c->text_hidden, c->code_dim, c->n_base_classes, (int32_t)packed};
+    int nv = packed ? 11 : 10;
+    sg_buf_u32(b, (uint32_t)nv);
+    for (int i = 0; i < nv; i++) sg_buf_u32(b, (uint32_t)v[i]);
     sg_buf_f32s(b, e->mean, 3);
     sg_buf_f32s(b, e->std, 3);
     sg_buf_u64(b, e->n_params);
@@ -65,14 +103,11 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
                           "(sgps train-engine --init-backbone %s --epochs 0)", name, ver, name);
     uint32_t crc = sg_get_u32le(data + len - 4);
     sg_rd r = {data, len - 4, 8, 0};
-    uint32_t nv;
-    if (sg_rd_u32(&r, &nv) || nv != 10) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated or malformed header", name);
-    uint32_t v[10];
-    for (int i = 0; i < 10; i++)
-        if (sg_rd_u32(&r, &v[i])) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated header", name);
+    uint32_t v[11];
+    if (read_config(&r, v)) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated or malformed header", name);
     sg_engine_config c = {(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4],
-                          (int)v[5], (int)v[6], (int)v[7], (int)v[8], (int)v[9]};
-    if (!in_range(c.img, 8, 1024) || !in_range(c.store, c.img, 2048) || !in_range(c.width, 1, SG_ENGINE_MAX_WIDTH) ||
+                          (int)v[5], (int)v[6], (int)v[7], (int)v[8], (int)v[9], {0}};
+    if (unpack_convs(v[10], &c) ||!in_range(c.img, 8, 1024) || !in_range(c.store, c.img, 2048) || !in_range(c.width, 1, SG_ENGINE_MAX_WIDTH) ||
         !in_range(c.stages, 1, SG_ENGINE_MAX_STAGES) || (c.img >> c.stages) < 1 || !in_range(c.rank, 1, SG_ENGINE_MAX_RANK) ||
         !in_range(c.text_buckets, 1, 1 << 22) || !in_range(c.text_dim, 1, SG_TEXT_MAX_DIM) ||
         !in_range(c.text_hidden, 1, SG_TEXT_MAX_DIM) || !in_range(c.code_dim, 1, SG_TEXT_MAX_DIM) ||
@@ -141,7 +176,7 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
     if (s != SG_OK) return s;
     s = SG_ERR_FORMAT;
     sg_rd r = {data, len >= 4 ? len - 4 : 0, 8, 0};
-    uint32_t nv, v[10];
+    uint32_t v[11];
     float mean[3], std[3];
     uint64_t np, nst;
     if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0) {
@@ -151,17 +186,19 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
                        sg_get_u32le(data + 4));
     } else if (sg_crc32(0, data, len - 4) != sg_get_u32le(data + len - 4)) {
         s = sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", path);
-    } else if (sg_rd_u32(&r, &nv) || nv != 10) {
+    } else if (read_config(&r, v)) {
         s = sg_err_set(err, SG_ERR_FORMAT, "%s: malformed header", path);
     } else {
-        for (int i = 0; i < 10; i++) sg_rd_u32(&r, &v[i]);
         sg_rd_f32s(&r, mean, 3);
         sg_rd_f32s(&r, std, 3);
         const sg_engine_config *c = &e->cfg;
         if (r.bad || (int)v[0] != c->img || (int)v[1] != c->store || (int)v[2] != c->width || (int)v[3] != c->stages ||
-            (int)v[9] != c->n_base_classes) {
-            s = sg_err_set(err, SG_ERR_ARG, "%s: its backbone (img %u, store %u, width %u, stages %u, %u classes) does not match",
-                           path, v[0], v[1], v[2], v[3], v[9]);
+            (int)v[9] != c->n_base_classes || v[10] != pack_convs(c)) {
+            char convs[32] = "1 per stage";
+            if (v[10]) snprintf(convs, sizeof convs, "packed %x", v[10]);
+            s = sg_err_set(err, SG_ERR_ARG,
+                           "%s: its backbone (img %u, store %u, width %u, stages %u, convolutions %s, %u classes) does "
+                           "not match", path, v[0], v[1], v[2], v[3], convs, v[9]);
         } else if (sg_rd_u64(&r, &np) || np < e->off_s2 || np > (r.len - r.pos) / 4) {
             s = sg_err_set(err, SG_ERR_FORMAT, "%s: truncated parameter block", path);
         } else {

@@ -389,7 +389,7 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
  * result is identical. */
 static int summary_used(const sg_engine *e) {
     int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
-    for (int s = 0; s < e->cfg.stages; s++) {
+    for (int s = 0; s < e->n_units; s++) {
         const float *gg = e->params + e->off_gg[s], *gb = e->params + e->off_gb[s], *A = e->params + e->off_A[s];
         for (int o = 0; o < C; o++)
             for (int j = 0; j < C; j++)

@@ -98,7 +98,7 @@ static void linprobe(int N, int C, const float *fs, const int *shots, const floa
 }
 
 /* Fine-tuning: base stages 1..S-1 frozen (their output computed once), the
- * last stage (conv, batch norm in eval mode, ReLU, pool), GAP, L2 norm and a
+ * last stage (its convs, batch norms in eval mode, ReLUs, pool), GAP, L2 norm and a
  * linear head initialised from the prototypes, trained with Adam for 20
  * steps on the support set. */
 typedef struct finetune_ctx {
@@ -111,16 +111,20 @@ static void finetune_setup(const sg_engine *e, int N, finetune_ctx *f) {
     const sg_engine_config *c = &e->cfg;
     sg_arch_init(&f->front, 3, c->img, c->img);
     for (int s = 0; s < c->stages - 1; s++) {
-        sg_arch_add_conv(&f->front, c->width, 3, 1, 1, 0);
-        sg_arch_add_batchnorm(&f->front);
-        sg_arch_add_relu(&f->front);
+        for (int j = 0; j < c->convs[s]; j++) {
+            sg_arch_add_conv(&f->front, c->width, 3, 1, 1, 0);
+            sg_arch_add_batchnorm(&f->front);
+            sg_arch_add_relu(&f->front);
+        }
         sg_arch_add_maxpool(&f->front, 2, 2);
     }
     const sg_layer *last = &f->front.layers[f->front.n_layers - 1];
     sg_arch_init(&f->tail, last->cout, last->out_h, last->out_w);
-    sg_arch_add_conv(&f->tail, c->width, 3, 1, 1, 0);
-    sg_arch_add_batchnorm(&f->tail);
-    sg_arch_add_relu(&f->tail);
+    for (int j = 0; j < c->convs[c->stages - 1]; j++) {
+        sg_arch_add_conv(&f->tail, c->width, 3, 1, 1, 0);
+        sg_arch_add_batchnorm(&f->tail);
+        sg_arch_add_relu(&f->tail);
+    }
     sg_arch_add_maxpool(&f->tail, 2, 2);
     sg_arch_add_gap(&f->tail);
     int li = sg_arch_add_l2norm(&f->tail);
@@ -128,7 +132,8 @@ static void finetune_setup(const sg_engine *e, int N, finetune_ctx *f) {
     (void)li;
     f->head_off = f->tail.layers[lh].param_off;
     /* the tail's conv + bn parameters follow the front's in the base layout */
-    size_t nconv = f->tail.layers[0].n_params + f->tail.layers[1].n_params;
+    size_t nconv = 0;
+    for (int i = 0; f->tail.layers[i].kind != SG_LAYER_MAXPOOL; i++) nconv += f->tail.layers[i].n_params;
     f->tail_params0 = sg_xalloc_floats(f->tail.n_params);
     memcpy(f->tail_params0, e->params + f->front.n_params, sizeof(float) * nconv);
     f->tail_state = sg_xalloc_floats(f->tail.n_state);

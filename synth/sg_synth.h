@@ -35,6 +35,9 @@ extern "C" {
 
 #define SG_SGPE_VERSION 2 /* 2: head scalars κ, ρ, log λ added; 1 files load with sg_engine_load_backbone */
 
+#define SG_ENGINE_MAX_STAGES 6
+#define SG_ENGINE_MAX_CONVS 3 /* per stage */
+
 typedef struct sg_engine_config {
     int img;          /* classifier input side (40) */
     int store;        /* stored image side for training crops (45) */
@@ -46,6 +49,7 @@ typedef struct sg_engine_config {
     int text_hidden;  /* text MLP hidden units (64) */
     int code_dim;     /* text code dimension (32) */
     int n_base_classes; /* classes of the stage-1 supervised head */
+    int convs[SG_ENGINE_MAX_STAGES]; /* convolutions in each stage, 1..SG_ENGINE_MAX_CONVS (1 each: Conv4) */
 } sg_engine_config;
 
 void sg_engine_config_default(sg_engine_config *c);

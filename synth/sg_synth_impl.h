@@ -4,7 +4,7 @@
 
 #include "sg_synth.h"
 
-#define SG_ENGINE_MAX_STAGES 6
+#define SG_ENGINE_MAX_UNITS (SG_ENGINE_MAX_STAGES * SG_ENGINE_MAX_CONVS) /* a unit: conv, norm, ReLU */
 #define SG_ENGINE_MAX_WIDTH 512
 #define SG_ENGINE_MAX_RANK 64
 #define SG_TEXT_MAX_DIM 512
@@ -22,8 +22,10 @@ struct sg_engine {
     float *params;
     float *state; /* base batch-norm running statistics */
     size_t off_s2, off_emb, off_t1, off_t2;
-    size_t off_gg[SG_ENGINE_MAX_STAGES], off_gb[SG_ENGINE_MAX_STAGES];
-    size_t off_U[SG_ENGINE_MAX_STAGES], off_V[SG_ENGINE_MAX_STAGES], off_A[SG_ENGINE_MAX_STAGES];
+    int n_units;                         /* convolutions of the backbone */
+    int unit_layer[SG_ENGINE_MAX_UNITS]; /* layer index of each unit's conv (its norm follows it) */
+    size_t off_gg[SG_ENGINE_MAX_UNITS], off_gb[SG_ENGINE_MAX_UNITS];
+    size_t off_U[SG_ENGINE_MAX_UNITS], off_V[SG_ENGINE_MAX_UNITS], off_A[SG_ENGINE_MAX_UNITS];
     size_t off_P, off_omega, off_logtau, off_kappa, off_rho, off_loglam;
     /* Reused workspaces (an engine is used by one thread at a time). */
     sg_ctx *ws_base, *ws_sup, *ws_qry;
@@ -43,9 +45,9 @@ typedef struct sg_text_cache {
 } sg_text_cache;
 
 typedef struct sg_gen_cache {
-    float gamma[SG_ENGINE_MAX_STAGES][SG_ENGINE_MAX_WIDTH];
-    float beta[SG_ENGINE_MAX_STAGES][SG_ENGINE_MAX_WIDTH];
-    float alpha[SG_ENGINE_MAX_STAGES][SG_ENGINE_MAX_RANK];
+    float gamma[SG_ENGINE_MAX_UNITS][SG_ENGINE_MAX_WIDTH];
+    float beta[SG_ENGINE_MAX_UNITS][SG_ENGINE_MAX_WIDTH];
+    float alpha[SG_ENGINE_MAX_UNITS][SG_ENGINE_MAX_RANK];
     float *work;
 } sg_gen_cache;
 

@@ -72,9 +72,9 @@ void sg_train_opts_default(sg_train_opts *o) {
 /* Zeroes the stage-2 gradient of the groups that are not trained. */
 static void mask_stage2(const sg_engine *e, const sg_train_opts *o, float *grad) {
     if (!o->train_gen)
-        for (int s = 0; s < e->cfg.stages; s++) {
+        for (int s = 0; s < e->n_units; s++) {
             memset(grad + e->off_gg[s], 0, sizeof(float) * (e->off_V[s] - e->off_gg[s]));
-            size_t kk = (size_t)e->syn.layers[s * 4].cin * 9;
+            size_t kk = (size_t)e->syn.layers[e->unit_layer[s]].cin * 9;
             memset(grad + e->off_V[s], 0, sizeof(float) * (size_t)e->cfg.rank * kk);
             memset(grad + e->off_A[s], 0, sizeof(float) * ((size_t)e->cfg.rank * e->zdim + e->cfg.rank));
         }
@@ -286,7 +286,7 @@ static void validate(sg_engine *e, const sg_dataset *d, const sg_train_opts *o, 
         /* base: generators off and no text */
         if (!saved) saved = sg_xalloc_floats(e->n_params - e->off_s2);
         memcpy(saved, e->params + e->off_s2, sizeof(float) * (e->n_params - e->off_s2));
-        for (int s = 0; s < e->cfg.stages; s++) {
+        for (int s = 0; s < e->n_units; s++) {
             memset(e->params + e->off_gg[s], 0, sizeof(float) * (e->off_U[s] - e->off_gg[s]));
             memset(e->params + e->off_A[s], 0, sizeof(float) * ((size_t)e->cfg.rank * e->zdim + e->cfg.rank));
         }

@@ -93,6 +93,24 @@ grep -q "bad value 'adam' for --optimizer" "$W/opt.txt" || fail "a bad optimizer
   --epochs 1 --batch 8 --episodes 0 --optimizer sgd > "$W/sgd.txt" 2>&1 || fail "train-engine --optimizer sgd: $(cat "$W/sgd.txt")"
 grep -q 'SGD lr 0.1' "$W/sgd.txt" || fail "--optimizer sgd did not take SGD's default rate: $(cat "$W/sgd.txt")"
 [ -s "$W/sgd.sgpe" ] || fail "--optimizer sgd wrote no engine"
+# --convs: counts per stage; a bad count or a list that does not fit the stages is refused,
+# a deeper engine trains and a generator trained from its backbone inherits the counts.
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --convs 1,4 > /dev/null 2> "$W/cv.txt"
+[ $? -eq 2 ] || fail "--convs 1,4: exit 2 expected"
+grep -q "bad value '1,4' for --convs" "$W/cv.txt" || fail "a bad --convs is not named: $(cat "$W/cv.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --convs 1,2,2 > /dev/null 2> "$W/cv.txt"
+[ $? -eq 2 ] || fail "--convs 1,2,2 with 4 stages: exit 2 expected"
+grep -q "3 counts for 4 stages" "$W/cv.txt" || fail "a --convs list of the wrong length: $(cat "$W/cv.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/deep.sgpe" --width 4 --img 16 \
+  --stages 2 --convs 1,2 --epochs 1 --batch 8 --episodes 0 > "$W/deep.txt" 2>&1 || fail "train-engine --convs 1,2: $(cat "$W/deep.txt")"
+grep -q 'Conv2-4 at 16px (convolutions per stage 1,2)' "$W/deep.txt" || fail "--convs not in the engine line: $(cat "$W/deep.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/deep2.sgpe" --init-backbone "$W/deep.sgpe" \
+  --epochs 0 --episodes 4 --episodes-per-step 2 > "$W/deep2.txt" 2>&1 || fail "--init-backbone of a deeper engine: $(cat "$W/deep2.txt")"
+grep -q '(convolutions per stage 1,2)' "$W/deep2.txt" || fail "--init-backbone did not take the counts: $(cat "$W/deep2.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --init-backbone "$W/deep.sgpe" \
+  --convs 1 --epochs 0 --episodes 4 > /dev/null 2> "$W/cv.txt"
+[ $? -eq 1 ] || fail "--init-backbone with other --convs: exit 1 expected"
+grep -q "does not match" "$W/cv.txt" || fail "a backbone of other depth is not refused clearly: $(cat "$W/cv.txt")"
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --val-episodes 0 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "--val-episodes 0: exit 2 expected"
 # eval-fewshot on the held-out diseases with the untrained engine: every method,

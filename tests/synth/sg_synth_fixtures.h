@@ -45,7 +45,7 @@ static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
     p[e->off_kappa] = 0.6f;
     p[e->off_rho] = 0.5f; /* ridge head on (off at creation) */
     p[e->off_loglam] = -0.5f;
-    for (int s = 0; s < e->cfg.stages; s++) {
+    for (int s = 0; s < e->n_units; s++) {
         for (size_t i = 0; i < (size_t)C * Z + C; i++) {
             p[e->off_gg[s] + i] = sd * sg_rng_normal(&r);
             p[e->off_gb[s] + i] = sd * sg_rng_normal(&r);
@@ -53,7 +53,7 @@ static inline void fx_engine_perturb(sg_engine *e, uint64_t seed, float sd) {
         for (size_t i = 0; i < (size_t)R * Z + R; i++) p[e->off_A[s] + i] = 3 * sd * sg_rng_normal(&r);
         /* V starts small: bring it up so the kernel delta matters */
         for (size_t i = e->off_V[s]; i < e->off_A[s]; i++) p[i] *= 3;
-        const sg_layer *bn = &e->base.layers[s * 4 + 1];
+        const sg_layer *bn = &e->base.layers[e->unit_layer[s] + 1];
         for (int c = 0; c < bn->cin; c++) {
             p[bn->param_off + c] = 1.0f + 0.2f * sg_rng_normal(&r);
             p[bn->param_off + bn->cin + c] = 0.2f * sg_rng_normal(&r);

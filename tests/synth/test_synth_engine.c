@@ -127,25 +127,25 @@ Test(synth, every_layer_depends_on_the_task) {
         int differ = memcmp(a->params + l->param_off, b->params + l->param_off, sizeof(float) * l->n_params) != 0;
         cr_assert(differ, "layer %d (%s) is the same for two different tasks", li, sg_layer_kind_name(l->kind));
     }
-    cr_assert(convs == e->cfg.stages && blocks >= 2 * e->cfg.stages + 2, "%d blocks, %d convs", blocks, convs);
+    cr_assert(convs == e->n_units && blocks >= 2 * e->cfg.stages + 2, "%d blocks, %d convs", blocks, convs);
 
     /* generators at zero: kernels equal the base backbone's for any task */
     sg_engine_config c = fx_tiny_config();
     sg_engine *z = sg_engine_create(&c, 22);
     sg_classifier *za = synth_ok(z, &t1.task, &o), *zb = synth_ok(z, &t2.task, &o);
-    for (int s = 0; s < c.stages; s++) {
-        const sg_layer *l = &za->arch.layers[s * 4];
+    for (int s = 0; s < z->n_units; s++) {
+        const sg_layer *l = &za->arch.layers[z->unit_layer[s]];
         cr_assert(l->kind == SG_LAYER_CONV2D);
         cr_assert(memcmp(za->params + l->param_off, zb->params + l->param_off, sizeof(float) * l->n_params) == 0);
-        cr_assert(memcmp(za->params + l->param_off, z->params + z->base.layers[s * 4].param_off,
+        cr_assert(memcmp(za->params + l->param_off, z->params + z->base.layers[z->unit_layer[s]].param_off,
                          sizeof(float) * l->n_params) == 0, "stage %d: zero generators must leave the base kernels", s);
     }
     /* adapt = 0 (the ProtoNet ablation) ignores the generators */
     o.adapt = 0;
     sg_classifier *na = synth_ok(e, &t1.task, &o);
-    for (int s = 0; s < c.stages; s++) {
-        const sg_layer *l = &na->arch.layers[s * 4];
-        cr_assert(memcmp(na->params + l->param_off, e->params + e->base.layers[s * 4].param_off,
+    for (int s = 0; s < e->n_units; s++) {
+        const sg_layer *l = &na->arch.layers[e->unit_layer[s]];
+        cr_assert(memcmp(na->params + l->param_off, e->params + e->base.layers[e->unit_layer[s]].param_off,
                          sizeof(float) * l->n_params) == 0, "adapt=0: stage %d kernels are not the base's", s);
     }
     sg_classifier_free(a); sg_classifier_free(b); sg_classifier_free(za); sg_classifier_free(zb); sg_classifier_free(na);
@@ -440,6 +440,79 @@ Test(synth_file, refuses_config_out_of_range) {
 }
 Test(synth_file, refuses_config_not_matching_parameters) { expect_refusal(dmg_mismatch, SG_ERR_FORMAT, "does not match"); }
 
+/* ---- engines with more than one convolution per stage ---- */
+
+static sg_engine *deep_engine(uint64_t seed) {
+    sg_engine_config c = fx_tiny_config();
+    c.convs[0] = 2;
+    c.convs[1] = 3;
+    sg_engine *e = sg_engine_create(&c, seed);
+    fx_engine_perturb(e, seed + 1, 0.15f);
+    return e;
+}
+
+/* A Conv4 engine keeps the 10-value header; a deeper one writes an 11th
+ * value (4 bits per stage), reads back to the same bytes and synthesizes a
+ * classifier with every convolution. */
+Test(synth_file, deeper_engine_round_trip) {
+    sg_engine *flat = perturbed_engine(33), *e = deep_engine(34);
+    sg_buf a = {0}, b = {0};
+    sg_engine_serialize(flat, &a);
+    cr_assert(sg_get_u32le(a.data + 8) == 10, "a Conv4 engine must keep the 10-value header");
+    sg_buf_free(&a);
+    sg_engine_serialize(e, &a);
+    cr_assert(sg_get_u32le(a.data + 8) == 11 && sg_get_u32le(a.data + OFF_CONFIG + 40) == 0x32u,
+              "count %u, packed %x", sg_get_u32le(a.data + 8), sg_get_u32le(a.data + OFF_CONFIG + 40));
+    sg_engine *l = NULL;
+    sg_err err = {{0}};
+    cr_assert(sg_engine_deserialize(a.data, a.len, "deep.sgpe", &l, &err) == SG_OK, "%s", err.msg);
+    sg_engine_serialize(l, &b);
+    cr_assert(a.len == b.len && memcmp(a.data, b.data, a.len) == 0, "serializations differ after a round trip");
+    cr_assert(memcmp(sg_engine_get_config(e), sg_engine_get_config(l), sizeof(sg_engine_config)) == 0);
+    task_fix t;
+    task_build(&t, &e->cfg, 3, SHOTS3, TEXTS3, 6);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    sg_classifier *ca = synth_ok(e, &t.task, &o), *cb = synth_ok(l, &t.task, &o);
+    int convs = 0;
+    for (int i = 0; i < ca->arch.n_layers; i++) convs += ca->arch.layers[i].kind == SG_LAYER_CONV2D;
+    cr_assert(convs == 5, "%d convolutions in the classifier, want 2 + 3", convs);
+    sg_buf sa, sb;
+    serialize(ca, &sa);
+    serialize(cb, &sb);
+    cr_assert(sa.len == sb.len && memcmp(sa.data, sb.data, sa.len) == 0, "loaded engine synthesizes differently");
+    /* it runs: finite scores, not all classes alike */
+    float *y = classify(ca, e, 3, t.pix);
+    for (int i = 0; i < 9; i++) cr_assert(isfinite(y[i]));
+    cr_assert(y[0] != y[1] || y[1] != y[2], "every class scores the same");
+    free(y);
+    sg_buf_free(&a); sg_buf_free(&b); sg_buf_free(&sa); sg_buf_free(&sb);
+    sg_classifier_free(ca); sg_classifier_free(cb);
+    sg_engine_free(flat); sg_engine_free(e); sg_engine_free(l);
+    free(t.pix);
+}
+
+/* The packed convolution counts are checked: 0 or more than 3 in a stage,
+ * a count for a stage the engine does not have, an 11th value of 0. */
+Test(synth_file, refuses_bad_convolution_counts) {
+    sg_engine *e = deep_engine(35);
+    const uint32_t bad[4] = {0x42u, 0x02u, 0x132u, 0};
+    for (int k = 0; k < 4; k++) {
+        sg_buf a = {0};
+        sg_engine_serialize(e, &a);
+        sg_put_u32le(a.data + OFF_CONFIG + 40, bad[k]);
+        fix_crc(a.data, a.len);
+        sg_engine *l = (sg_engine *)1;
+        sg_err err = {{0}};
+        sg_status s = sg_engine_deserialize(a.data, a.len, "deep.sgpe", &l, &err);
+        cr_assert(s == SG_ERR_FORMAT && l == NULL, "packed %x: status %d", bad[k], s);
+        cr_assert(strstr(err.msg, "deep.sgpe") && (strstr(err.msg, "out of range") || strstr(err.msg, "malformed")),
+                  "packed %x: %s", bad[k], err.msg);
+        sg_buf_free(&a);
+    }
+    sg_engine_free(e);
+}
+
 /* A configuration that implies gigabytes of parameters in a small file with a
  * valid CRC is refused before anything is allocated (the fuzzers' case). */
 static size_t dmg_huge(uint8_t *p, size_t n, const sg_engine *e) {
@@ -556,7 +629,7 @@ Test(synth, head_eval_matches_synthesized_classifier) {
 static void zero_summary_readers(sg_engine *e) {
     int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
     float *p = sg_engine_params(e);
-    for (int s = 0; s < e->cfg.stages; s++) {
+    for (int s = 0; s < e->n_units; s++) {
         for (int o = 0; o < C; o++)
             for (int j = 0; j < C; j++) p[e->off_gg[s] + (size_t)o * Z + j] = p[e->off_gb[s] + (size_t)o * Z + j] = 0;
         for (int r = 0; r < R; r++)
