@@ -315,7 +315,6 @@ Test(synth_grad, mixed_shots_images_and_text) {
     sg_engine_free(e);
 }
 
-/* Every class has images and text: ω collects from all of them. */
 /* Two convolutions in each stage (sg_arch_convnet): every unit's generator
  * and the head. A deeper net crosses more ReLU and max-pool kinks within a
  * step; on most seeds some block has too many indices at kinks for the
@@ -335,6 +334,7 @@ Test(synth_grad, deeper_stages) {
     sg_engine_free(e);
 }
 
+/* Every class has images and text: ω collects from all of them. */
 Test(synth_grad, four_way_all_with_text) {
     sg_engine *e = tiny_engine(12);
     const int shots[4] = {1, 3, 1, 2};
