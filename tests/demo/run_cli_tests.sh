@@ -93,6 +93,13 @@ grep -q "bad value 'adam' for --optimizer" "$W/opt.txt" || fail "a bad optimizer
   --epochs 1 --batch 8 --episodes 0 --optimizer sgd > "$W/sgd.txt" 2>&1 || fail "train-engine --optimizer sgd: $(cat "$W/sgd.txt")"
 grep -q 'SGD lr 0.1' "$W/sgd.txt" || fail "--optimizer sgd did not take SGD's default rate: $(cat "$W/sgd.txt")"
 [ -s "$W/sgd.sgpe" ] || fail "--optimizer sgd wrote no engine"
+# SGD is the command's default; --optimizer adamw takes AdamW's own default rate
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/sgd.sgpe" --width 4 --img 16 \
+  --epochs 1 --batch 8 --episodes 0 > "$W/sgd.txt" 2>&1 || fail "train-engine (default optimizer): $(cat "$W/sgd.txt")"
+grep -q 'SGD lr 0.1' "$W/sgd.txt" || fail "the default optimizer is not SGD at lr 0.1: $(cat "$W/sgd.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/adamw.sgpe" --width 4 --img 16 \
+  --epochs 1 --batch 8 --episodes 0 --optimizer adamw > "$W/adamw.txt" 2>&1 || fail "train-engine --optimizer adamw: $(cat "$W/adamw.txt")"
+grep -q 'AdamW lr 0.002' "$W/adamw.txt" || fail "--optimizer adamw did not take AdamW's default rate: $(cat "$W/adamw.txt")"
 # --convs: counts per stage; a bad count or a list that does not fit the stages is refused,
 # a deeper engine trains and a generator trained from its backbone inherits the counts.
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --convs 1,4 > /dev/null 2> "$W/cv.txt"
