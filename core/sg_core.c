@@ -313,7 +313,8 @@ sg_status sg_file_write_atomic(const char *path, const void *data, size_t len, s
     snprintf(tmp, tlen, "%s.tmp.%s.%ld.%lu", path, host, (long)getpid(), counter++);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        sg_status s = sg_err_set(err, SG_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        /* the user named path, not the temporary beside it */
+        sg_status s = sg_err_set(err, SG_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
         free(tmp);
         return s;
     }

@@ -3,7 +3,8 @@
 # --help, bad arguments, a small world, refusal to write into a non-empty
 # folder, --force replacing a world byte for byte, the world read by
 # train-engine (and by validate and run when this sgps has them), and a folder
-# that is a file.
+# that is a file; train-engine's and eval-fewshot's options and refusals;
+# sgps synth on a task file (determinism, modes, every refusal) and sgps classify.
 set -u
 SGPS=$1
 W=$2
@@ -150,6 +151,70 @@ if "$SGPS" --help | grep -q '^  run '; then
   grep -q '^diff3-open-set,evaluate,complete,.*,[0-9][0-9]*,0\.666667$' "$W/a/run/summary.csv" ||
     fail "run: the open-set task has no rejected count and default threshold: $(cat "$W/a/run/summary.csv")"
 fi
+
+# sgps synth: a task file with relative image paths (resolved against its folder),
+# the same bytes twice, text-only and image-only modes, a deeper engine; refusals
+# name the file and the reason, and a refused synthesis writes nothing.
+# sgps classify: probabilities per image, an unreadable image skipped and reported.
+T="$W/a/heldout"
+d9=$(cd "$T/images/d009" && ls | head -2)
+d10=$(cd "$T/images/d010" && ls | head -1)
+set -- $d9
+cat > "$T/task.json" <<JSON
+{"id": "t1", "classes": [
+  {"name": "d009", "description": "a small round lesion", "images": ["images/d009/$1", "images/d009/$2"]},
+  {"name": "d010", "images": ["images/d010/$d10"]},
+  {"name": "d011", "description": "a large streaked plaque"}]}
+JSON
+"$SGPS" synth --help | grep -q -- '--no-images' || fail "synth --help does not describe the options"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c1.sgpm" > "$W/syn.txt" 2>&1 ||
+  fail "synth: $(cat "$W/syn.txt")"
+grep -q 'wrote .*c1.sgpm: 3 classes' "$W/syn.txt" || fail "synth: no summary line: $(cat "$W/syn.txt")"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c2.sgpm" > /dev/null 2>&1 || fail "synth (again)"
+cmp -s "$W/c1.sgpm" "$W/c2.sgpm" || fail "synth: the same task gave different bytes"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c3.sgpm" --no-text > /dev/null 2>&1
+[ $? -eq 2 ] || fail "synth --no-text with a text-only class: exit 2 expected"
+[ ! -e "$W/c3.sgpm" ] || fail "a refused synthesis wrote a classifier"
+"$SGPS" synth --engine "$W/deep2.sgpe" --task "$T/task.json" -o "$W/deep.sgpm" > /dev/null 2>&1 ||
+  fail "synth with a deeper engine"
+sed 's/"images": \[[^]]*\]/"images": []/' "$T/task.json" > "$T/text.json"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/text.json" -o "$W/c4.sgpm" > "$W/syn.txt" 2>&1
+[ $? -eq 2 ] || fail "synth: a class with neither images nor text: exit 2 expected ($(cat "$W/syn.txt"))"
+grep -q 'text.json' "$W/syn.txt" || fail "synth: the refused task is not named: $(cat "$W/syn.txt")"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c5.sgpm" --no-images > /dev/null 2>&1
+[ $? -eq 2 ] || fail "synth --no-images with an image-only class: exit 2 expected"
+bad_task() { # JSON, expected exit, expected message
+  printf '%s' "$1" > "$T/bad.json"
+  "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/bad.json" -o "$W/bad.sgpm" > /dev/null 2> "$W/syn.txt"
+  rc=$?
+  [ $rc -eq "$2" ] || fail "synth on $1: exit $rc, $2 expected ($(cat "$W/syn.txt"))"
+  grep -q "bad.json" "$W/syn.txt" && grep -q -- "$3" "$W/syn.txt" || fail "synth on $1: message $(cat "$W/syn.txt")"
+  [ ! -e "$W/bad.sgpm" ] || fail "synth on $1 wrote a classifier"
+}
+bad_task '{"classes": [' 2 'not valid JSON'
+bad_task '{"classes": {}}' 2 'classes must be an array'
+bad_task '{"classes": [{"name": 3, "description": "x"}]}' 2 'name must be a string'
+bad_task '{"classes": [{"name": "a", "description": 1}]}' 2 'description must be a string'
+bad_task '{"classes": [{"name": "a", "images": "x.png"}]}' 2 'images must be an array'
+bad_task '{"classes": [{"name": "a", "images": ["nosuch.png"]}, {"name": "b", "description": "y"}]}' 1 'nosuch.png'
+printf 'not a png' > "$T/broken.png"
+bad_task '{"classes": [{"name": "a", "images": ["broken.png"]}, {"name": "b", "description": "y"}]}' 1 'broken.png'
+"$SGPS" synth --engine "$W/nosuch.sgpe" --task "$T/task.json" -o "$W/bad.sgpm" > /dev/null 2> "$W/syn.txt"
+[ $? -eq 1 ] && grep -q 'nosuch.sgpe' "$W/syn.txt" || fail "synth with a missing engine: $(cat "$W/syn.txt")"
+head -c 200 "$W/a/engine.sgpe" > "$W/trunc.sgpe"
+"$SGPS" synth --engine "$W/trunc.sgpe" --task "$T/task.json" -o "$W/bad.sgpm" > /dev/null 2> "$W/syn.txt"
+[ $? -eq 1 ] && grep -q 'trunc.sgpe' "$W/syn.txt" || fail "synth with a truncated engine: $(cat "$W/syn.txt")"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/nodir/c.sgpm" > /dev/null 2> "$W/syn.txt"
+[ $? -eq 1 ] && grep -q 'nodir/c.sgpm: cannot create' "$W/syn.txt" || fail "synth into a missing folder: $(cat "$W/syn.txt")"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" > /dev/null 2>&1
+[ $? -eq 2 ] || fail "synth without -o: exit 2 expected"
+"$SGPS" classify --model "$W/c1.sgpm" "$T/images/d009/$1" "$T/broken.png" "$T/images/d010/$d10" > "$W/cls.csv" 2> "$W/cls.txt"
+[ $? -eq 1 ] || fail "classify with an unreadable image: exit 1 expected"
+grep -q 'broken.png' "$W/cls.txt" || fail "classify: the unreadable image is not named: $(cat "$W/cls.txt")"
+[ "$(wc -l < "$W/cls.csv")" -eq 3 ] || fail "classify: header + 2 rows expected: $(cat "$W/cls.csv")"
+head -1 "$W/cls.csv" | grep -q '^path,predicted,p_d009,p_d010,p_d011$' || fail "classify header: $(head -1 "$W/cls.csv")"
+tail -n 2 "$W/cls.csv" | awk -F, '{ s = $3 + $4 + $5; if (s < 0.999 || s > 1.001) exit 1 }' ||
+  fail "classify: probabilities do not sum to 1: $(cat "$W/cls.csv")"
 
 echo file > "$W/plain"
 "$SGPS" demo-world "$W/plain" $ARGS >/dev/null 2>&1; [ $? -eq 2 ] || fail "OUT is a file: exit 2 expected"
