@@ -9,6 +9,7 @@
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_SETS 64
 
@@ -331,12 +332,51 @@ static const char synth_help[] =
     "usage: sgps synth --engine ENGINE.sgpe --task TASK.json -o OUT.sgpm [--no-text] [--no-images] [--no-adapt]\n\n"
     "Synthesizes a standalone classifier for one task, with no training. TASK.json:\n"
     "  {\"id\": \"...\", \"classes\": [{\"name\": \"...\", \"description\": \"...\",\n"
-    "                               \"images\": [\"path.jpg\", ...]}, ...]}\n"
-    "Relative image paths are resolved against the task file's folder. A class needs\n"
-    "images (0-5 is the intended range) or a description, or both.\n\n"
+    "                               \"images\": [\"path.jpg\", \"shard.tar.zst#KEY\", ...]}, ...]}\n"
+    "An image is a file, or SHARD#KEY: the image of the sample with WebDataset key KEY\n"
+    "in a tar / tar.zst / tar.gz shard. Relative paths are resolved against the task\n"
+    "file's folder. A class needs images (0-5 is the intended range) or a description,\n"
+    "or both.\n\n"
     "  --no-text    ignore descriptions     --no-images  text-only synthesis\n"
     "  --no-adapt   base kernels, no generated deltas or FiLM (ablation)\n"
     "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments or task.\n";
+
+/* One support image: a file, or SHARD#KEY (the image member of the sample with
+ * that key, found by reading the shard from the start), resized to side × side
+ * uint8 planar. */
+static sg_status load_support(const char *spec, int side, uint8_t *out, sg_err *err) {
+    const char *hash = strrchr(spec, '#');
+    if (!hash || access(spec, F_OK) == 0) return sg_image_load_u8_planar(spec, side, out, err); /* a file named a#b */
+    char shard[8192];
+    snprintf(shard, sizeof shard, "%.*s", (int)(hash - spec), spec);
+    const char *key = hash + 1;
+    if (!*key || !shard[0]) return sg_err_set(err, SG_ERR_ARG, "%s: expected SHARD#KEY", spec);
+    sg_shard_reader_opts o;
+    sg_shard_reader_opts_default(&o);
+    o.log_skips = 0;
+    sg_shard_reader *r = sg_shard_reader_open(shard, &o, err);
+    if (!r) return SG_ERR_IO;
+    sg_sample *smp = NULL;
+    sg_status s;
+    while ((s = sg_shard_reader_next(r, &smp)) == SG_OK && smp)
+        if (strcmp(smp->key, key) == 0) break;
+    if (s == SG_OK && smp) {
+        char name[8400];
+        snprintf(name, sizeof name, "%s#%s", shard, key);
+        s = sg_image_decode_u8_planar(smp->image, smp->image_len, name, side, out, err);
+    } else if (s != SG_OK) {
+        if (sg_shard_reader_status(r, err) == SG_OK) sg_err_set(err, s, "%s: cannot be read", shard);
+    } else {
+        sg_err why = {{0}};
+        if (sg_shard_reader_status(r, &why) != SG_OK)
+            s = sg_err_set(err, SG_ERR_FORMAT, "%s: no sample with key '%s' before the shard ended early: %s", shard,
+                           key, why.msg);
+        else
+            s = sg_err_set(err, SG_ERR_ARG, "%s: no sample with key '%s' (with an image)", shard, key);
+    }
+    sg_shard_reader_free(r);
+    return s;
+}
 
 int sg_cmd_synth(int argc, char **argv) {
     const char *engine = NULL, *taskp = NULL, *out = NULL;
@@ -418,7 +458,7 @@ int sg_cmd_synth(int argc, char **argv) {
             char path[8192];
             if (p->valuestring[0] == '/') snprintf(path, sizeof path, "%s", p->valuestring);
             else snprintf(path, sizeof path, "%s%s", dir, p->valuestring);
-            if (sg_image_load_u8_planar(path, S, imgs[ci] + (size_t)kk * ssz, &err) != SG_OK) {
+            if (load_support(path, S, imgs[ci] + (size_t)kk * ssz, &err) != SG_OK) {
                 fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d]: %s\n", taskp, ci, kk, err.msg);
                 code = 1;
                 goto done;

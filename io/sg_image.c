@@ -506,10 +506,16 @@ sg_status sg_image_load_u8_planar(const char *path, int side, uint8_t *out, sg_e
     size_t len;
     sg_status s = sg_file_read_all(path, &data, &len, (size_t)1 << 30, err);
     if (s != SG_OK) return s;
+    s = sg_image_decode_u8_planar(data, len, path, side, out, err);
+    free(data);
+    return s;
+}
+
+sg_status sg_image_decode_u8_planar(const uint8_t *data, size_t len, const char *name, int side, uint8_t *out,
+                                    sg_err *err) {
     sg_image im;
     sg_image_limits lim = sg_image_limits_default();
-    s = sg_image_decode_hint(data, len, path, &lim, side, side, &im, err);
-    free(data);
+    sg_status s = sg_image_decode_hint(data, len, name, &lim, side, side, &im, err);
     if (s != SG_OK) return s;
     static const float zero[3] = {0, 0, 0}, unit[3] = {1.0f / 255, 1.0f / 255, 1.0f / 255};
     float *t = sg_xalloc_floats((size_t)3 * side * side);

@@ -111,6 +111,9 @@ void sg_image_to_tensor(const sg_image *img, int out_h, int out_w, const float m
  * side × side as sg_image_to_tensor does and rounds to uint8 planar
  * (3, side, side): the engine's support-image format. */
 sg_status sg_image_load_u8_planar(const char *path, int side, uint8_t *out, sg_err *err);
+/* The same from encoded bytes in memory (name is used in messages). */
+sg_status sg_image_decode_u8_planar(const uint8_t *data, size_t len, const char *name, int side, uint8_t *out,
+                                    sg_err *err);
 
 /* ---- samples and the shard reader --------------------------------------- */
 

@@ -199,6 +199,22 @@ bad_task '{"classes": [{"name": "a", "images": "x.png"}]}' 2 'images must be an 
 bad_task '{"classes": [{"name": "a", "images": ["nosuch.png"]}, {"name": "b", "description": "y"}]}' 1 'nosuch.png'
 printf 'not a png' > "$T/broken.png"
 bad_task '{"classes": [{"name": "a", "images": ["broken.png"]}, {"name": "b", "description": "y"}]}' 1 'broken.png'
+# support images named by shard key: the same classifier as from the same images as files
+v=$(sed -n 's#^images/d010/\(v[0-9]*\)\.png,d010$#\1#p' "$T/labels.csv" | head -1)
+w=$(sed -n 's#^images/d011/\(v[0-9]*\)\.png,d011$#\1#p' "$T/labels.csv" | head -1)
+[ -n "$v" ] && [ -n "$w" ] || fail "no held-out images of d010 / d011 in $T/labels.csv"
+printf '{"classes": [{"name": "d010", "images": ["images/d010/%s.png"]}, {"name": "d011", "images": ["images/d011/%s.png"]}]}' \
+  "$v" "$w" > "$T/files.json"
+printf '{"classes": [{"name": "d010", "images": ["../shards/val-000000.tar.zst#%s"]}, {"name": "d011", "images": ["../shards/val-000000.tar.zst#%s"]}]}' \
+  "$v" "$w" > "$T/keys.json"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/files.json" -o "$W/files.sgpm" > /dev/null 2>&1 || fail "synth (files)"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/keys.json" -o "$W/keys.sgpm" > "$W/syn.txt" 2>&1 ||
+  fail "synth with shard keys: $(cat "$W/syn.txt")"
+cmp -s "$W/files.sgpm" "$W/keys.sgpm" || fail "synth: the same images by shard key gave another classifier"
+bad_task '{"classes": [{"name": "a", "images": ["../shards/val-000000.tar.zst#nokey"]}, {"name": "b", "description": "y"}]}' 1 "no sample with key 'nokey'"
+bad_task '{"classes": [{"name": "a", "images": ["nosuch.tar#k"]}, {"name": "b", "description": "y"}]}' 1 'nosuch.tar: cannot open'
+head -c 300 "$W/a/shards/val-000000.tar.zst" > "$T/cut.tar.zst"
+bad_task '{"classes": [{"name": "a", "images": ["cut.tar.zst#nokey"]}, {"name": "b", "description": "y"}]}' 1 'cut.tar.zst'
 "$SGPS" synth --engine "$W/nosuch.sgpe" --task "$T/task.json" -o "$W/bad.sgpm" > /dev/null 2> "$W/syn.txt"
 [ $? -eq 1 ] && grep -q 'nosuch.sgpe' "$W/syn.txt" || fail "synth with a missing engine: $(cat "$W/syn.txt")"
 head -c 200 "$W/a/engine.sgpe" > "$W/trunc.sgpe"
