@@ -193,3 +193,65 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
     }
     return SG_OK;
 }
+
+/* ---- synthesis task files ---- */
+
+void sg_task_spec_free(sg_task_spec *t) {
+    if (!t) return;
+    free(t->names);
+    free(t->texts);
+    free(t->n_images);
+    if (t->images)
+        for (int i = 0; i < t->n; i++) free(t->images[i]);
+    free(t->images);
+    cJSON_Delete(t->json);
+    memset(t, 0, sizeof *t);
+}
+
+sg_status sg_task_spec_parse(const char *data, size_t len, const char *name, sg_task_spec *out, sg_err *err) {
+    memset(out, 0, sizeof *out);
+    cJSON *root = cJSON_ParseWithLength(data, len);
+    cJSON *classes = root ? cJSON_GetObjectItemCaseSensitive(root, "classes") : NULL;
+    if (!cJSON_IsArray(classes)) {
+        cJSON_Delete(root);
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: %s", name, root ? "$.classes must be an array" : "not valid JSON");
+    }
+    int n = cJSON_GetArraySize(classes);
+    out->json = root;
+    out->n = n;
+    out->names = sg_xcalloc((size_t)n + 1, sizeof *out->names);
+    out->texts = sg_xcalloc((size_t)n + 1, sizeof *out->texts);
+    out->n_images = sg_xcalloc((size_t)n + 1, sizeof *out->n_images);
+    out->images = sg_xcalloc((size_t)n + 1, sizeof *out->images);
+    int ci = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, classes) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(c, "name");
+        const cJSON *desc = cJSON_GetObjectItemCaseSensitive(c, "description");
+        const cJSON *im = cJSON_GetObjectItemCaseSensitive(c, "images");
+        const char *bad = !cJSON_IsString(nm)          ? "name must be a string"
+                          : desc && !cJSON_IsString(desc) ? "description must be a string"
+                          : im && !cJSON_IsArray(im)      ? "images must be an array of paths"
+                                                          : NULL;
+        if (bad) {
+            sg_task_spec_free(out);
+            return sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].%s", name, ci, bad);
+        }
+        out->names[ci] = nm->valuestring;
+        out->texts[ci] = desc ? desc->valuestring : NULL;
+        int k = im ? cJSON_GetArraySize(im) : 0;
+        out->images[ci] = sg_xcalloc((size_t)k + 1, sizeof **out->images);
+        const cJSON *p;
+        int kk = 0;
+        cJSON_ArrayForEach(p, im) {
+            if (!cJSON_IsString(p)) {
+                sg_task_spec_free(out);
+                return sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].images[%d] must be a string", name, ci, kk);
+            }
+            out->images[ci][kk++] = p->valuestring;
+        }
+        out->n_images[ci] = kk;
+        ci++;
+    }
+    return SG_OK;
+}

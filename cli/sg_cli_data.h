@@ -20,4 +20,21 @@ void sg_registry_texts_free(sg_registry_texts *rt);
  * "<folder name>/<label>"; descriptions come from rt (may be NULL). */
 sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_texts *rt, sg_dataset *d, sg_err *err);
 
+/* A synthesis task file (sgps synth --task), parsed and checked, nothing read
+ * yet: class names, descriptions (NULL when none) and image specs (file paths or
+ * SHARD#KEY, as written). The strings belong to the spec. */
+typedef struct sg_task_spec {
+    int n;
+    const char **names, **texts;
+    int *n_images;
+    const char ***images;
+    void *json; /* the parsed document the strings point into */
+} sg_task_spec;
+
+/* Reads {"classes": [{"name": S, "description": S?, "images": [S...]?}, ...]}
+ * from (data, len); `name` (the file) is used in messages. SG_ERR_FORMAT with
+ * the JSON path of the first problem. */
+sg_status sg_task_spec_parse(const char *data, size_t len, const char *name, sg_task_spec *out, sg_err *err);
+void sg_task_spec_free(sg_task_spec *t);
+
 #endif

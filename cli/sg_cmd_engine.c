@@ -402,7 +402,7 @@ int sg_cmd_synth(int argc, char **argv) {
     int code = 2;
     uint8_t *data = NULL;
     size_t len;
-    cJSON *root = NULL;
+    sg_task_spec ts = {0};
     sg_task_class *cls = NULL;
     uint8_t **imgs = NULL;
     int n = 0;
@@ -411,13 +411,11 @@ int sg_cmd_synth(int argc, char **argv) {
         code = 1;
         goto done;
     }
-    root = cJSON_ParseWithLength((const char *)data, len);
-    cJSON *classes = root ? cJSON_GetObjectItemCaseSensitive(root, "classes") : NULL;
-    if (!cJSON_IsArray(classes)) {
-        fprintf(stderr, "sgps synth: %s: %s\n", taskp, root ? "$.classes must be an array" : "not valid JSON");
+    if (sg_task_spec_parse((const char *)data, len, taskp, &ts, &err) != SG_OK) {
+        fprintf(stderr, "sgps synth: %s\n", err.msg);
         goto done;
     }
-    n = cJSON_GetArraySize(classes);
+    n = ts.n;
     cls = sg_xcalloc((size_t)n + 1, sizeof *cls);
     imgs = sg_xcalloc((size_t)n + 1, sizeof *imgs);
     char dir[4096];
@@ -425,49 +423,26 @@ int sg_cmd_synth(int argc, char **argv) {
     char *slash = strrchr(dir, '/');
     if (slash) slash[1] = 0;
     else dir[0] = 0;
-    int S = sg_engine_get_config(e)->store, ci = 0;
+    int S = sg_engine_get_config(e)->store;
     size_t ssz = (size_t)3 * S * S;
-    cJSON *c;
-    cJSON_ArrayForEach(c, classes) {
-        cJSON *name = cJSON_GetObjectItemCaseSensitive(c, "name");
-        cJSON *desc = cJSON_GetObjectItemCaseSensitive(c, "description");
-        cJSON *im = cJSON_GetObjectItemCaseSensitive(c, "images");
-        if (!cJSON_IsString(name)) {
-            fprintf(stderr, "sgps synth: %s: $.classes[%d].name must be a string\n", taskp, ci);
-            goto done;
-        }
-        if (desc && !cJSON_IsString(desc)) {
-            fprintf(stderr, "sgps synth: %s: $.classes[%d].description must be a string\n", taskp, ci);
-            goto done;
-        }
-        if (im && !cJSON_IsArray(im)) {
-            fprintf(stderr, "sgps synth: %s: $.classes[%d].images must be an array of paths\n", taskp, ci);
-            goto done;
-        }
-        cls[ci].name = name->valuestring;
-        cls[ci].text = desc ? desc->valuestring : NULL;
-        int k = im ? cJSON_GetArraySize(im) : 0;
+    for (int ci = 0; ci < n; ci++) {
+        int k = ts.n_images[ci];
         imgs[ci] = sg_xmalloc(ssz * (size_t)(k ? k : 1));
-        int kk = 0;
-        cJSON *p;
-        cJSON_ArrayForEach(p, im) {
-            if (!cJSON_IsString(p)) {
-                fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d] must be a string\n", taskp, ci, kk);
-                goto done;
-            }
+        for (int kk = 0; kk < k; kk++) {
+            const char *spec = ts.images[ci][kk];
             char path[8192];
-            if (p->valuestring[0] == '/') snprintf(path, sizeof path, "%s", p->valuestring);
-            else snprintf(path, sizeof path, "%s%s", dir, p->valuestring);
+            if (spec[0] == '/') snprintf(path, sizeof path, "%s", spec);
+            else snprintf(path, sizeof path, "%s%s", dir, spec);
             if (load_support(path, S, imgs[ci] + (size_t)kk * ssz, &err) != SG_OK) {
                 fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d]: %s\n", taskp, ci, kk, err.msg);
                 code = 1;
                 goto done;
             }
-            kk++;
         }
-        cls[ci].n_shots = kk;
+        cls[ci].name = ts.names[ci];
+        cls[ci].text = ts.texts[ci];
+        cls[ci].n_shots = k;
         cls[ci].images = imgs[ci];
-        ci++;
     }
     sg_task task = {n, cls};
     sg_classifier *out_c;
@@ -487,7 +462,7 @@ done:
     for (int i = 0; i < n && imgs; i++) free(imgs[i]);
     free(imgs);
     free(cls);
-    cJSON_Delete(root);
+    sg_task_spec_free(&ts);
     free(data);
     sg_engine_free(e);
     return code;
