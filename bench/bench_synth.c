@@ -94,14 +94,8 @@ int main(int argc, char **argv) {
                 mflop += 2.0 * l->cout * l->cin * l->k * l->k * l->out_h * l->out_w / 1e6;
             }
     }
-    char convs[64] = "";
-    int deep = 0, n = 0;
-    for (int s = 0; s < cf->stages; s++) {
-        deep |= cf->convs[s] != 1;
-        n += snprintf(convs + n, sizeof convs - (size_t)n, "%s%d", s ? "," : " (convolutions per stage ", cf->convs[s]);
-    }
-    if (!deep) convs[0] = 0;
-    else snprintf(convs + n, sizeof convs - (size_t)n, ")");
+    char list[32], convs[64] = "";
+    if (sg_engine_convs_str(cf, list, sizeof list)) snprintf(convs, sizeof convs, " (convolutions per stage %s)", list);
     printf("engine: Conv%d-%d at %d px%s, %zu parameters; 5-way 5-shot, images + text, one core\n", cf->stages,
            cf->width, cf->img, convs, sg_engine_n_params(e));
     /* the task summary (25 more forwards) runs only when a generator weight reads it */

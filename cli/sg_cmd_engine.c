@@ -103,13 +103,10 @@ static int parse_class_list(const char *spec, const char *opt, const sg_dataset 
 /* " (convolutions per stage 1,2,2,2)" for a deeper net, "" for one each; static buffer. */
 static const char *convs_desc(const sg_engine_config *c) {
     static char buf[64];
-    int deep = 0, n = snprintf(buf, sizeof buf, " (convolutions per stage ");
-    for (int s = 0; s < c->stages; s++) {
-        deep |= c->convs[s] != 1;
-        n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%d", s ? "," : "", c->convs[s]);
-    }
-    snprintf(buf + n, sizeof buf - (size_t)n, ")");
-    return deep ? buf : "";
+    char list[32];
+    if (!sg_engine_convs_str(c, list, sizeof list)) return "";
+    snprintf(buf, sizeof buf, " (convolutions per stage %s)", list);
+    return buf;
 }
 
 /* "2" or "1,2,2,2" → counts (1..SG_ENGINE_MAX_CONVS); the number of them, 0 when malformed. */

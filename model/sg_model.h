@@ -165,8 +165,10 @@ size_t sg_arch_layer_out_floats(const sg_arch *a, int i);
  * GAP, then a linear head of `classes` outputs when classes > 0.
  * norm is SG_LAYER_BATCHNORM or SG_LAYER_AFFINE. */
 void sg_arch_conv4(sg_arch *a, int in_c, int in_hw, int width, int stages, sg_layer_kind norm, int classes);
-/* The same with convs[s] units [conv3×3, norm, ReLU] in stage s before its
- * pool (convs NULL: one each, i.e. sg_arch_conv4). */
+/* One stage: n units [conv3×3 `width` (no bias), norm, ReLU], then max pool 2. */
+void sg_arch_add_stage(sg_arch *a, int width, int n, sg_layer_kind norm);
+/* The same with convs[s] units in stage s (convs NULL: one each, i.e.
+ * sg_arch_conv4). */
 void sg_arch_convnet(sg_arch *a, int in_c, int in_hw, int width, int stages, const int *convs, sg_layer_kind norm,
                      int classes);
 

@@ -152,20 +152,21 @@ int sg_arch_out_features(const sg_arch *a) {
     return (int)sg_arch_layer_out_floats(a, a->n_layers - 1);
 }
 
+void sg_arch_add_stage(sg_arch *a, int width, int n, sg_layer_kind norm) {
+    SG_ASSERT(n >= 1);
+    for (int j = 0; j < n; j++) {
+        sg_arch_add_conv(a, width, 3, 1, 1, 0);
+        if (norm == SG_LAYER_BATCHNORM) sg_arch_add_batchnorm(a);
+        else sg_arch_add_affine(a);
+        sg_arch_add_relu(a);
+    }
+    sg_arch_add_maxpool(a, 2, 2);
+}
+
 void sg_arch_convnet(sg_arch *a, int in_c, int in_hw, int width, int stages, const int *convs, sg_layer_kind norm,
                      int classes) {
     sg_arch_init(a, in_c, in_hw, in_hw);
-    for (int s = 0; s < stages; s++) {
-        int n = convs ? convs[s] : 1;
-        SG_ASSERT(n >= 1);
-        for (int j = 0; j < n; j++) {
-            sg_arch_add_conv(a, width, 3, 1, 1, 0);
-            if (norm == SG_LAYER_BATCHNORM) sg_arch_add_batchnorm(a);
-            else sg_arch_add_affine(a);
-            sg_arch_add_relu(a);
-        }
-        sg_arch_add_maxpool(a, 2, 2);
-    }
+    for (int s = 0; s < stages; s++) sg_arch_add_stage(a, width, convs ? convs[s] : 1, norm);
     sg_arch_add_gap(a);
     if (classes > 0) sg_arch_add_linear(a, classes, 1);
 }

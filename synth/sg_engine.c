@@ -37,6 +37,19 @@ void sg_synth_opts_default(sg_synth_opts *o) {
     o->adapt = 1;
 }
 
+int sg_engine_convs_str(const sg_engine_config *c, char *buf, size_t n) {
+    int deep = 0;
+    size_t used = 0;
+    if (n) buf[0] = 0;
+    for (int s = 0; s < c->stages && used < n; s++) {
+        deep |= c->convs[s] != 1;
+        int w = snprintf(buf + used, n - used, "%s%d", s ? "," : "", c->convs[s]);
+        if (w < 0) break;
+        used += (size_t)w;
+    }
+    return deep;
+}
+
 static size_t take(size_t *off, size_t n) {
     size_t o = *off;
     *off += n;

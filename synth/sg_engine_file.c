@@ -194,8 +194,11 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
         const sg_engine_config *c = &e->cfg;
         if (r.bad || (int)v[0] != c->img || (int)v[1] != c->store || (int)v[2] != c->width || (int)v[3] != c->stages ||
             (int)v[9] != c->n_base_classes || v[10] != pack_convs(c)) {
-            char convs[32] = "1 per stage";
-            if (v[10]) snprintf(convs, sizeof convs, "packed %x", v[10]);
+            sg_engine_config fc = *c;
+            fc.stages = (int)v[3];
+            char convs[32] = "unreadable";
+            if (fc.stages >= 1 && fc.stages <= SG_ENGINE_MAX_STAGES && unpack_convs(v[10], &fc) == 0)
+                sg_engine_convs_str(&fc, convs, sizeof convs);
             s = sg_err_set(err, SG_ERR_ARG,
                            "%s: its backbone (img %u, store %u, width %u, stages %u, convolutions %s, %u classes) does "
                            "not match", path, v[0], v[1], v[2], v[3], convs, v[9]);

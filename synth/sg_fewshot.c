@@ -110,22 +110,10 @@ typedef struct finetune_ctx {
 static void finetune_setup(const sg_engine *e, int N, finetune_ctx *f) {
     const sg_engine_config *c = &e->cfg;
     sg_arch_init(&f->front, 3, c->img, c->img);
-    for (int s = 0; s < c->stages - 1; s++) {
-        for (int j = 0; j < c->convs[s]; j++) {
-            sg_arch_add_conv(&f->front, c->width, 3, 1, 1, 0);
-            sg_arch_add_batchnorm(&f->front);
-            sg_arch_add_relu(&f->front);
-        }
-        sg_arch_add_maxpool(&f->front, 2, 2);
-    }
+    for (int s = 0; s < c->stages - 1; s++) sg_arch_add_stage(&f->front, c->width, c->convs[s], SG_LAYER_BATCHNORM);
     const sg_layer *last = &f->front.layers[f->front.n_layers - 1];
     sg_arch_init(&f->tail, last->cout, last->out_h, last->out_w);
-    for (int j = 0; j < c->convs[c->stages - 1]; j++) {
-        sg_arch_add_conv(&f->tail, c->width, 3, 1, 1, 0);
-        sg_arch_add_batchnorm(&f->tail);
-        sg_arch_add_relu(&f->tail);
-    }
-    sg_arch_add_maxpool(&f->tail, 2, 2);
+    sg_arch_add_stage(&f->tail, c->width, c->convs[c->stages - 1], SG_LAYER_BATCHNORM);
     sg_arch_add_gap(&f->tail);
     int li = sg_arch_add_l2norm(&f->tail);
     int lh = sg_arch_add_linear(&f->tail, N, 1);

@@ -53,6 +53,9 @@ typedef struct sg_engine_config {
 } sg_engine_config;
 
 void sg_engine_config_default(sg_engine_config *c);
+/* "1,2,2,2": the convolutions per stage, into buf (n bytes); returns 1 when
+ * some stage has more than one, 0 for a Conv4-style one each. */
+int sg_engine_convs_str(const sg_engine_config *c, char *buf, size_t n);
 
 typedef struct sg_engine sg_engine; /* opaque */
 
