@@ -338,40 +338,72 @@ static const char synth_help[] =
     "  --no-adapt   base kernels, no generated deltas or FiLM (ablation)\n"
     "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments or task.\n";
 
-/* One support image: a file, or SHARD#KEY (the image member of the sample with
- * that key, found by reading the shard from the start), resized to side × side
- * uint8 planar. */
-static sg_status load_support(const char *spec, int side, uint8_t *out, sg_err *err) {
-    const char *hash = strrchr(spec, '#');
-    if (!hash || access(spec, F_OK) == 0) return sg_image_load_u8_planar(spec, side, out, err); /* a file named a#b */
-    char shard[8192];
-    snprintf(shard, sizeof shard, "%.*s", (int)(hash - spec), spec);
-    const char *key = hash + 1;
-    if (!*key || !shard[0]) return sg_err_set(err, SG_ERR_ARG, "%s: expected SHARD#KEY", spec);
-    sg_shard_reader_opts o;
-    sg_shard_reader_opts_default(&o);
-    o.log_skips = 0;
-    sg_shard_reader *r = sg_shard_reader_open(shard, &o, err);
-    if (!r) return SG_ERR_IO;
-    sg_sample *smp = NULL;
-    sg_status s;
-    while ((s = sg_shard_reader_next(r, &smp)) == SG_OK && smp)
-        if (strcmp(smp->key, key) == 0) break;
-    if (s == SG_OK && smp) {
-        char name[8400];
-        snprintf(name, sizeof name, "%s#%s", shard, key);
-        s = sg_image_decode_u8_planar(smp->image, smp->image_len, name, side, out, err);
-    } else if (s != SG_OK) {
-        if (sg_shard_reader_status(r, err) == SG_OK) sg_err_set(err, s, "%s: cannot be read", shard);
-    } else {
-        sg_err why = {{0}};
-        if (sg_shard_reader_status(r, &why) != SG_OK)
-            s = sg_err_set(err, SG_ERR_FORMAT, "%s: no sample with key '%s' before the shard ended early: %s", shard,
-                           key, why.msg);
-        else
-            s = sg_err_set(err, SG_ERR_ARG, "%s: no sample with key '%s' (with an image)", shard, key);
+/* A support image named SHARD#KEY, waiting for its shard to be read. */
+typedef struct shard_ref {
+    char shard[4096], key[1024];
+    uint8_t *out;
+    int ci, kk; /* its place in the task file */
+} shard_ref;
+
+/* Whether path names a shard member (SHARD#KEY, and no file of that exact
+ * name): fills r->shard and r->key. -1 when the # leaves an empty part. */
+static int shard_spec(const char *path, shard_ref *r) {
+    const char *hash = strrchr(path, '#');
+    if (!hash || access(path, F_OK) == 0) return 0; /* a plain file, a#b.png included */
+    if (!hash[1] || hash == path || (size_t)(hash - path) >= sizeof r->shard || strlen(hash + 1) >= sizeof r->key)
+        return -1;
+    snprintf(r->shard, sizeof r->shard, "%.*s", (int)(hash - path), path);
+    snprintf(r->key, sizeof r->key, "%s", hash + 1);
+    return 1;
+}
+
+/* Reads each shard once, in order of first mention, and decodes the image
+ * members of the n refs that name it. On failure *bad is the ref to report. */
+static sg_status load_shard_refs(shard_ref *refs, int n, int side, int *bad, sg_err *err) {
+    int *done = sg_xcalloc((size_t)n + 1, sizeof *done);
+    sg_status s = SG_OK;
+    for (int i = 0; i < n && s == SG_OK; i++) {
+        if (done[i]) continue;
+        const char *shard = refs[i].shard;
+        int want = 0;
+        for (int j = i; j < n; j++) want += !done[j] && strcmp(refs[j].shard, shard) == 0;
+        sg_shard_reader_opts o;
+        sg_shard_reader_opts_default(&o);
+        o.log_skips = 0;
+        sg_shard_reader *r = sg_shard_reader_open(shard, &o, err);
+        if (!r) {
+            *bad = i;
+            s = SG_ERR_IO;
+            break;
+        }
+        sg_sample *smp = NULL;
+        while (want > 0 && s == SG_OK && (s = sg_shard_reader_next(r, &smp)) == SG_OK && smp)
+            for (int j = i; j < n && s == SG_OK; j++) {
+                if (done[j] || strcmp(refs[j].shard, shard) != 0 || strcmp(refs[j].key, smp->key) != 0) continue;
+                char name[4200];
+                snprintf(name, sizeof name, "%s#%s", shard, refs[j].key);
+                s = sg_image_decode_u8_planar(smp->image, smp->image_len, name, side, refs[j].out, err);
+                if (s != SG_OK) *bad = j;
+                done[j] = 1;
+                want--;
+            }
+        if (s == SG_OK && want > 0) { /* the shard ended (or broke) before every key was found */
+            int j = i;
+            while (done[j] || strcmp(refs[j].shard, shard) != 0) j++;
+            *bad = j;
+            sg_err why = {{0}};
+            if (sg_shard_reader_status(r, &why) != SG_OK)
+                s = sg_err_set(err, SG_ERR_FORMAT, "%s: no sample with key '%s' before the shard ended early: %s",
+                               shard, refs[j].key, why.msg);
+            else
+                s = sg_err_set(err, SG_ERR_ARG, "%s: no sample with key '%s' (with an image)", shard, refs[j].key);
+        } else if (s != SG_OK && *bad < 0) {
+            *bad = i;
+            if (sg_shard_reader_status(r, err) == SG_OK) sg_err_set(err, s, "%s: cannot be read", shard);
+        }
+        sg_shard_reader_free(r);
     }
-    sg_shard_reader_free(r);
+    free(done);
     return s;
 }
 
@@ -400,6 +432,8 @@ int sg_cmd_synth(int argc, char **argv) {
     uint8_t *data = NULL;
     size_t len;
     sg_task_spec ts = {0};
+    shard_ref *refs = NULL;
+    int n_refs = 0;
     sg_task_class *cls = NULL;
     uint8_t **imgs = NULL;
     int n = 0;
@@ -413,6 +447,9 @@ int sg_cmd_synth(int argc, char **argv) {
         goto done;
     }
     n = ts.n;
+    int total = 0;
+    for (int ci = 0; ci < n; ci++) total += ts.n_images[ci];
+    refs = sg_xcalloc((size_t)total + 1, sizeof *refs);
     cls = sg_xcalloc((size_t)n + 1, sizeof *cls);
     imgs = sg_xcalloc((size_t)n + 1, sizeof *imgs);
     char dir[4096];
@@ -430,7 +467,18 @@ int sg_cmd_synth(int argc, char **argv) {
             char path[8192];
             if (spec[0] == '/') snprintf(path, sizeof path, "%s", spec);
             else snprintf(path, sizeof path, "%s%s", dir, spec);
-            if (load_support(path, S, imgs[ci] + (size_t)kk * ssz, &err) != SG_OK) {
+            shard_ref *ref = &refs[n_refs];
+            int sh = shard_spec(path, ref);
+            if (sh < 0) {
+                fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d]: %s: expected SHARD#KEY\n", taskp, ci, kk, path);
+                goto done;
+            }
+            if (sh) { /* read below, each shard once */
+                ref->out = imgs[ci] + (size_t)kk * ssz;
+                ref->ci = ci;
+                ref->kk = kk;
+                n_refs++;
+            } else if (sg_image_load_u8_planar(path, S, imgs[ci] + (size_t)kk * ssz, &err) != SG_OK) {
                 fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d]: %s\n", taskp, ci, kk, err.msg);
                 code = 1;
                 goto done;
@@ -440,6 +488,12 @@ int sg_cmd_synth(int argc, char **argv) {
         cls[ci].text = ts.texts[ci];
         cls[ci].n_shots = k;
         cls[ci].images = imgs[ci];
+    }
+    int bad = -1;
+    if (n_refs && load_shard_refs(refs, n_refs, S, &bad, &err) != SG_OK) {
+        fprintf(stderr, "sgps synth: %s: $.classes[%d].images[%d]: %s\n", taskp, refs[bad].ci, refs[bad].kk, err.msg);
+        code = 1;
+        goto done;
     }
     sg_task task = {n, cls};
     sg_classifier *out_c;
@@ -459,6 +513,7 @@ done:
     for (int i = 0; i < n && imgs; i++) free(imgs[i]);
     free(imgs);
     free(cls);
+    free(refs);
     sg_task_spec_free(&ts);
     free(data);
     sg_engine_free(e);

@@ -213,6 +213,12 @@ printf '{"classes": [{"name": "d010", "images": ["../shards/val-000000.tar.zst#%
 cmp -s "$W/files.sgpm" "$W/keys.sgpm" || fail "synth: the same images by shard key gave another classifier"
 bad_task '{"classes": [{"name": "a", "images": ["../shards/val-000000.tar.zst#nokey"]}, {"name": "b", "description": "y"}]}' 1 "no sample with key 'nokey'"
 bad_task '{"classes": [{"name": "a", "images": ["nosuch.tar#k"]}, {"name": "b", "description": "y"}]}' 1 'nosuch.tar: cannot open'
+bad_task '{"classes": [{"name": "a", "images": ["../shards/val-000000.tar.zst#"]}, {"name": "b", "description": "y"}]}' 2 'images\[0\]: .*expected SHARD#KEY'
+# two keys of one shard, the second missing: the message points at the missing one's place
+printf '{"classes": [{"name": "a", "images": ["../shards/val-000000.tar.zst#%s", "../shards/val-000000.tar.zst#gone"]}, {"name": "b", "description": "y"}]}' "$v" > "$T/two.json"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/two.json" -o "$W/bad.sgpm" > /dev/null 2> "$W/syn.txt"
+[ $? -eq 1 ] && grep -q "classes\[0\].images\[1\]: .*no sample with key 'gone'" "$W/syn.txt" ||
+  fail "synth: a missing second key is not placed: $(cat "$W/syn.txt")"
 head -c 300 "$W/a/shards/val-000000.tar.zst" > "$T/cut.tar.zst"
 bad_task '{"classes": [{"name": "a", "images": ["cut.tar.zst#nokey"]}, {"name": "b", "description": "y"}]}' 1 'cut.tar.zst'
 "$SGPS" synth --engine "$W/nosuch.sgpe" --task "$T/task.json" -o "$W/bad.sgpm" > /dev/null 2> "$W/syn.txt"
