@@ -302,17 +302,24 @@ static sg_engine *tiny_engine_convs(uint64_t seed, int c0, int c1) {
 
 static sg_engine *tiny_engine(uint64_t seed) { return tiny_engine_convs(seed, 1, 1); }
 
+/* Builds a `way`-way episode (q queries per class, fixture seed), checks every
+ * gradient block of e on it, and frees e. */
+static void check_episode(sg_engine *e, int way, const int *shots, const char *const *texts, int q, uint64_t seed,
+                          int has_img, int has_text, int has_img_text) {
+    ep_fix f;
+    ep_fix_build(&f, &e->cfg, way, shots, texts, q, seed);
+    check_all(e, &f.ep, has_img, has_text, has_img_text);
+    free(f.pix);
+    sg_engine_free(e);
+}
+
 /* Mixed shots 2, 1, 0: class 0 has images and text (ω), class 1 images only,
  * class 2 text only. */
 Test(synth_grad, mixed_shots_images_and_text) {
     sg_engine *e = tiny_engine(11);
     const int shots[3] = {2, 1, 0};
     const char *texts[3] = {"A red disc, on a DARK background", NULL, "a blue ring on a dark background"};
-    ep_fix f;
-    ep_fix_build(&f, &e->cfg, 3, shots, texts, 6, 5);
-    check_all(e, &f.ep, 1, 1, 1);
-    free(f.pix);
-    sg_engine_free(e);
+    check_episode(e, 3, shots, texts, 6, 5, 1, 1, 1);
 }
 
 /* Two convolutions in each stage (sg_arch_convnet): every unit's generator
@@ -327,11 +334,7 @@ Test(synth_grad, deeper_stages) {
               e->syn.layers[e->unit_layer[1] - 1].kind == SG_LAYER_RELU, "units not laid out as conv, norm, ReLU");
     const int shots[3] = {2, 1, 0};
     const char *texts[3] = {"a red disc", NULL, "a blue ring on a dark background"};
-    ep_fix f;
-    ep_fix_build(&f, &e->cfg, 3, shots, texts, 6, 9);
-    check_all(e, &f.ep, 1, 1, 1);
-    free(f.pix);
-    sg_engine_free(e);
+    check_episode(e, 3, shots, texts, 6, 9, 1, 1, 1);
 }
 
 /* Every class has images and text: ω collects from all of them. */
@@ -339,11 +342,7 @@ Test(synth_grad, four_way_all_with_text) {
     sg_engine *e = tiny_engine(12);
     const int shots[4] = {1, 3, 1, 2};
     const char *texts[4] = {"green bar", "yellow cross on dark", "red ring", "blue disc bright"};
-    ep_fix f;
-    ep_fix_build(&f, &e->cfg, 4, shots, texts, 5, 6);
-    check_all(e, &f.ep, 1, 1, 1);
-    free(f.pix);
-    sg_engine_free(e);
+    check_episode(e, 4, shots, texts, 5, 6, 1, 1, 1);
 }
 
 /* Text-only episode: no support image, the image summary and its flag are zero. */
@@ -351,22 +350,14 @@ Test(synth_grad, text_only) {
     sg_engine *e = tiny_engine(13);
     const int shots[3] = {0, 0, 0};
     const char *texts[3] = {"a red disc", "a green bar", "a yellow cross"};
-    ep_fix f;
-    ep_fix_build(&f, &e->cfg, 3, shots, texts, 6, 7);
-    check_all(e, &f.ep, 0, 1, 0);
-    free(f.pix);
-    sg_engine_free(e);
+    check_episode(e, 3, shots, texts, 6, 7, 0, 1, 0);
 }
 
 /* Images only: the text encoder, P and ω get exactly zero gradient. */
 Test(synth_grad, images_only) {
     sg_engine *e = tiny_engine(14);
     const int shots[2] = {2, 1};
-    ep_fix f;
-    ep_fix_build(&f, &e->cfg, 2, shots, NULL, 4, 8);
-    check_all(e, &f.ep, 1, 0, 0);
-    free(f.pix);
-    sg_engine_free(e);
+    check_episode(e, 2, shots, NULL, 4, 8, 1, 0, 0);
 }
 
 /* Word dropout (training): the dropped tokens are drawn from the episode's
