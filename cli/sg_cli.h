@@ -18,6 +18,7 @@ int sg_cmd_shards(int argc, char **argv);
 int sg_cmd_train_engine(int argc, char **argv);
 int sg_cmd_synth(int argc, char **argv);
 int sg_cmd_eval_fewshot(int argc, char **argv);
+int sg_cmd_adapt_engine(int argc, char **argv);
 int sg_cmd_classify(int argc, char **argv);
 int sg_cmd_selftest(int argc, char **argv);
 int sg_cmd_validate(int argc, char **argv);

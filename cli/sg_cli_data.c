@@ -6,6 +6,8 @@
 #include "sg_cli_data.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,6 +193,73 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
         sg_dataset_free(d);
         return sg_err_set(err, SG_ERR_FORMAT, "no images loaded");
     }
+    return SG_OK;
+}
+
+sg_status sg_cli_load_images(const char *spec, int side, long max_images, uint8_t **pix, int *n_out, sg_err *err) {
+    *pix = NULL;
+    *n_out = 0;
+    char csv[4096], dir[4096];
+    struct stat st;
+    if (stat(spec, &st) != 0) return sg_err_set(err, SG_ERR_IO, "%s: cannot open: %s", spec, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(csv, sizeof csv, "%s/labels.csv", spec);
+        snprintf(dir, sizeof dir, "%s", spec);
+    } else {
+        snprintf(csv, sizeof csv, "%s", spec);
+        snprintf(dir, sizeof dir, "%s", spec);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0;
+        else snprintf(dir, sizeof dir, ".");
+    }
+    FILE *f = fopen(csv, "r");
+    if (!f) return sg_err_set(err, SG_ERR_IO, "%s: cannot open (expected a CSV with a path column, or a folder with labels.csv)", csv);
+    size_t cap = 256, ssz = (size_t)3 * side * side;
+    uint8_t *buf = sg_xmalloc(cap * ssz);
+    int n = 0, lineno = 0, path_col = -1;
+    long skipped = 0;
+    char line[8192];
+    char *fields[32];
+    while (fgets(line, sizeof line, f) && (max_images <= 0 || n < max_images)) {
+        lineno++;
+        int nf = csv_split(line, fields, 32);
+        if (lineno == 1) {
+            for (int k = 0; k < nf; k++)
+                if (strcmp(fields[k], "path") == 0) path_col = k;
+            if (path_col < 0) {
+                fclose(f);
+                free(buf);
+                return sg_err_set(err, SG_ERR_FORMAT, "%s: the header must name a path column", csv);
+            }
+            continue;
+        }
+        if (nf <= path_col || !fields[path_col][0]) {
+            sg_log(SG_LOG_WARN, "%s:%d: no path; line skipped", csv, lineno);
+            skipped++;
+            continue;
+        }
+        if ((size_t)n == cap) {
+            cap *= 2;
+            buf = sg_xrealloc(buf, cap * ssz);
+        }
+        char ipath[8192];
+        snprintf(ipath, sizeof ipath, "%s/%s", dir, fields[path_col]);
+        sg_err e2;
+        if (sg_image_load_u8_planar(ipath, side, buf + (size_t)n * ssz, &e2) != SG_OK) {
+            sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
+            skipped++;
+            continue;
+        }
+        n++;
+    }
+    fclose(f);
+    if (skipped) sg_log(SG_LOG_WARN, "%s: %ld images or lines skipped (see above)", csv, skipped);
+    if (n == 0) {
+        free(buf);
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: no images loaded", csv);
+    }
+    *pix = buf;
+    *n_out = n;
     return SG_OK;
 }
 

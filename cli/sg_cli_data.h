@@ -20,6 +20,12 @@ void sg_registry_texts_free(sg_registry_texts *rt);
  * "<folder name>/<label>"; descriptions come from rt (may be NULL). */
 sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_texts *rt, sg_dataset *d, sg_err *err);
 
+/* Loads unlabelled images (n, 3, side, side) listed by the path column of a
+ * CSV (paths relative to its folder), or of FOLDER/labels.csv when spec is a
+ * folder; other columns are ignored. At most max_images (<= 0: all). A bad
+ * image is skipped with a warning; none loaded is an error. */
+sg_status sg_cli_load_images(const char *spec, int side, long max_images, uint8_t **pix, int *n, sg_err *err);
+
 /* A synthesis task file (sgps synth --task), parsed and checked, nothing read
  * yet: class names, descriptions (NULL when none) and image specs (file paths or
  * SHARD#KEY, as written). The strings belong to the spec. */

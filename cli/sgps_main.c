@@ -12,6 +12,7 @@ static const sg_command commands[] = {
     {"train-engine", "meta-train an engine (MPI data-parallel)", sg_cmd_train_engine},
     {"synth", "synthesize a classifier for one task, with no training", sg_cmd_synth},
     {"classify", "run a classifier (.sgpm) over image files", sg_cmd_classify},
+    {"adapt-engine", "adapt an engine's normalization to unlabelled images of a new domain", sg_cmd_adapt_engine},
     {"eval-fewshot", "few-shot evaluation: SGPS against ProtoNet, linear probe, fine-tuning", sg_cmd_eval_fewshot},
     {"demo-world", "generate a seeded synthetic rare-disease world (images, texts, shards, manifest)", sg_cmd_demo_world},
     {"validate", "check a run manifest and its registry, reporting every problem", sg_cmd_validate},

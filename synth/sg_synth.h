@@ -112,6 +112,13 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
  * centre region resized (used by synthesis and evaluation). */
 void sg_engine_prepare_images(const sg_engine *e, int n, const uint8_t *images, float *out);
 
+/* Adapts the engine to a new image domain without labels (AdaBN): every
+ * batch norm of the base network gets (1 - alpha) * its statistics + alpha *
+ * the statistics of n images (n, 3, store, store), measured norm by norm in
+ * eval mode with the earlier norms already adapted. Base features, and so
+ * every synthesized classifier, change with them; nothing else does. */
+sg_status sg_engine_adapt_norm(sg_engine *e, int n, const uint8_t *images, float alpha, sg_err *err);
+
 /* ---- training data ------------------------------------------------------- */
 
 typedef struct sg_dataset {

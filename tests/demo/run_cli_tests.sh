@@ -4,7 +4,8 @@
 # folder, --force replacing a world byte for byte, the world read by
 # train-engine (and by validate and run when this sgps has them), and a folder
 # that is a file; train-engine's and eval-fewshot's options and refusals;
-# sgps synth on a task file (determinism, modes, every refusal) and sgps classify.
+# sgps synth on a task file (determinism, modes, every refusal) and sgps classify;
+# adapt-engine (AdaBN on unlabelled images).
 set -u
 SGPS=$1
 W=$2
@@ -142,6 +143,51 @@ grep -q "unknown method 'bogus'" "$W/ev3.txt" || fail "the unknown method is not
 "$SGPS" eval-fewshot --engine "$W/nosuch.sgpe" --data "$W/a/heldout" > /dev/null 2> "$W/ev4.txt"
 [ $? -eq 1 ] || fail "eval-fewshot with a missing engine: exit 1 expected"
 grep -q 'nosuch.sgpe' "$W/ev4.txt" || fail "the missing engine is not named: $(cat "$W/ev4.txt")"
+# adapt-engine: the normalization re-estimated on unlabelled images (a folder's
+# labels.csv or a CSV of paths); the same bytes twice, the weights' size kept,
+# a broken image skipped by name; refusals name the file and write nothing.
+"$SGPS" adapt-engine --help | grep -q -- '--images' || fail "adapt-engine --help does not describe --images"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" -o "$W/ad1.sgpe" > "$W/ad.txt" 2>&1 ||
+  fail "adapt-engine on a folder: $(cat "$W/ad.txt")"
+grep -q 'to 12 images' "$W/ad.txt" || fail "adapt-engine did not read the 12 held-out images: $(cat "$W/ad.txt")"
+cmp -s "$W/a/engine.sgpe" "$W/ad1.sgpe" && fail "adapt-engine wrote the engine unchanged"
+[ "$(wc -c < "$W/a/engine.sgpe")" -eq "$(wc -c < "$W/ad1.sgpe")" ] || fail "adapt-engine changed the engine's size"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout/labels.csv" -o "$W/ad2.sgpe" > /dev/null 2>&1 ||
+  fail "adapt-engine on the same list as a CSV"
+cmp -s "$W/ad1.sgpe" "$W/ad2.sgpe" || fail "adapt-engine: the folder and its labels.csv gave different engines"
+{ echo "id,path"; tail -n +2 "$W/a/heldout/labels.csv" | cut -d, -f1 | sed 's/^/x,/'; echo "x,images/none.png"; } > "$W/a/heldout/unl.csv"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout/unl.csv" -o "$W/ad3.sgpe" > "$W/ad3.txt" 2>&1 ||
+  fail "adapt-engine with a missing image: $(cat "$W/ad3.txt")"
+grep -q 'none.png' "$W/ad3.txt" || fail "the missing image is not named: $(cat "$W/ad3.txt")"
+cmp -s "$W/ad1.sgpe" "$W/ad3.sgpe" || fail "adapt-engine: the same 12 images (one missing skipped) gave another engine"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --alpha 0.5 -o "$W/ad4.sgpe" > /dev/null 2>&1 ||
+  fail "adapt-engine --alpha 0.5"
+cmp -s "$W/ad1.sgpe" "$W/ad4.sgpe" && fail "adapt-engine: --alpha 0.5 gave the same engine as 1"
+"$SGPS" eval-fewshot --engine "$W/ad1.sgpe" --data "$W/a/heldout" --methods sgps,protonet --way 3 --shot 1 --episodes 3 \
+  --queries 1 > "$W/ad5.txt" 2>&1 || fail "eval-fewshot on an adapted engine: $(cat "$W/ad5.txt")"
+for bad in "--alpha 0" "--alpha 1.5" "--max-images 1" "--bogus"; do
+  "$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" -o "$W/ad6.sgpe" $bad > /dev/null 2>&1
+  [ $? -eq 2 ] || fail "adapt-engine $bad: exit 2 expected"
+done
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" -o "$W/ad6.sgpe" > /dev/null 2>&1; [ $? -eq 2 ] || fail "adapt-engine without --images: exit 2 expected"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/nosuch.csv" -o "$W/ad6.sgpe" > /dev/null 2> "$W/ad6.txt"
+[ $? -eq 1 ] || fail "adapt-engine with a missing list: exit 1 expected"
+grep -q 'nosuch.csv' "$W/ad6.txt" || fail "the missing list is not named: $(cat "$W/ad6.txt")"
+printf 'file\nimages/d009/x.png\n' > "$W/a/heldout/nopath.csv"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout/nopath.csv" -o "$W/ad6.sgpe" > /dev/null 2> "$W/ad6.txt"
+[ $? -eq 1 ] || fail "adapt-engine with no path column: exit 1 expected"
+grep -q 'nopath.csv: the header must name a path column' "$W/ad6.txt" || fail "no path column not explained: $(cat "$W/ad6.txt")"
+printf 'path\nimages/none.png\n' > "$W/a/heldout/none.csv"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout/none.csv" -o "$W/ad6.sgpe" > /dev/null 2> "$W/ad6.txt"
+[ $? -eq 1 ] || fail "adapt-engine with no readable image: exit 1 expected"
+grep -q 'none.csv: no images loaded' "$W/ad6.txt" || fail "no readable image not explained: $(cat "$W/ad6.txt")"
+"$SGPS" adapt-engine --engine "$W/nosuch.sgpe" --images "$W/a/heldout" -o "$W/ad6.sgpe" > /dev/null 2> "$W/ad6.txt"
+[ $? -eq 1 ] || fail "adapt-engine with a missing engine: exit 1 expected"
+grep -q 'nosuch.sgpe' "$W/ad6.txt" || fail "the missing engine is not named: $(cat "$W/ad6.txt")"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" -o "$W/nodir/ad.sgpe" > /dev/null 2> "$W/ad6.txt"
+[ $? -eq 1 ] || fail "adapt-engine into a missing folder: exit 1 expected"
+grep -q 'nodir/ad.sgpe' "$W/ad6.txt" || fail "the unwritable destination is not named: $(cat "$W/ad6.txt")"
+[ ! -e "$W/ad6.sgpe" ] || fail "a refused adapt-engine wrote its output"
 if "$SGPS" --help | grep -q '^  validate '; then
   "$SGPS" validate "$W/a/manifest.json" > "$W/val.txt" 2>&1 || fail "validate: $(cat "$W/val.txt")"
 fi

@@ -1,0 +1,172 @@
+/* test_synth_adapt.c — adapting an engine's normalization to unlabelled
+ * images of a new domain (sg_engine_adapt_norm): afterwards every batch norm
+ * of the base network normalizes those images to zero mean and unit variance
+ * per channel; the weights do not move; alpha mixes the statistics; it is
+ * idempotent; bad arguments are refused. */
+#include "sg_synth_fixtures.h"
+
+#include <criterion/criterion.h>
+
+static sg_engine *engine_at(uint64_t seed) {
+    sg_engine_config c = fx_tiny_config();
+    c.stages = 3;
+    c.img = 12;
+    c.store = 14;
+    sg_engine *e = sg_engine_create(&c, seed);
+    fx_engine_perturb(e, seed + 1, 0.15f);
+    return e;
+}
+
+/* n images of a "new domain": fixture scenes, brightened and tinted so that
+ * their statistics differ from anything the engine's state describes. */
+static uint8_t *domain_images(const sg_engine *e, int n, uint64_t seed) {
+    int S = sg_engine_get_config(e)->store;
+    size_t ssz = (size_t)3 * S * S;
+    uint8_t *pix = sg_xmalloc(ssz * (size_t)n);
+    sg_rng r;
+    sg_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        uint8_t *p = pix + ssz * (size_t)i;
+        fx_draw(&r, i % FX_N_SHAPES, (i / 2) % FX_N_COLOURS, S, p);
+        for (size_t k = 0; k < (size_t)S * S; k++) p[k] = (uint8_t)(p[k] / 2 + 120); /* red plane */
+    }
+    return pix;
+}
+
+/* Per-channel mean and variance of the output of base layer l (eval mode)
+ * over the images, gamma/beta of that norm undone. */
+static void norm_output_stats(const sg_engine *e, int l, int n, const uint8_t *pix, double *mean, double *var) {
+    const sg_arch *a = &e->base;
+    const sg_layer *L = &a->layers[l];
+    int C = L->cin, hw = L->out_h * L->out_w;
+    size_t isz = (size_t)3 * e->cfg.img * e->cfg.img;
+    float *x = sg_xalloc_floats(isz * (size_t)n);
+    sg_engine_prepare_images(e, n, pix, x);
+    sg_ctx *ctx = sg_ctx_create(a, n);
+    sg_net_forward(a, ctx, e->params, e->state, x, n, 0);
+    const float *y = sg_net_activation(ctx, l);
+    const float *g = e->params + L->param_off, *b = g + C;
+    for (int c = 0; c < C; c++) {
+        double s = 0, ss = 0;
+        for (int i = 0; i < n; i++)
+            for (int q = 0; q < hw; q++) {
+                double v = (y[((size_t)i * C + c) * hw + q] - b[c]) / g[c];
+                s += v;
+                ss += v * v;
+            }
+        double m = (double)n * hw;
+        mean[c] = s / m;
+        var[c] = ss / m - mean[c] * mean[c];
+    }
+    sg_ctx_free(ctx);
+    free(x);
+}
+
+Test(synth_adapt, every_norm_standardizes_the_new_domain) {
+    sg_engine *e = engine_at(31);
+    int n = 40;
+    uint8_t *pix = domain_images(e, n, 5);
+    uint32_t wcrc = sg_crc32(0, e->params, e->n_params * sizeof(float));
+    int checked = 0;
+    double mean[64], var[64];
+    /* before: the perturbed statistics are far from these images' */
+    double worst_before = 0;
+    for (int l = 0; l < e->base.n_layers; l++) {
+        if (e->base.layers[l].kind != SG_LAYER_BATCHNORM) continue;
+        norm_output_stats(e, l, n, pix, mean, var);
+        for (int c = 0; c < e->base.layers[l].cin; c++) worst_before = fmax(worst_before, fabs(mean[c]));
+    }
+    cr_assert_gt(worst_before, 0.3, "fixture: the images already fit the engine (worst mean %g)", worst_before);
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_adapt_norm(e, n, pix, 1.0f, &err), SG_OK, "%s", err.msg);
+    for (int l = 0; l < e->base.n_layers; l++) {
+        const sg_layer *L = &e->base.layers[l];
+        if (L->kind != SG_LAYER_BATCHNORM) continue;
+        norm_output_stats(e, l, n, pix, mean, var);
+        double m = (double)n * L->out_h * L->out_w;
+        for (int c = 0; c < L->cin; c++) {
+            cr_assert(fabs(mean[c]) < 1e-3, "layer %d channel %d: mean %g after adaptation", l, c, mean[c]);
+            /* the stored variance is unbiased; eps 1e-5 is inside the norm */
+            double want = (m - 1) / m * e->state[L->state_off + L->cin + c] /
+                          (e->state[L->state_off + L->cin + c] + e->base.bn_eps);
+            cr_assert(fabs(var[c] - want) < 1e-3 * (1 + want), "layer %d channel %d: variance %g, want %g", l, c,
+                      var[c], want);
+        }
+        checked++;
+    }
+    cr_assert_eq(checked, 3, "three stages, three norms (checked %d)", checked);
+    cr_assert_eq(sg_crc32(0, e->params, e->n_params * sizeof(float)), wcrc, "adaptation changed the weights");
+    free(pix);
+    sg_engine_free(e);
+}
+
+Test(synth_adapt, idempotent_and_alpha_mixes_the_first_norm) {
+    sg_engine *e = engine_at(32), *h = engine_at(32);
+    int n = 30;
+    uint8_t *pix = domain_images(e, n, 6);
+    const sg_layer *bn = &e->base.layers[1];
+    cr_assert_eq(bn->kind, SG_LAYER_BATCHNORM);
+    size_t ns = e->base.n_state;
+    float *before = sg_xalloc_floats(ns), *once = sg_xalloc_floats(ns);
+    memcpy(before, e->state, ns * sizeof(float));
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_adapt_norm(e, n, pix, 1.0f, &err), SG_OK, "%s", err.msg);
+    memcpy(once, e->state, ns * sizeof(float));
+    cr_assert_eq(sg_engine_adapt_norm(e, n, pix, 1.0f, &err), SG_OK, "%s", err.msg);
+    for (size_t i = 0; i < ns; i++)
+        cr_assert(fabsf(e->state[i] - once[i]) <= 1e-4f * (1 + fabsf(once[i])), "state %zu: %g then %g", i, once[i],
+                  e->state[i]);
+    /* the first norm's input does not depend on any norm: alpha 0.25 lands a
+     * quarter of the way from the old statistics to the new */
+    cr_assert_eq(sg_engine_adapt_norm(h, n, pix, 0.25f, &err), SG_OK, "%s", err.msg);
+    int moved = 0;
+    for (int i = 0; i < 2 * bn->cin; i++) {
+        size_t k = bn->state_off + (size_t)i;
+        float want = 0.75f * before[k] + 0.25f * once[k];
+        cr_assert(fabsf(h->state[k] - want) <= 1e-5f * (1 + fabsf(want)), "state %zu: %g, want %g", k, h->state[k], want);
+        moved += fabsf(once[k] - before[k]) > 1e-3f;
+    }
+    cr_assert_gt(moved, bn->cin, "fixture: the first norm's statistics barely moved (%d)", moved);
+    free(before);
+    free(once);
+    free(pix);
+    sg_engine_free(e);
+    sg_engine_free(h);
+}
+
+Test(synth_adapt, adapted_engine_round_trips_and_changes_synthesis) {
+    sg_engine *e = engine_at(33);
+    int n = 20;
+    uint8_t *pix = domain_images(e, n, 7);
+    uint32_t crc0 = sg_engine_params_crc(e);
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_adapt_norm(e, n, pix, 1.0f, &err), SG_OK, "%s", err.msg);
+    cr_assert_neq(sg_engine_params_crc(e), crc0, "the engine's checksum ignores its statistics");
+    sg_buf b = {0};
+    sg_engine_serialize(e, &b);
+    sg_engine *f = NULL;
+    cr_assert_eq(sg_engine_deserialize(b.data, b.len, "adapted", &f, &err), SG_OK, "%s", err.msg);
+    cr_assert_eq(memcmp(f->state, e->state, e->base.n_state * sizeof(float)), 0, "statistics lost in the file");
+    sg_buf_free(&b);
+    sg_engine_free(f);
+    free(pix);
+    sg_engine_free(e);
+}
+
+Test(synth_adapt, refuses_too_few_images_and_bad_alpha) {
+    sg_engine *e = engine_at(34);
+    uint8_t *pix = domain_images(e, 4, 8);
+    float *st = sg_xalloc_floats(e->base.n_state);
+    memcpy(st, e->state, e->base.n_state * sizeof(float));
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_adapt_norm(e, 1, pix, 1.0f, &err), SG_ERR_ARG);
+    cr_assert(strstr(err.msg, "at least 2"), "%s", err.msg);
+    cr_assert_eq(sg_engine_adapt_norm(e, 4, pix, 0.0f, &err), SG_ERR_ARG);
+    cr_assert(strstr(err.msg, "outside"), "%s", err.msg);
+    cr_assert_eq(sg_engine_adapt_norm(e, 4, pix, 1.5f, &err), SG_ERR_ARG);
+    cr_assert_eq(sg_engine_adapt_norm(e, 4, pix, NAN, &err), SG_ERR_ARG);
+    cr_assert_eq(memcmp(st, e->state, e->base.n_state * sizeof(float)), 0, "a refused call changed the statistics");
+    free(st);
+    free(pix);
+    sg_engine_free(e);
+}
