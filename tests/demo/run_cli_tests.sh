@@ -160,9 +160,12 @@ cmp -s "$W/ad1.sgpe" "$W/ad2.sgpe" || fail "adapt-engine: the folder and its lab
   fail "adapt-engine with a missing image: $(cat "$W/ad3.txt")"
 grep -q 'none.png' "$W/ad3.txt" || fail "the missing image is not named: $(cat "$W/ad3.txt")"
 cmp -s "$W/ad1.sgpe" "$W/ad3.sgpe" || fail "adapt-engine: the same 12 images (one missing skipped) gave another engine"
-"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --alpha 0.5 -o "$W/ad4.sgpe" > /dev/null 2>&1 ||
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --alpha 1 -o "$W/ad4.sgpe" > /dev/null 2>&1 ||
+  fail "adapt-engine --alpha 1"
+cmp -s "$W/ad1.sgpe" "$W/ad4.sgpe" && fail "adapt-engine: --alpha 1 gave the same engine as the default 0.5"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --alpha 0.5 -o "$W/ad5.sgpe" > /dev/null 2>&1 ||
   fail "adapt-engine --alpha 0.5"
-cmp -s "$W/ad1.sgpe" "$W/ad4.sgpe" && fail "adapt-engine: --alpha 0.5 gave the same engine as 1"
+cmp -s "$W/ad1.sgpe" "$W/ad5.sgpe" || fail "adapt-engine: the default is not --alpha 0.5"
 "$SGPS" eval-fewshot --engine "$W/ad1.sgpe" --data "$W/a/heldout" --methods sgps,protonet --way 3 --shot 1 --episodes 3 \
   --queries 1 > "$W/ad5.txt" 2>&1 || fail "eval-fewshot on an adapted engine: $(cat "$W/ad5.txt")"
 for bad in "--alpha 0" "--alpha 1.5" "--max-images 1" "--bogus"; do
