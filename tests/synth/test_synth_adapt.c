@@ -134,19 +134,43 @@ Test(synth_adapt, idempotent_and_alpha_mixes_the_first_norm) {
     sg_engine_free(h);
 }
 
+/* The serialized classifier a 2-way 1-shot task of the first two images gives. */
+static void synth_bytes(const sg_engine *e, const uint8_t *pix, sg_buf *out) {
+    size_t ssz = (size_t)3 * e->cfg.store * e->cfg.store;
+    sg_task_class cls[2] = {{"a", NULL, 1, pix}, {"b", NULL, 1, pix + ssz}};
+    sg_task task = {2, cls};
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    sg_classifier *c = NULL;
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_synthesize(e, &task, &o, &c, &err), SG_OK, "%s", err.msg);
+    memset(out, 0, sizeof *out);
+    sg_classifier_serialize(c, out);
+    sg_classifier_free(c);
+}
+
 Test(synth_adapt, adapted_engine_round_trips_and_changes_synthesis) {
     sg_engine *e = engine_at(33);
     int n = 20;
     uint8_t *pix = domain_images(e, n, 7);
     uint32_t crc0 = sg_engine_params_crc(e);
+    sg_buf c0, c1, c2;
+    synth_bytes(e, pix, &c0);
     sg_err err = {{0}};
     cr_assert_eq(sg_engine_adapt_norm(e, n, pix, 1.0f, &err), SG_OK, "%s", err.msg);
     cr_assert_neq(sg_engine_params_crc(e), crc0, "the engine's checksum ignores its statistics");
+    synth_bytes(e, pix, &c1);
+    cr_assert(c0.len != c1.len || memcmp(c0.data, c1.data, c0.len) != 0, "the adapted engine synthesizes the same classifier");
     sg_buf b = {0};
     sg_engine_serialize(e, &b);
     sg_engine *f = NULL;
     cr_assert_eq(sg_engine_deserialize(b.data, b.len, "adapted", &f, &err), SG_OK, "%s", err.msg);
     cr_assert_eq(memcmp(f->state, e->state, e->base.n_state * sizeof(float)), 0, "statistics lost in the file");
+    synth_bytes(f, pix, &c2);
+    cr_assert(c1.len == c2.len && memcmp(c1.data, c2.data, c1.len) == 0, "the reloaded adapted engine synthesizes differently");
+    sg_buf_free(&c0);
+    sg_buf_free(&c1);
+    sg_buf_free(&c2);
     sg_buf_free(&b);
     sg_engine_free(f);
     free(pix);
