@@ -168,6 +168,26 @@ cmp -s "$W/ad1.sgpe" "$W/ad4.sgpe" && fail "adapt-engine: --alpha 1 gave the sam
 cmp -s "$W/ad1.sgpe" "$W/ad5.sgpe" || fail "adapt-engine: the default is not --alpha 0.5"
 "$SGPS" eval-fewshot --engine "$W/ad1.sgpe" --data "$W/a/heldout" --methods sgps,protonet --way 3 --shot 1 --episodes 3 \
   --queries 1 > "$W/ad5.txt" 2>&1 || fail "eval-fewshot on an adapted engine: $(cat "$W/ad5.txt")"
+# the same images packed into shards (by index and by brace pattern) give the same engine;
+# a truncated shard is reported and the samples before the cut are used
+"$SGPS" pack "$W/a/heldout/labels.csv" "$W/hs/h-%06d.tar.zst" --max-samples 5 > /dev/null 2>&1 || fail "pack the held-out images"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --shards "$W/hs/h-index.json" -o "$W/ad7.sgpe" > "$W/ad7.txt" 2>&1 ||
+  fail "adapt-engine --shards INDEX: $(cat "$W/ad7.txt")"
+cmp -s "$W/ad1.sgpe" "$W/ad7.sgpe" || fail "adapt-engine: the images as shards gave another engine than as files"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --shards "$W/hs/h-{000000..000002}.tar.zst" -o "$W/ad8.sgpe" > /dev/null 2>&1 ||
+  fail "adapt-engine --shards PATTERN"
+cmp -s "$W/ad1.sgpe" "$W/ad8.sgpe" || fail "adapt-engine: the brace pattern gave another engine than the index"
+head -c 3000 "$W/hs/h-000001.tar.zst" > "$W/hs/cut-000001.tar.zst"
+cp "$W/hs/h-000000.tar.zst" "$W/hs/cut-000000.tar.zst"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --shards "$W/hs/cut-{000000..000001}.tar.zst" -o "$W/ad9.sgpe" > "$W/ad9.txt" 2>&1 ||
+  fail "adapt-engine with a truncated shard: $(cat "$W/ad9.txt")"
+grep -q 'cut-000001.tar.zst' "$W/ad9.txt" || fail "the truncated shard is not named: $(cat "$W/ad9.txt")"
+grep -q 'to [5-9] images' "$W/ad9.txt" || fail "the intact shard's images were not used: $(cat "$W/ad9.txt")"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --shards "$W/hs/none-{0..1}.tar" -o "$W/ad6.sgpe" > /dev/null 2> "$W/ad6.txt"
+[ $? -eq 1 ] || fail "adapt-engine with only missing shards: exit 1 expected"
+grep -q 'no images loaded' "$W/ad6.txt" || fail "missing shards not explained: $(cat "$W/ad6.txt")"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --shards "$W/hs/h-index.json" -o "$W/ad6.sgpe" \
+  > /dev/null 2>&1; [ $? -eq 2 ] || fail "adapt-engine with both --images and --shards: exit 2 expected"
 for bad in "--alpha 0" "--alpha 1.5" "--max-images 1" "--bogus"; do
   "$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" -o "$W/ad6.sgpe" $bad > /dev/null 2>&1
   [ $? -eq 2 ] || fail "adapt-engine $bad: exit 2 expected"
