@@ -217,11 +217,18 @@ sg_status sg_cli_load_images(const char *spec, int side, long max_images, uint8_
     size_t cap = 256, ssz = (size_t)3 * side * side;
     uint8_t *buf = sg_xmalloc(cap * ssz);
     int n = 0, lineno = 0, path_col = -1;
-    long skipped = 0;
+    long skipped = 0, rows = 0, stride = 1;
     char line[8192];
     char *fields[32];
+    if (max_images > 0) { /* more rows than wanted: every stride-th, spread over the list */
+        while (fgets(line, sizeof line, f)) rows++;
+        rows--; /* the header */
+        stride = rows > max_images ? (rows + max_images - 1) / max_images : 1;
+        rewind(f);
+    }
     while (fgets(line, sizeof line, f) && (max_images <= 0 || n < max_images)) {
         lineno++;
+        if (lineno > 1 && (lineno - 2) % stride != 0) continue;
         int nf = csv_split(line, fields, 32);
         if (lineno == 1) {
             for (int k = 0; k < nf; k++)

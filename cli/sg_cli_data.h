@@ -22,8 +22,9 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
 
 /* Loads unlabelled images (n, 3, side, side) listed by the path column of a
  * CSV (paths relative to its folder), or of FOLDER/labels.csv when spec is a
- * folder; other columns are ignored. At most max_images (<= 0: all). A bad
- * image is skipped with a warning; none loaded is an error. */
+ * folder; other columns are ignored. At most max_images (<= 0: all): from a
+ * longer list every k-th row, spread over the whole list. A bad image is
+ * skipped with a warning; none loaded is an error. */
 sg_status sg_cli_load_images(const char *spec, int side, long max_images, uint8_t **pix, int *n, sg_err *err);
 
 /* A synthesis task file (sgps synth --task), parsed and checked, nothing read

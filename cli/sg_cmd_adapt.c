@@ -21,7 +21,9 @@ static const char adapt_help[] =
     "  --alpha A        weight of the new statistics, in (0, 1]; the rest stays the\n"
     "                   engine's (default 0.5: better than 1 on two held-out domains,\n"
     "                   docs/results.md)\n"
-    "  --max-images N   use the first N images read (default all)\n"
+    "  --max-images N   at most N images, spread over the list or the shards: every\n"
+    "                   k-th row of a longer list, an equal share of each shard\n"
+    "                   (default 20000; 0: all)\n"
     "  -o, --out FILE   the adapted engine (written atomically)\n"
     "A bad image, or a shard that breaks off, is reported and skipped; the rest are used.\n"
     "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments.\n";
@@ -41,7 +43,10 @@ static sg_status load_shard_images(const char *spec, int side, long max_images, 
     uint8_t *buf = sg_xmalloc(cap * ssz);
     int n = 0;
     long skipped = 0, bad_shards = 0;
+    /* a cap: an equal share from every shard, not the first shards only */
+    long share = max_images > 0 ? (max_images + (long)n_paths - 1) / (long)n_paths : 0;
     for (size_t i = 0; i < n_paths && (max_images <= 0 || n < max_images); i++) {
+        int n0 = n;
         sg_shard_reader_opts o;
         sg_shard_reader_opts_default(&o);
         sg_err e2;
@@ -52,7 +57,8 @@ static sg_status load_shard_images(const char *spec, int side, long max_images, 
             continue;
         }
         sg_sample *smp = NULL;
-        while ((max_images <= 0 || n < max_images) && sg_shard_reader_next(r, &smp) == SG_OK && smp) {
+        while ((max_images <= 0 || (n < max_images && n - n0 < share)) && sg_shard_reader_next(r, &smp) == SG_OK &&
+               smp) {
             if ((size_t)n == cap) {
                 cap *= 2;
                 buf = sg_xrealloc(buf, cap * ssz);
@@ -86,7 +92,7 @@ static sg_status load_shard_images(const char *spec, int side, long max_images, 
 int sg_cmd_adapt_engine(int argc, char **argv) {
     const char *engine = NULL, *images = NULL, *shards = NULL, *out = NULL;
     double alpha = 0.5;
-    long max_images = 0;
+    long max_images = 20000;
     for (int i = 1; i < argc; i++) {
         int i0 = i;
         const char *v;
@@ -98,7 +104,8 @@ int sg_cmd_adapt_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--images", &v)) images = v;
         else if (sg_cli_opt(argc, argv, &i, "--shards", &v)) shards = v;
         else if (sg_cli_opt(argc, argv, &i, "-o", &v) || sg_cli_opt(argc, argv, &i, "--out", &v)) out = v;
-        else if (sg_cli_opt(argc, argv, &i, "--max-images", &v) && sg_cli_parse_int(v, 2, 100000000, &l)) max_images = l;
+        else if (sg_cli_opt(argc, argv, &i, "--max-images", &v) && sg_cli_parse_int(v, 0, 100000000, &l) && l != 1)
+            max_images = l;
         else if (sg_cli_opt(argc, argv, &i, "--alpha", &v) && sg_cli_parse_float(v, &alpha) && alpha > 0 && alpha <= 1) {
         } else return sg_cli_bad_arg("adapt-engine", argv, i0, i);
     }

@@ -188,6 +188,21 @@ grep -q 'to [5-9] images' "$W/ad9.txt" || fail "the intact shard's images were n
 grep -q 'no images loaded' "$W/ad6.txt" || fail "missing shards not explained: $(cat "$W/ad6.txt")"
 "$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --shards "$W/hs/h-index.json" -o "$W/ad6.sgpe" \
   > /dev/null 2>&1; [ $? -eq 2 ] || fail "adapt-engine with both --images and --shards: exit 2 expected"
+# --max-images: every k-th row of a longer list (the same engine as from exactly those
+# rows), an equal share of each shard; 0 takes all
+{ head -1 "$W/a/heldout/labels.csv"; tail -n +2 "$W/a/heldout/labels.csv" | awk 'NR % 3 == 1'; } > "$W/a/heldout/every3.csv"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --max-images 4 -o "$W/ad10.sgpe" > "$W/ad10.txt" 2>&1 ||
+  fail "adapt-engine --max-images 4: $(cat "$W/ad10.txt")"
+grep -q 'to 4 images' "$W/ad10.txt" || fail "--max-images 4 did not take 4 images: $(cat "$W/ad10.txt")"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout/every3.csv" -o "$W/ad11.sgpe" > /dev/null 2>&1 ||
+  fail "adapt-engine on every third row"
+cmp -s "$W/ad10.sgpe" "$W/ad11.sgpe" || fail "--max-images 4 did not take every third of the 12 rows"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --shards "$W/hs/h-index.json" --max-images 4 -o "$W/ad12.sgpe" > "$W/ad12.txt" 2>&1 ||
+  fail "adapt-engine --shards --max-images 4: $(cat "$W/ad12.txt")"
+grep -q 'to 4 images' "$W/ad12.txt" || fail "--max-images 4 over shards did not take 4 images: $(cat "$W/ad12.txt")"
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --max-images 0 -o "$W/ad13.sgpe" > /dev/null 2>&1 ||
+  fail "adapt-engine --max-images 0"
+cmp -s "$W/ad1.sgpe" "$W/ad13.sgpe" || fail "--max-images 0 did not take every image"
 for bad in "--alpha 0" "--alpha 1.5" "--max-images 1" "--bogus"; do
   "$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" -o "$W/ad6.sgpe" $bad > /dev/null 2>&1
   [ $? -eq 2 ] || fail "adapt-engine $bad: exit 2 expected"
