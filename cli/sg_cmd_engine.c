@@ -336,6 +336,8 @@ static const char synth_help[] =
     "or both.\n\n"
     "  --no-text    ignore descriptions     --no-images  text-only synthesis\n"
     "  --no-adapt   base kernels, no generated deltas or FiLM (ablation)\n"
+    "  --support-norm B  every norm of the classifier takes B x the support images' own\n"
+    "               statistics + (1 - B) x the engine's, 0..1 (default 0; docs/engine.md)\n"
     "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments or task.\n";
 
 /* A support image named SHARD#KEY, waiting for its shard to be read. */
@@ -413,6 +415,7 @@ int sg_cmd_synth(int argc, char **argv) {
     sg_synth_opts_default(&so);
     for (int i = 1; i < argc; i++) {
         const char *v;
+        int i0 = i;
         if (sg_cli_is_help(argv[i])) {
             fputs(synth_help, stdout);
             return 0;
@@ -422,7 +425,11 @@ int sg_cmd_synth(int argc, char **argv) {
         else if (strcmp(argv[i], "--no-text") == 0) so.use_text = 0;
         else if (strcmp(argv[i], "--no-images") == 0) so.use_images = 0;
         else if (strcmp(argv[i], "--no-adapt") == 0) so.adapt = 0;
-        else return sg_cli_bad_arg("synth", argv, i, i);
+        else if (sg_cli_opt(argc, argv, &i, "--support-norm", &v)) {
+            double x;
+            if (!sg_cli_parse_float(v, &x) || x < 0 || x > 1) return sg_cli_bad_arg("synth", argv, i0, i);
+            so.support_norm = (float)x;
+        } else return sg_cli_bad_arg("synth", argv, i, i);
     }
     if (!engine || !taskp || !out) return fprintf(stderr, "sgps synth: --engine, --task and -o are required\n"), 2;
     sg_err err;
@@ -596,6 +603,7 @@ static const char eval_help[] =
     "  --seed S         episode seed (default 1)\n"
     "  --registry FILE  class descriptions (ids SET/LABEL); without it no text methods run\n"
     "  --methods LIST   subset of sgps,sgps-text,text,noadapt,protonet,linprobe,finetune,chance (default all)\n"
+    "  --support-norm B synthesize with sgps synth --support-norm B (the noadapt ablation does not)\n"
     "  --out PREFIX     write PREFIX.json and PREFIX.md (default: print only)\n"
     "Exit status: 0 done; 1 a file could not be read or written; 2 bad arguments.\n";
 
@@ -611,6 +619,7 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
         int i0 = i;
         const char *v;
         long l;
+        double x;
         if (sg_cli_is_help(argv[i])) {
             fputs(eval_help, stdout);
             return 0;
@@ -624,6 +633,8 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--episodes", &v) && sg_cli_parse_int(v, 1, 1000000, &l)) fo.episodes = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--queries", &v) && sg_cli_parse_int(v, 1, 10000, &l)) fo.queries = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--seed", &v) && sg_cli_parse_int(v, 0, 1L << 40, &l)) fo.seed = (uint64_t)l;
+        else if (sg_cli_opt(argc, argv, &i, "--support-norm", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x <= 1)
+            fo.support_norm = (float)x;
         else return sg_cli_bad_arg("eval-fewshot", argv, i0, i);
     }
     if (!engine || !data) return fprintf(stderr, "sgps eval-fewshot: --engine and --data are required\n"), 2;

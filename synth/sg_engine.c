@@ -35,6 +35,7 @@ void sg_synth_opts_default(sg_synth_opts *o) {
     o->use_text = 1;
     o->flip_aug = 0; /* the mirror view did not move validation accuracy and doubles the cost */
     o->adapt = 1;
+    o->support_norm = 0;
 }
 
 int sg_engine_convs_str(const sg_engine_config *c, char *buf, size_t n) {
@@ -145,6 +146,7 @@ void sg_engine_free(sg_engine *e) {
     sg_ctx_free(e->ws_base);
     sg_ctx_free(e->ws_sup);
     sg_ctx_free(e->ws_qry);
+    for (int i = 0; i <= SG_ENGINE_MAX_UNITS; i++) sg_ctx_free(e->ws_seg[i]);
     free(e->params);
     free(e->state);
     free(e);

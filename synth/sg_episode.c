@@ -401,6 +401,61 @@ static int summary_used(const sg_engine *e) {
     return 0;
 }
 
+/* Task normalization: the synthesized classifier's folded norms take
+ * (1 - beta) x the engine's statistics + beta x those of the n support views x,
+ * measured unit by unit in one pass through theta (each unit's convolution
+ * output is measured after the earlier units were refolded); the generated
+ * FiLM (gc) is applied on top as in sg_gen_forward. Writes the views' pooled
+ * features, as the refolded classifier computes them, to feat (n, C). */
+static void support_renorm(const sg_engine *e, const sg_gen_cache *gc, float *theta, int n, const float *x, float beta,
+                           float *feat) {
+    int C = e->cfg.width;
+    sg_engine *me = (sg_engine *)e; /* workspaces only */
+    const float *in = x;
+    for (int s = 0; s <= e->n_units; s++) {
+        /* segment: from the previous unit's norm (the input for s = 0) up to
+         * unit s's convolution, or to the end after the last unit */
+        int from = s == 0 ? 0 : e->unit_layer[s - 1] + 1, to = s < e->n_units ? e->unit_layer[s] + 1 : e->syn.n_layers;
+        sg_arch seg = e->syn;
+        memmove(seg.layers, e->syn.layers + from, sizeof(sg_layer) * (size_t)(to - from));
+        seg.n_layers = to - from;
+        seg.in_c = seg.layers[0].cin;
+        seg.in_h = seg.layers[0].in_h;
+        seg.in_w = seg.layers[0].in_w;
+        /* each segment has its own workspace, so its output stays valid as the next one's input */
+        in = sg_net_forward(&seg, sg_engine_ws(&me->ws_seg[s], &seg, n), theta, NULL, in, n, 0);
+        if (s == e->n_units) break;
+        const sg_layer *cl = &e->syn.layers[e->unit_layer[s]], *al = &e->syn.layers[e->unit_layer[s] + 1];
+        const sg_layer *bn = &e->base.layers[e->unit_layer[s] + 1];
+        const float *g = e->params + bn->param_off, *b = g + C;
+        const float *rm = e->state + bn->state_off, *rv = rm + C;
+        int hw = cl->out_h * cl->out_w;
+        double m = (double)n * hw;
+        float *sc = theta + al->param_off, *sh = sc + C;
+        for (int c = 0; c < C; c++) {
+            double su = 0, ss = 0;
+            for (int i = 0; i < n; i++) { /* a plane in float (vectorizes), planes summed in double */
+                const float *p = in + ((size_t)i * C + c) * hw;
+                float ps = 0, pss = 0;
+                for (int q = 0; q < hw; q++) {
+                    ps += p[q];
+                    pss += p[q] * p[q];
+                }
+                su += ps;
+                ss += pss;
+            }
+            double mean = su / m, var = ss / m - mean * mean;
+            if (var < 0) var = 0;
+            if (m > 1) var *= m / (m - 1);
+            float tm = (1 - beta) * rm[c] + beta * (float)mean, tv = (1 - beta) * rv[c] + beta * (float)var;
+            float fs = g[c] / sqrtf(tv + e->base.bn_eps), ft = b[c] - tm * fs;
+            sc[c] = fs * (1 + gc->gamma[s][c]);
+            sh[c] = ft * (1 + gc->gamma[s][c]) + gc->beta[s][c];
+        }
+    }
+    memcpy(feat, in, sizeof(float) * (size_t)n * C);
+}
+
 sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_classifier **out,
                                sg_err *err) {
     const sg_engine_config *cf = &e->cfg;
@@ -457,15 +512,21 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     float *theta = sg_xalloc_floats(e->syn.n_params);
     sg_gen_cache *gc = sg_gen_cache_create(e);
     sg_gen_forward(e, z, o->adapt, gc, theta);
+    float *fsup = NULL;
+    if (ns && o->adapt && o->support_norm > 0) {
+        fsup = sg_xalloc_floats((size_t)ns * views * C);
+        support_renorm(e, gc, theta, ns * views, xs, o->support_norm, fsup);
+    }
     sg_gen_cache_free(gc);
     float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
-    float *fsup = NULL;
     int *ys = NULL;
     if (ns) {
-        ctx = sg_engine_ws(&me->ws_sup, &e->syn, ns * views);
-        const float *fs = sg_net_forward(&e->syn, ctx, theta, NULL, xs, ns * views, 0);
-        fsup = sg_xalloc_floats((size_t)ns * views * C);
-        memcpy(fsup, fs, sizeof(float) * (size_t)ns * views * C);
+        if (!fsup) { /* (support_renorm computed them on its way) */
+            ctx = sg_engine_ws(&me->ws_sup, &e->syn, ns * views);
+            const float *fs = sg_net_forward(&e->syn, ctx, theta, NULL, xs, ns * views, 0);
+            fsup = sg_xalloc_floats((size_t)ns * views * C);
+            memcpy(fsup, fs, sizeof(float) * (size_t)ns * views * C);
+        }
         ys = sg_xmalloc(sizeof(int) * (size_t)ns * views);
         for (int c = 0, k = 0; c < N; c++)
             for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots * views; i++) ys[k++] = c;
@@ -473,7 +534,7 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
             for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots; i++, k++)
                 for (int v = 0; v < views; v++)
                     for (int j = 0; j < C; j++)
-                        fimg[c][j] += fs[((size_t)k * views + v) * C + j] / (float)(task->classes[c].n_shots * views);
+                        fimg[c][j] += fsup[((size_t)k * views + v) * C + j] / (float)(task->classes[c].n_shots * views);
     }
     head_forward(e, h, fimg, codes);
 

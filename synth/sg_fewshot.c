@@ -272,6 +272,7 @@ sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fews
             so.use_text = texty;
             so.use_images = m != SG_M_SGPS_TEXT;
             so.adapt = m != SG_M_SGPS_NOADAPT;
+            so.support_norm = o->support_norm;
             sg_classifier *cl;
             sg_err e2;
             if (sg_engine_synthesize(e, &task, &so, &cl, &e2) != SG_OK) continue;

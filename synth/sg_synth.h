@@ -99,6 +99,8 @@ typedef struct sg_synth_opts {
     int use_text;   /* 1: use the descriptions (when present) */
     int flip_aug;   /* 1: also see each support image mirrored (default 0) */
     int adapt;      /* 1: generated kernel deltas and FiLM; 0: base kernels (ablation) */
+    float support_norm; /* with adapt: weight of the support images' own statistics in every
+                           norm of the classifier, 0..1 (default 0: the engine's) */
 } sg_synth_opts;
 
 void sg_synth_opts_default(sg_synth_opts *o);
@@ -216,6 +218,7 @@ typedef struct sg_fewshot_opts {
     int way, shot, queries, episodes;
     uint64_t seed;
     int methods[SG_M__COUNT]; /* 1 = run */
+    float support_norm;       /* sg_synth_opts.support_norm of the SGPS methods */
 } sg_fewshot_opts;
 
 typedef struct sg_fewshot_result {

@@ -29,6 +29,7 @@ struct sg_engine {
     size_t off_P, off_omega, off_logtau, off_kappa, off_rho, off_loglam;
     /* Reused workspaces (an engine is used by one thread at a time). */
     sg_ctx *ws_base, *ws_sup, *ws_qry;
+    sg_ctx *ws_seg[SG_ENGINE_MAX_UNITS + 1]; /* support normalization: one per segment of syn */
 };
 
 const char *sg_engine_check_state(const sg_engine *e);

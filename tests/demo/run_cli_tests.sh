@@ -226,6 +226,14 @@ grep -q 'nosuch.sgpe' "$W/ad6.txt" || fail "the missing engine is not named: $(c
 [ $? -eq 1 ] || fail "adapt-engine into a missing folder: exit 1 expected"
 grep -q 'nodir/ad.sgpe' "$W/ad6.txt" || fail "the unwritable destination is not named: $(cat "$W/ad6.txt")"
 [ ! -e "$W/ad6.sgpe" ] || fail "a refused adapt-engine wrote its output"
+# --support-norm: the support images' own normalization; the no-adaptation ablation
+# does not use it, so it now differs from SGPS; bad values refused
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --methods sgps,noadapt --support-norm 0.5 \
+  --way 3 --shot 2 --episodes 4 --queries 2 --out "$W/evsn" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot --support-norm: $(cat "$W/evsn.txt")"
+grep -q '^| SGPS (images) − ablation: SGPS head, no adaptation | +0.00 ± 0.00 |$' "$W/evsn.md" &&
+  fail "eval-fewshot --support-norm changed nothing: $(cat "$W/evsn.md")"
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --support-norm 2 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "eval-fewshot --support-norm 2: exit 2 expected"
 if "$SGPS" --help | grep -q '^  validate '; then
   "$SGPS" validate "$W/a/manifest.json" > "$W/val.txt" 2>&1 || fail "validate: $(cat "$W/val.txt")"
 fi
@@ -261,6 +269,15 @@ cmp -s "$W/c1.sgpm" "$W/c2.sgpm" || fail "synth: the same task gave different by
 [ ! -e "$W/c3.sgpm" ] || fail "a refused synthesis wrote a classifier"
 "$SGPS" synth --engine "$W/deep2.sgpe" --task "$T/task.json" -o "$W/deep.sgpm" > /dev/null 2>&1 ||
   fail "synth with a deeper engine"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn.sgpm" --support-norm 0.25 > /dev/null 2>&1 ||
+  fail "synth --support-norm 0.25"
+cmp -s "$W/c1.sgpm" "$W/csn.sgpm" && fail "synth --support-norm 0.25 wrote the default classifier"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn0.sgpm" --support-norm=0 > /dev/null 2>&1 ||
+  fail "synth --support-norm=0"
+cmp -s "$W/c1.sgpm" "$W/csn0.sgpm" || fail "synth --support-norm=0 is not the default"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn2.sgpm" --support-norm 1.5 > /dev/null 2> "$W/syn.txt"
+[ $? -eq 2 ] || fail "synth --support-norm 1.5: exit 2 expected"
+grep -q "1.5" "$W/syn.txt" || fail "synth: the bad --support-norm is not named: $(cat "$W/syn.txt")"
 sed 's/"images": \[[^]]*\]/"images": []/' "$T/task.json" > "$T/text.json"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/text.json" -o "$W/c4.sgpm" > "$W/syn.txt" 2>&1
 [ $? -eq 2 ] || fail "synth: a class with neither images nor text: exit 2 expected ($(cat "$W/syn.txt"))"

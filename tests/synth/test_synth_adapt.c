@@ -194,3 +194,96 @@ Test(synth_adapt, refuses_too_few_images_and_bad_alpha) {
     free(pix);
     sg_engine_free(e);
 }
+
+/* ---- the support images' own normalization (sg_synth_opts.support_norm) ---- */
+
+/* A 3-way task of domain images, 2 shots each. */
+static sg_task three_way(const sg_engine *e, const uint8_t *pix, sg_task_class cls[3]) {
+    size_t ssz = (size_t)3 * e->cfg.store * e->cfg.store;
+    static const char *names[3] = {"a", "b", "c"};
+    for (int c = 0; c < 3; c++) cls[c] = (sg_task_class){names[c], NULL, 2, pix + (size_t)c * 2 * ssz};
+    return (sg_task){3, cls};
+}
+
+Test(synth_support_norm, full_weight_standardizes_the_support_at_every_unit) {
+    /* a fresh engine: FiLM at zero and norms with gamma 1, beta 0, so the
+     * classifier's norm outputs over its own support must be standardized */
+    sg_engine_config c = fx_tiny_config();
+    c.stages = 3;
+    c.img = 12;
+    c.store = 14;
+    sg_engine *e = sg_engine_create(&c, 41);
+    uint8_t *pix = domain_images(e, 6, 9);
+    sg_task_class cls[3];
+    sg_task task = three_way(e, pix, cls);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    o.support_norm = 1;
+    sg_classifier *cl = NULL;
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_synthesize(e, &task, &o, &cl, &err), SG_OK, "%s", err.msg);
+    size_t isz = (size_t)3 * c.img * c.img;
+    float *x = sg_xalloc_floats(isz * 6);
+    sg_engine_prepare_images(e, 6, pix, x);
+    sg_ctx *ctx = sg_ctx_create(&cl->arch, 6);
+    sg_net_forward(&cl->arch, ctx, cl->params, cl->state, x, 6, 0);
+    int checked = 0;
+    for (int l = 0; l < cl->arch.n_layers; l++) {
+        const sg_layer *L = &cl->arch.layers[l];
+        if (L->kind != SG_LAYER_AFFINE) continue;
+        const float *y = sg_net_activation(ctx, l);
+        int hw = L->out_h * L->out_w;
+        double m = 6.0 * hw;
+        for (int ch = 0; ch < L->cin; ch++) {
+            double s = 0, ss = 0;
+            for (int i = 0; i < 6; i++)
+                for (int q = 0; q < hw; q++) {
+                    double v = y[((size_t)i * L->cin + ch) * hw + q];
+                    s += v;
+                    ss += v * v;
+                }
+            double mean = s / m, var = ss / m - mean * mean;
+            cr_assert(fabs(mean) < 1e-3, "layer %d channel %d: mean %g over the support", l, ch, mean);
+            /* unbiased variance v inside: (m-1)/m * v/(v+eps), at most 1 */
+            cr_assert(var > 0.9 && var < 1.0 + 1e-3, "layer %d channel %d: variance %g over the support", l, ch, var);
+        }
+        checked++;
+    }
+    cr_assert_eq(checked, 3, "three units, three norms (checked %d)", checked);
+    sg_ctx_free(ctx);
+    free(x);
+    sg_classifier_free(cl);
+    free(pix);
+    sg_engine_free(e);
+}
+
+Test(synth_support_norm, off_by_default_ignored_without_adaptation_and_deterministic) {
+    sg_engine *e = engine_at(42);
+    uint8_t *pix = domain_images(e, 6, 10);
+    sg_task_class cls[3];
+    sg_task task = three_way(e, pix, cls);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    cr_assert_eq(o.support_norm, 0.0f, "the support's normalization is on by default");
+    sg_buf b[5];
+    float w[5] = {0, 0.25f, 0.25f, 0, 0.25f};
+    int adapt[5] = {1, 1, 1, 0, 0};
+    for (int k = 0; k < 5; k++) {
+        o.support_norm = w[k];
+        o.adapt = adapt[k];
+        sg_classifier *cl = NULL;
+        sg_err err = {{0}};
+        cr_assert_eq(sg_engine_synthesize(e, &task, &o, &cl, &err), SG_OK, "%s", err.msg);
+        memset(&b[k], 0, sizeof b[k]);
+        sg_classifier_serialize(cl, &b[k]);
+        sg_classifier_free(cl);
+    }
+#define SAME(i, j) (b[i].len == b[j].len && memcmp(b[i].data, b[j].data, b[i].len) == 0)
+    cr_assert(!SAME(0, 1), "support_norm 0.25 synthesized the same classifier as 0");
+    cr_assert(SAME(1, 2), "support_norm synthesis is not deterministic");
+    cr_assert(SAME(3, 4), "the no-adaptation ablation used the support's normalization");
+#undef SAME
+    for (int k = 0; k < 5; k++) sg_buf_free(&b[k]);
+    free(pix);
+    sg_engine_free(e);
+}
