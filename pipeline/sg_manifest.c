@@ -628,7 +628,7 @@ static void parse_task(loader *L, const cJSON *jt, int ti) {
         return;
     }
     static const char *const keys[] = {"id", "kind", "classes", "reference", "shots", "text", "shards",
-                                       "threshold", "labels", "open_set", NULL};
+                                       "threshold", "labels", "open_set", "support_norm", NULL};
     check_keys(d, mp, jp, jt, keys);
     const char *id = get_str(d, mp, jp, jt, "id", 1);
     if (id && !safe_id(id, 0))
@@ -661,6 +661,11 @@ static void parse_task(loader *L, const cJSON *jt, int ti) {
     if (th && (!cJSON_IsNumber(th) || !(th->valuedouble >= 0 && th->valuedouble <= 1)))
         sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.threshold: must be a number in [0, 1]", mp, jp);
     else if (th) t->threshold = th->valuedouble;
+    const cJSON *sn = cJSON_GetObjectItemCaseSensitive(jt, "support_norm");
+    t->support_norm = 0;
+    if (sn && (!cJSON_IsNumber(sn) || !(sn->valuedouble >= 0 && sn->valuedouble <= 1)))
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.support_norm: must be a number in [0, 1]", mp, jp);
+    else if (sn) t->support_norm = (float)sn->valuedouble;
 
     const cJSON *cl = cJSON_GetObjectItemCaseSensitive(jt, "classes");
     if (!cJSON_IsArray(cl) || cJSON_GetArraySize(cl) < 2 || cJSON_GetArraySize(cl) > SG_MAX_CLASSES) {

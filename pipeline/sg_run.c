@@ -219,6 +219,7 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
         sg_synth_opts_default(&so);
         so.use_images = t->shots > 0;
         so.use_text = t->use_text;
+        so.support_norm = t->support_norm;
         sg_task task = {t->n_classes, cls};
         sg_err e2;
         st = sg_engine_synthesize(e, &task, &so, out, &e2);

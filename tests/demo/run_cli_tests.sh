@@ -242,6 +242,13 @@ if "$SGPS" --help | grep -q '^  run '; then
   [ "$(grep -c ',complete,' "$W/a/run/summary.csv")" -eq 8 ] || fail "run: not 8 complete tasks: $(cat "$W/a/run/summary.csv")"
   grep -q '^diff3-open-set,evaluate,complete,.*,[0-9][0-9]*,0\.666667$' "$W/a/run/summary.csv" ||
     fail "run: the open-set task has no rejected count and default threshold: $(cat "$W/a/run/summary.csv")"
+  # every task with the exemplars' own normalization: the same tasks complete, with other scores
+  sed -e 's/"output": "run"/"output": "run-sn"/' -e 's/"kind": /"support_norm": 0.25, "kind": /' \
+    "$W/a/manifest.json" > "$W/a/manifest-sn.json"
+  "$SGPS" run "$W/a/manifest-sn.json" --quiet > "$W/run-sn.txt" 2>&1 || fail "run with support_norm: $(cat "$W/run-sn.txt")"
+  [ "$(grep -c ',complete,' "$W/a/run-sn/summary.csv")" -eq 8 ] ||
+    fail "run with support_norm: not 8 complete tasks: $(cat "$W/a/run-sn/summary.csv")"
+  cmp -s "$W/a/run/summary.csv" "$W/a/run-sn/summary.csv" && fail "run: support_norm changed no result"
 fi
 
 # sgps synth: a task file with relative image paths (resolved against its folder),

@@ -26,6 +26,7 @@ Test(pipeline, manifest_good) {
     cr_assert_eq(t->n_classes, 2);
     cr_assert_eq(t->reference, 1);
     cr_assert_eq(t->use_text, 0);
+    cr_assert_eq(t->support_norm, 0.0f, "support_norm defaults to 0");
     cr_assert_float_eq(t->threshold, 0.4, 1e-12);
     cr_assert_eq(t->n_map, 2);
     cr_assert_str_eq(sg_task_shard(m, t, 3)->name, "shards/lab-000003.tar");
@@ -59,10 +60,10 @@ Test(pipeline, manifest_every_problem_at_once) {
         "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\", \"bootstrap\": 10,\n"
         " \"tasks\": [\n"
         "  {\"id\": \"ok\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
-        "   \"shards\": \"shards/lab-{000000..000009}.tar\"},\n"
+        "   \"shards\": \"shards/lab-{000000..000009}.tar\", \"support_norm\": 0.25},\n"
         "  {\"id\": \"ok\", \"kind\": \"screen\", \"classes\": [\"orpha:1\"], \"shots\": 1, \"shards\": \"shards/lab-000000.tar\"},\n"
         "  {\"id\": \"../x\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"nope\"], \"shots\": 2.5,"
-        "   \"shards\": \"shards/lab-{000000,000000}.tar\", \"threshold\": -1, \"text\": \"yes\"},\n"
+        "   \"shards\": \"shards/lab-{000000,000000}.tar\", \"threshold\": -1, \"text\": \"yes\", \"support_norm\": 2},\n"
         "  {\"id\": \"b\", \"kind\": \"evaluate\", \"classes\": [\"orpha:9\", \"ref:normal\"], \"shots\": 1,"
         "   \"shards\": \"shards/lab-000000.tar\", \"reference\": \"orpha:2\"}\n"
         " ]}\n";
@@ -82,6 +83,8 @@ Test(pipeline, manifest_every_problem_at_once) {
     cr_assert(has(&d, "bad.json: $.tasks[2].shots: must be an integer", SG_DIAG_ERROR));
     cr_assert(has(&d, "bad.json: $.tasks[2].threshold: must be a number in [0, 1]", SG_DIAG_ERROR));
     cr_assert(has(&d, "bad.json: $.tasks[2].text: must be true or false", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.tasks[2].support_norm: must be a number in [0, 1]", SG_DIAG_ERROR));
+    cr_assert_float_eq(m->tasks[0].support_norm, 0.25f, 1e-7, "a valid support_norm is read");
     cr_assert(has(&d, "bad.json: $.tasks[2].shards: shard 'shards/lab-000000.tar' listed twice", SG_DIAG_ERROR));
     cr_assert(has(&d, "bad.json: $.tasks[3].reference: 'orpha:2' is not among the task's classes", SG_DIAG_ERROR));
     cr_assert(has(&d, "registry.json: $.diseases[3].exemplars[0]: ", SG_DIAG_DATA), "a corrupt exemplar is a data problem");
