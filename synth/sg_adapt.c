@@ -5,6 +5,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+void sg_channel_sums(int n, int C, int hw, const float *x, double *s, double *ss) {
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) { /* a plane in float (vectorizes), planes summed in double */
+            const float *p = x + ((size_t)i * C + c) * hw;
+            float ps = 0, pss = 0;
+            for (int q = 0; q < hw; q++) {
+                ps += p[q];
+                pss += p[q] * p[q];
+            }
+            s[c] += ps;
+            ss[c] += pss;
+        }
+}
+
+void sg_channel_moments(int C, double m, const double *s, const double *ss, double *mean, double *var) {
+    for (int c = 0; c < C; c++) {
+        mean[c] = s[c] / m;
+        var[c] = ss[c] / m - mean[c] * mean[c];
+        if (var[c] < 0) var[c] = 0;
+        if (m > 1) var[c] *= m / (m - 1); /* unbiased, as training keeps it */
+    }
+}
+
 sg_status sg_engine_adapt_norm(sg_engine *e, int n, const uint8_t *images, float alpha, sg_err *err) {
     if (n < 2) return sg_err_set(err, SG_ERR_ARG, "normalization needs at least 2 images to adapt to (got %d)", n);
     if (!(alpha > 0 && alpha <= 1)) return sg_err_set(err, SG_ERR_ARG, "adaptation weight %g is outside (0, 1]", alpha);
@@ -26,31 +49,20 @@ sg_status sg_engine_adapt_norm(sg_engine *e, int n, const uint8_t *images, float
         for (int i = 0; i < n; i += chunk) {
             int b = n - i < chunk ? n - i : chunk;
             for (int k = 0; k < b; k++) sg_engine_prepare_image(e, images + (size_t)(i + k) * st_sz, 0, x + k * in_sz);
-            const float *act = sg_net_forward(&front, ctx, e->params, e->state, x, b, 0);
-            for (int k = 0; k < b; k++)
-                for (int c = 0; c < C; c++) {
-                    const float *p = act + ((size_t)k * C + c) * hw;
-                    double ps = 0, pss = 0;
-                    for (int q = 0; q < hw; q++) {
-                        ps += p[q];
-                        pss += (double)p[q] * p[q];
-                    }
-                    s[c] += ps;
-                    ss[c] += pss;
-                }
+            sg_channel_sums(b, C, hw, sg_net_forward(&front, ctx, e->params, e->state, x, b, 0), s, ss);
         }
-        double m = (double)n * hw;
+        double *mean = sg_xcalloc((size_t)C, sizeof(double)), *var = sg_xcalloc((size_t)C, sizeof(double));
+        sg_channel_moments(C, (double)n * hw, s, ss, mean, var);
         float *rm = e->state + L->state_off, *rv = rm + C;
         for (int c = 0; c < C; c++) {
-            double mean = s[c] / m, var = ss[c] / m - mean * mean;
-            if (var < 0) var = 0;
-            var *= m / (m - 1); /* unbiased, as training keeps it */
-            rm[c] = (1 - alpha) * rm[c] + alpha * (float)mean;
-            rv[c] = (1 - alpha) * rv[c] + alpha * (float)var;
+            rm[c] = (1 - alpha) * rm[c] + alpha * (float)mean[c];
+            rv[c] = (1 - alpha) * rv[c] + alpha * (float)var[c];
         }
         sg_ctx_free(ctx);
         free(s);
         free(ss);
+        free(mean);
+        free(var);
     }
     free(x);
     return SG_OK;

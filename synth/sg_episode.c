@@ -430,24 +430,13 @@ static void support_renorm(const sg_engine *e, const sg_gen_cache *gc, float *th
         const float *g = e->params + bn->param_off, *b = g + C;
         const float *rm = e->state + bn->state_off, *rv = rm + C;
         int hw = cl->out_h * cl->out_w;
-        double m = (double)n * hw;
+        double su[SG_ENGINE_MAX_WIDTH] = {0}, ss[SG_ENGINE_MAX_WIDTH] = {0};
+        double mean[SG_ENGINE_MAX_WIDTH], var[SG_ENGINE_MAX_WIDTH];
+        sg_channel_sums(n, C, hw, in, su, ss);
+        sg_channel_moments(C, (double)n * hw, su, ss, mean, var);
         float *sc = theta + al->param_off, *sh = sc + C;
         for (int c = 0; c < C; c++) {
-            double su = 0, ss = 0;
-            for (int i = 0; i < n; i++) { /* a plane in float (vectorizes), planes summed in double */
-                const float *p = in + ((size_t)i * C + c) * hw;
-                float ps = 0, pss = 0;
-                for (int q = 0; q < hw; q++) {
-                    ps += p[q];
-                    pss += p[q] * p[q];
-                }
-                su += ps;
-                ss += pss;
-            }
-            double mean = su / m, var = ss / m - mean * mean;
-            if (var < 0) var = 0;
-            if (m > 1) var *= m / (m - 1);
-            float tm = (1 - beta) * rm[c] + beta * (float)mean, tv = (1 - beta) * rv[c] + beta * (float)var;
+            float tm = (1 - beta) * rm[c] + beta * (float)mean[c], tv = (1 - beta) * rv[c] + beta * (float)var[c];
             float fs = g[c] / sqrtf(tv + e->base.bn_eps), ft = b[c] - tm * fs;
             sc[c] = fs * (1 + gc->gamma[s][c]);
             sh[c] = ft * (1 + gc->gamma[s][c]) + gc->beta[s][c];
