@@ -21,6 +21,7 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -299,7 +300,9 @@ static size_t direct_work_floats(const sg_conv2d_cfg *c, int h, int w) {
     if (c->stride != 1 || c->k < 2) return 0;
     direct_geom g = direct_geometry(c, h, w);
     /* + scale and shift per (padded) channel, + offsets (int32) */
-    return g.xp_f + g.wpk_f + round16(2 * (size_t)g.cbn * DIRECT_CB) + round16((size_t)g.kk);
+    /* + statistics-mode lane sums (16 per padded channel) */
+    return g.xp_f + g.wpk_f + round16(2 * (size_t)g.cbn * DIRECT_CB) + round16((size_t)g.kk) +
+           (size_t)g.cbn * DIRECT_CB * 16;
 }
 
 static int conv_use_direct(const sg_conv2d_cfg *c) {
@@ -344,12 +347,68 @@ static inline void store_first(float *d, __m256 v, int n) {
         a##r##1 = _mm256_fmadd_ps(x1, b, a##r##1);                                                                   \
     }
 #define DIRECT_OUT(r)                                                                                                \
-    if (cb > (r)) direct_out(pool, relu, a##r##0, a##r##1, sc[r], sh[r], y + (r) * ys, y1, n0, n1);
+    if (cb > (r)) direct_out(pool, relu, a##r##0, a##r##1, sc[r], sh[r], y + (r) * ys, y1, n0, n1, acc + 16 * (r), ymo);
 
+/* The 2×2 max (or min: op 1) of a pooled tile's two vectors, its pooled
+ * outputs first in each 128-bit half (pool 2) or in the low half (pool 1). */
+static inline __attribute__((always_inline)) __m256 direct_pool(int pool, int op, __m256 v0, __m256 v1) {
+#define DIRECT_RED(a, b) (op ? _mm256_min_ps((a), (b)) : _mm256_max_ps((a), (b)))
+    if (pool == 2) {
+        /* halves rows 0|1 and 2|3 regrouped as 0|2 and 1|3: one max pools the rows */
+        __m256 m = DIRECT_RED(_mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v0, v1, 0x31));
+        m = DIRECT_RED(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
+        return _mm256_permute_ps(m, _MM_SHUFFLE(2, 0, 2, 0)); /* each half: its 2 pooled outputs first */
+    }
+    __m256 m = DIRECT_RED(v0, v1);
+    m = DIRECT_RED(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm256_permutevar8x32_ps(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+#undef DIRECT_RED
+}
+
+/* Stores a pooled tile's outputs m (direct_pool) as the pool 1 / pool 2
+ * contract above says. */
+static inline __attribute__((always_inline)) void direct_store_pooled(int pool, __m256 m, float *restrict y,
+                                                                      size_t y1, int n0, int n1) {
+    if (pool == 2) {
+        __m128 p0 = _mm256_castps256_ps128(m), p1 = _mm256_extractf128_ps(m, 1);
+        if (n0 >= 2) {
+            _mm_storel_pi((__m64 *)y, p0);
+            if (n1 >= 2) _mm_storel_pi((__m64 *)(y + y1), p1);
+        } else {
+            _mm_store_ss(y, p0);
+            if (n1 >= 2) _mm_store_ss(y + y1, p1);
+        }
+        return;
+    }
+    /* masked stores are slow on Zen: the common full case is a plain one */
+    if (n0 >= 4) _mm_storeu_ps(y, _mm256_castps256_ps128(m));
+    else store_first(y, m, n0);
+}
+
+/* relu 2 (pooled tiles only): the statistics mode. No affine, no ReLU: the
+ * 2×2 max of the raw output at y, its 2×2 min at y + ymo, and every raw
+ * output pixel the tile covers added to acc[0..8) (sum, lane-wise) and
+ * acc[8..16) (sum of squares). */
 static inline __attribute__((always_inline)) void direct_out(int pool, int relu, __m256 v0, __m256 v1, float sc,
                                                              float sh, float *restrict y, size_t y1, int n0,
-                                                             int n1) {
-    const __m256 s = _mm256_set1_ps(sc), h = _mm256_set1_ps(sh), zero = _mm256_setzero_ps();
+                                                             int n1, float *restrict acc, ptrdiff_t ymo) {
+    const __m256 zero = _mm256_setzero_ps();
+    if (relu == 2 && pool) {
+        /* covered pixels: 2·n0 columns (of 8, or of 4 per half), both rows (pool 2: v1 when n1 = 2) */
+        const __m256i lane = pool == 2 ? _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3) : _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256 in = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(2 * n0), lane));
+        __m256 u0 = _mm256_and_ps(v0, in), u1 = _mm256_and_ps(v1, in);
+        if (pool == 2 && n1 < 2) u1 = zero;
+        __m256 s = _mm256_add_ps(_mm256_loadu_ps(acc), _mm256_add_ps(u0, u1));
+        __m256 q = _mm256_fmadd_ps(u0, u0, _mm256_loadu_ps(acc + 8));
+        _mm256_storeu_ps(acc, s);
+        _mm256_storeu_ps(acc + 8, _mm256_fmadd_ps(u1, u1, q));
+        direct_store_pooled(pool, direct_pool(pool, 0, v0, v1), y, y1, n0, n1);
+        direct_store_pooled(pool, direct_pool(pool, 1, v0, v1), y + ymo, y1, n0, n1);
+        return;
+    }
+    (void)acc, (void)ymo;
+    const __m256 s = _mm256_set1_ps(sc), h = _mm256_set1_ps(sh);
     v0 = _mm256_fmadd_ps(v0, s, h);
     v1 = _mm256_fmadd_ps(v1, s, h);
     if (!pool) {
@@ -362,29 +421,9 @@ static inline __attribute__((always_inline)) void direct_out(int pool, int relu,
         return;
     }
     /* The affine comes before the max: a negative scale reverses the order. */
-    if (pool == 2) {
-        /* halves rows 0|1 and 2|3 regrouped as 0|2 and 1|3: one max pools the rows */
-        __m256 m = _mm256_max_ps(_mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v0, v1, 0x31));
-        m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
-        m = _mm256_permute_ps(m, _MM_SHUFFLE(2, 0, 2, 0)); /* each half: its 2 pooled outputs first */
-        if (relu) m = _mm256_max_ps(m, zero);
-        __m128 p0 = _mm256_castps256_ps128(m), p1 = _mm256_extractf128_ps(m, 1);
-        if (n0 >= 2) {
-            _mm_storel_pi((__m64 *)y, p0);
-            if (n1 >= 2) _mm_storel_pi((__m64 *)(y + y1), p1);
-        } else {
-            _mm_store_ss(y, p0);
-            if (n1 >= 2) _mm_store_ss(y + y1, p1);
-        }
-        return;
-    }
-    __m256 m = _mm256_max_ps(v0, v1);
-    m = _mm256_max_ps(m, _mm256_permute_ps(m, _MM_SHUFFLE(2, 3, 0, 1)));
-    m = _mm256_permutevar8x32_ps(m, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+    __m256 m = direct_pool(pool, 0, v0, v1);
     if (relu) m = _mm256_max_ps(m, zero);
-    /* masked stores are slow on Zen: the common full case is a plain one */
-    if (n0 >= 4) _mm_storeu_ps(y, _mm256_castps256_ps128(m));
-    else store_first(y, m, n0);
+    direct_store_pooled(pool, m, y, y1, n0, n1);
 }
 
 static inline __attribute__((always_inline)) void direct_tile(int cb, int pool, int relu, int kk,
@@ -392,7 +431,7 @@ static inline __attribute__((always_inline)) void direct_tile(int cb, int pool, 
                                                               const int *restrict offs, const float *restrict w,
                                                               const float *restrict sc, const float *restrict sh,
                                                               float *restrict y, size_t ys, size_t y1, int n0,
-                                                              int n1) {
+                                                              int n1, float *restrict acc, ptrdiff_t ymo) {
     const __m256 z = _mm256_setzero_ps();
     __m256 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z, a40 = z, a41 = z, a50 = z,
            a51 = z;
@@ -422,16 +461,18 @@ static inline __attribute__((always_inline)) void direct_tile(int cb, int pool, 
 }
 
 typedef void (*direct_tile_fn)(int kk, const float *x, size_t d1, const int *offs, const float *w, const float *sc,
-                               const float *sh, float *y, size_t ys, size_t y1, int n0, int n1);
+                               const float *sh, float *y, size_t ys, size_t y1, int n0, int n1, float *acc,
+                               ptrdiff_t ymo);
 #define DIRECT_VARIANT(cb, pool, relu)                                                                               \
     static void direct_tile_##cb##_##pool##_##relu(int kk, const float *x, size_t d1, const int *offs,             \
                                                    const float *w, const float *sc, const float *sh, float *y,       \
-                                                   size_t ys, size_t y1, int n0, int n1) {                           \
-        direct_tile(cb, pool, relu, kk, x, d1, offs, w, sc, sh, y, ys, y1, n0, n1);                                  \
+                                                   size_t ys, size_t y1, int n0, int n1, float *acc, ptrdiff_t ymo) {   \
+        direct_tile(cb, pool, relu, kk, x, d1, offs, w, sc, sh, y, ys, y1, n0, n1, acc, ymo);                        \
     }
+/* (no statistics mode without pooling: column 2 repeats column 0) */
 #define DIRECT_VARIANTS(cb)                                                                                          \
     DIRECT_VARIANT(cb, 0, 0) DIRECT_VARIANT(cb, 0, 1) DIRECT_VARIANT(cb, 1, 0) DIRECT_VARIANT(cb, 1, 1)             \
-    DIRECT_VARIANT(cb, 2, 0) DIRECT_VARIANT(cb, 2, 1)
+    DIRECT_VARIANT(cb, 1, 2) DIRECT_VARIANT(cb, 2, 0) DIRECT_VARIANT(cb, 2, 1) DIRECT_VARIANT(cb, 2, 2)
 DIRECT_VARIANTS(1)
 DIRECT_VARIANTS(2)
 DIRECT_VARIANTS(3)
@@ -439,20 +480,22 @@ DIRECT_VARIANTS(4)
 DIRECT_VARIANTS(5)
 DIRECT_VARIANTS(6)
 #define DIRECT_ROW_OF(cb)                                                                                            \
-    {direct_tile_##cb##_0_0, direct_tile_##cb##_0_1, direct_tile_##cb##_1_0,                                        \
-     direct_tile_##cb##_1_1, direct_tile_##cb##_2_0, direct_tile_##cb##_2_1}
-static const direct_tile_fn direct_tiles[DIRECT_CB][6] = {DIRECT_ROW_OF(1), DIRECT_ROW_OF(2), DIRECT_ROW_OF(3),
+    {direct_tile_##cb##_0_0, direct_tile_##cb##_0_1, direct_tile_##cb##_0_0,                                        \
+     direct_tile_##cb##_1_0, direct_tile_##cb##_1_1, direct_tile_##cb##_1_2,                                        \
+     direct_tile_##cb##_2_0, direct_tile_##cb##_2_1, direct_tile_##cb##_2_2}
+static const direct_tile_fn direct_tiles[DIRECT_CB][9] = {DIRECT_ROW_OF(1), DIRECT_ROW_OF(2), DIRECT_ROW_OF(3),
                                                           DIRECT_ROW_OF(4), DIRECT_ROW_OF(5), DIRECT_ROW_OF(6)};
 
 /* One tile position over all channel blocks; variant = the direct_tiles
- * column (2·pool + relu). */
+ * column (3·pool + relu); acc: 16 floats per channel (statistics mode). */
 static void direct_blocks(int kk, int cbn, int cout, int variant, const float *xt, size_t d1, const int *offs,
                           const float *wpk, const float *sc, const float *sh, float *yt, size_t op, size_t y1, int n0,
-                          int n1) {
+                          int n1, float *acc, ptrdiff_t ymo) {
     for (int b = 0; b < cbn; b++) {
         int cb = cout - b * DIRECT_CB < DIRECT_CB ? cout - b * DIRECT_CB : DIRECT_CB;
         direct_tiles[cb - 1][variant](kk, xt, d1, offs, wpk + (size_t)b * DIRECT_CB * kk, sc + b * DIRECT_CB,
-                                      sh + b * DIRECT_CB, yt + (size_t)b * DIRECT_CB * op, op, y1, n0, n1);
+                                      sh + b * DIRECT_CB, yt + (size_t)b * DIRECT_CB * op, op, y1, n0, n1,
+                                      acc + (size_t)b * DIRECT_CB * 16, ymo);
     }
 }
 
@@ -462,16 +505,22 @@ static void direct_blocks(int kk, int cbn, int cout, int variant, const float *x
  * are short, or 4 × 4 for a pooled tail of 2 or 4 columns) over all channel
  * blocks, so the tile's input window stays in L1 while the packed weights
  * stream from L2. No output scratch: each tile's epilogue stores straight
- * into y. */
+ * into y.
+ * relu 2 is the statistics mode of sg_conv2d_forward_pool_stats (pool2 1,
+ * even output sizes, scale and shift NULL): the pooled max to y, the pooled
+ * min to y + ymo, the raw outputs' sums added to sum and sumsq. */
 static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                         const float *restrict wt, const float *restrict scale, const float *restrict shift, int relu,
-                        int pool2, float *restrict y, float *restrict work) {
+                        int pool2, float *restrict y, float *restrict work, ptrdiff_t ymo, double *sum,
+                        double *sumsq) {
     direct_geom g = direct_geometry(c, h, w);
     SG_ASSERT(c->stride == 1 && g.oh > 0 && g.ow > 0 && (!pool2 || (g.oh >= 2 && g.ow >= 2)));
+    SG_ASSERT(relu != 2 || (pool2 && g.oh % 2 == 0 && g.ow % 2 == 0 && !scale && !shift));
     SG_ASSERT(g.xp_f < (size_t)INT_MAX); /* tap offsets are int */
     const int k = c->k, kk = g.kk, cout = c->cout;
     float *xp = work, *wpk = xp + g.xp_f, *sc = wpk + g.wpk_f, *sh = sc + (size_t)g.cbn * DIRECT_CB;
     int *offs = (int *)(sc + round16(2 * (size_t)g.cbn * DIRECT_CB));
+    float *acc = (float *)offs + round16((size_t)kk);
     for (int ch = 0; ch < c->cin; ch++)
         for (int ki = 0; ki < k; ki++)
             for (int kj = 0; kj < k; kj++) offs[(ch * k + ki) * k + kj] = (int)(ch * g.ps + (size_t)ki * g.wp + kj);
@@ -498,8 +547,9 @@ static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float
      * take them, exact when ph is even. A last 6 stay in a 2×8 tile (as
      * good as 4×4 tiles, better for odd ph). */
     int cq = pool2 && cend % 8 != 0 && cend % 8 <= 4 ? cend - cend % 8 : cend;
-    int variant = 2 * pool2 + (relu != 0);
+    int variant = 3 * pool2 + relu;
     for (int im = 0; im < n; im++) {
+        if (relu == 2) memset(acc, 0, sizeof(float) * (size_t)g.cbn * DIRECT_CB * 16);
         const float *xi = x + im * in_sz;
         float *yi = y + im * out_sz;
         /* A plain loop, not a memcpy call per (short) row. */
@@ -529,22 +579,34 @@ static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float
                     n0 = ow - j < 8 ? ow - j : 8;
                     n1 = ow - j - 8 < 8 ? ow - j - 8 : 8;
                 }
-                direct_blocks(kk, g.cbn, cout, variant, xt, d1, offs, wpk, sc, sh, yt, op, y1, n0, n1);
+                direct_blocks(kk, g.cbn, cout, variant, xt, d1, offs, wpk, sc, sh, yt, op, y1, n0, n1, acc, ymo);
             }
         /* the 4×4 tail: 2 (or 1) pooled columns × 2 (or 1) pooled rows */
         for (int r = 0; r < rows; r += 4)
             for (int j = cq; j < cend; j += 4)
-                direct_blocks(kk, g.cbn, cout, variant + 2, xp + (size_t)r * g.wp + j, (size_t)g.wp, offs, wpk, sc,
+                direct_blocks(kk, g.cbn, cout, variant + 3, xp + (size_t)r * g.wp + j, (size_t)g.wp, offs, wpk, sc,
                               sh, yi + (size_t)(r / 2) * pw + j / 2, op, (size_t)pw, cend - j < 4 ? 1 : 2,
-                              rows - r < 4 ? 1 : 2);
+                              rows - r < 4 ? 1 : 2, acc, ymo);
+        if (relu == 2)
+            for (int o = 0; o < cout; o++) {
+                /* per image in float, as the other channel sums; across images in double */
+                float s1 = 0, s2 = 0;
+                for (int l = 0; l < 8; l++) {
+                    s1 += acc[(size_t)o * 16 + l];
+                    s2 += acc[(size_t)o * 16 + 8 + l];
+                }
+                sum[o] += s1;
+                sumsq[o] += s2;
+            }
     }
 }
 #else
 static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                         const float *restrict wt, const float *restrict scale, const float *restrict shift, int relu,
-                        int pool2, float *restrict y, float *restrict work) {
+                        int pool2, float *restrict y, float *restrict work, ptrdiff_t ymo, double *sum,
+                        double *sumsq) {
     (void)c, (void)n, (void)h, (void)w, (void)x, (void)wt, (void)scale, (void)shift, (void)relu, (void)pool2;
-    (void)y, (void)work;
+    (void)y, (void)work, (void)ymo, (void)sum, (void)sumsq;
     SG_ASSERT(!"direct convolution not compiled in");
 }
 #endif
@@ -553,15 +615,60 @@ int sg_conv2d_uses_direct(const sg_conv2d_cfg *c) { return conv_use_direct(c); }
 
 void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                        const float *restrict wt, const float *restrict b, float *restrict y, float *restrict work) {
-    if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, NULL, b, 0, 0, y, work);
+    if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, NULL, b, 0, 0, y, work, 0, NULL, NULL);
     else sg_conv2d_forward_im2col(c, n, h, w, x, wt, b, y, work);
 }
 
 void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                              const float *restrict wt, const float *restrict scale, const float *restrict shift,
                              int relu, int pool2, float *restrict y, float *restrict work) {
-    if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work);
+    if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work, 0, NULL, NULL);
     else sg_conv2d_forward_fused_im2col(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work);
+}
+
+size_t sg_conv2d_pool_stats_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
+    int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
+    size_t plain = sg_conv2d_work_floats(c, n, h, w) + (size_t)n * c->cout * oh * ow;
+    size_t direct = direct_work_floats(c, h, w);
+    return plain > direct ? plain : direct;
+}
+
+void sg_conv2d_forward_pool_stats(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                                  const float *restrict wt, float *restrict y, double *sum, double *sumsq,
+                                  float *restrict work) {
+    int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
+    SG_ASSERT(oh >= 2 && ow >= 2 && oh % 2 == 0 && ow % 2 == 0);
+    ptrdiff_t half = (ptrdiff_t)n * c->cout * (oh / 2) * (ow / 2);
+    float *ymax = y, *ymin = y + half;
+    if (conv_use_direct(c)) {
+        conv_direct(c, n, h, w, x, wt, NULL, NULL, 2, 1, ymax, work, half, sum, sumsq);
+        return;
+    }
+    /* the plain convolution, then the same sums and pools */
+    size_t p = (size_t)oh * ow;
+    float *out = work + sg_conv2d_work_floats(c, n, h, w);
+    sg_conv2d_forward_im2col(c, n, h, w, x, wt, NULL, out, work);
+    int pw = ow / 2;
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < c->cout; o++) {
+            const float *restrict v = out + ((size_t)i * c->cout + o) * p;
+            float s1 = 0, s2 = 0;
+            for (size_t q = 0; q < p; q++) {
+                s1 += v[q];
+                s2 += v[q] * v[q];
+            }
+            sum[o] += s1;
+            sumsq[o] += s2;
+            float *restrict mx = ymax + ((size_t)i * c->cout + o) * (p / 4), *restrict mn = ymin + (mx - ymax);
+            for (int r = 0; r < oh / 2; r++)
+                for (int j = 0; j < pw; j++) {
+                    const float *a = v + (size_t)2 * r * ow + 2 * j;
+                    float hi = fmaxf(fmaxf(a[0], a[1]), fmaxf(a[ow], a[ow + 1]));
+                    float lo = fminf(fminf(a[0], a[1]), fminf(a[ow], a[ow + 1]));
+                    mx[(size_t)r * pw + j] = hi;
+                    mn[(size_t)r * pw + j] = lo;
+                }
+        }
 }
 
 void sg_conv2d_backward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,

@@ -36,6 +36,19 @@ typedef struct sg_conv2d_cfg {
 int sg_conv2d_out_size(int in, int k, int stride, int pad);
 /* Floats of scratch that sg_conv2d_forward/backward need for n images of h×w. */
 size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w);
+
+/* The statistics pass of a norm whose statistics are not known yet (the
+ * support normalization of synthesis): conv(x) without bias; per output
+ * channel the sum and the sum of squares of every output pixel are added to
+ * sum and sumsq (cout each), and the 2×2 stride-2 max and min of the raw
+ * output are written to y: max (N, cout, OH/2, OW/2), then min (same shape),
+ * so that pool2(relu(fma(conv, s, t))) = relu(fma(s ≥ 0 ? max : min, s, t))
+ * exactly, for any s, t found from the sums. OH and OW must be even. work:
+ * sg_conv2d_pool_stats_work_floats floats. */
+size_t sg_conv2d_pool_stats_work_floats(const sg_conv2d_cfg *c, int n, int h, int w);
+void sg_conv2d_forward_pool_stats(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                                  const float *restrict wt, float *restrict y, double *sum, double *sumsq,
+                                  float *restrict work);
 /* x (N, cin, H, W), wt (cout, cin, k, k), b (cout) or NULL → y (N, cout, OH, OW) */
 void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                        const float *restrict wt, const float *restrict b, float *restrict y, float *restrict work);

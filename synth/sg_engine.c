@@ -147,6 +147,7 @@ void sg_engine_free(sg_engine *e) {
     sg_ctx_free(e->ws_sup);
     sg_ctx_free(e->ws_qry);
     for (int i = 0; i <= SG_ENGINE_MAX_UNITS; i++) sg_ctx_free(e->ws_seg[i]);
+    free(e->sn_buf);
     free(e->params);
     free(e->state);
     free(e);

@@ -401,38 +401,78 @@ static int summary_used(const sg_engine *e) {
     return 0;
 }
 
+/* Runs layers [from, to) of syn on n inputs in workspace slot; returns the output. */
+static const float *syn_segment(const sg_engine *e, sg_ctx **slot, int from, int to, const float *in, int n,
+                                const float *theta) {
+    sg_arch seg = e->syn;
+    memmove(seg.layers, e->syn.layers + from, sizeof(sg_layer) * (size_t)(to - from));
+    seg.n_layers = to - from;
+    seg.in_c = seg.layers[0].cin;
+    seg.in_h = seg.layers[0].in_h;
+    seg.in_w = seg.layers[0].in_w;
+    return sg_net_forward(&seg, sg_engine_ws(slot, &seg, n), theta, NULL, in, n, 0);
+}
+
+/* Whether unit s's convolution can take the statistics pass: a stride-1
+ * convolution without bias, then its affine, a ReLU and a 2×2/2 max pool,
+ * with even output sizes. */
+static int unit_pools(const sg_engine *e, int s) {
+    int ci = e->unit_layer[s];
+    const sg_layer *l = e->syn.layers + ci;
+    return ci + 3 < e->syn.n_layers && l->stride == 1 && !l->has_bias && l->out_h % 2 == 0 && l->out_w % 2 == 0 &&
+           l[1].kind == SG_LAYER_AFFINE && l[2].kind == SG_LAYER_RELU && l[3].kind == SG_LAYER_MAXPOOL && l[3].k == 2 &&
+           l[3].stride == 2;
+}
+
 /* Task normalization: the synthesized classifier's folded norms take
  * (1 - beta) x the engine's statistics + beta x those of the n support views x,
  * measured unit by unit in one pass through theta (each unit's convolution
  * output is measured after the earlier units were refolded); the generated
  * FiLM (gc) is applied on top as in sg_gen_forward. Writes the views' pooled
- * features, as the refolded classifier computes them, to feat (n, C). */
+ * features, as the refolded classifier computes them, to feat (n, C).
+ * A unit followed by ReLU and 2×2 max pool takes one convolution pass that
+ * yields its statistics and the pooled max and min of its raw output, from
+ * which the refolded affine, ReLU and pool follow exactly; any other unit is
+ * run up to its convolution and measured there. */
 static void support_renorm(const sg_engine *e, const sg_gen_cache *gc, float *theta, int n, const float *x, float beta,
                            float *feat) {
     int C = e->cfg.width;
     sg_engine *me = (sg_engine *)e; /* workspaces only */
+    /* scratch for the statistics passes: pooled max + min, two outputs, conv work */
+    size_t pool_f = 0, work_f = 0;
+    for (int s = 0; s < e->n_units; s++) {
+        if (!unit_pools(e, s)) continue;
+        const sg_layer *l = &e->syn.layers[e->unit_layer[s]];
+        sg_conv2d_cfg cc = {l->cin, l->cout, l->k, l->stride, l->pad};
+        size_t pf = (size_t)n * l->cout * (l->out_h / 2) * (l->out_w / 2), wf = sg_conv2d_pool_stats_work_floats(&cc, n, l->in_h, l->in_w);
+        pool_f = pf > pool_f ? pf : pool_f;
+        work_f = wf > work_f ? wf : work_f;
+    }
+    if (4 * pool_f + work_f > me->sn_cap) {
+        free(me->sn_buf);
+        me->sn_cap = 4 * pool_f + work_f;
+        me->sn_buf = sg_xalloc_floats(me->sn_cap);
+    }
+    float *ypool = me->sn_buf, *outs[2] = {ypool + 2 * pool_f, ypool + 3 * pool_f}, *work = ypool + 4 * pool_f;
     const float *in = x;
-    for (int s = 0; s <= e->n_units; s++) {
-        /* segment: from the previous unit's norm (the input for s = 0) up to
-         * unit s's convolution, or to the end after the last unit */
-        int from = s == 0 ? 0 : e->unit_layer[s - 1] + 1, to = s < e->n_units ? e->unit_layer[s] + 1 : e->syn.n_layers;
-        sg_arch seg = e->syn;
-        memmove(seg.layers, e->syn.layers + from, sizeof(sg_layer) * (size_t)(to - from));
-        seg.n_layers = to - from;
-        seg.in_c = seg.layers[0].cin;
-        seg.in_h = seg.layers[0].in_h;
-        seg.in_w = seg.layers[0].in_w;
-        /* each segment has its own workspace, so its output stays valid as the next one's input */
-        in = sg_net_forward(&seg, sg_engine_ws(&me->ws_seg[s], &seg, n), theta, NULL, in, n, 0);
-        if (s == e->n_units) break;
-        const sg_layer *cl = &e->syn.layers[e->unit_layer[s]], *al = &e->syn.layers[e->unit_layer[s] + 1];
-        const sg_layer *bn = &e->base.layers[e->unit_layer[s] + 1];
+    int pos = 0, flip = 0; /* the next layer of syn to run on in */
+    for (int s = 0; s < e->n_units; s++) {
+        int ci = e->unit_layer[s];
+        const sg_layer *cl = &e->syn.layers[ci], *al = &e->syn.layers[ci + 1];
+        const sg_layer *bn = &e->base.layers[ci + 1];
         const float *g = e->params + bn->param_off, *b = g + C;
         const float *rm = e->state + bn->state_off, *rv = rm + C;
-        int hw = cl->out_h * cl->out_w;
+        int hw = cl->out_h * cl->out_w, fast = pos == ci && unit_pools(e, s);
         double su[SG_ENGINE_MAX_WIDTH] = {0}, ss[SG_ENGINE_MAX_WIDTH] = {0};
         double mean[SG_ENGINE_MAX_WIDTH], var[SG_ENGINE_MAX_WIDTH];
-        sg_channel_sums(n, C, hw, in, su, ss);
+        if (fast) {
+            sg_conv2d_cfg cc = {cl->cin, cl->cout, cl->k, cl->stride, cl->pad};
+            sg_conv2d_forward_pool_stats(&cc, n, cl->in_h, cl->in_w, in, theta + cl->param_off, ypool, su, ss, work);
+        } else {
+            /* each segment has its own workspace, so its output stays valid as the next one's input */
+            in = syn_segment(e, &me->ws_seg[s], pos, ci + 1, in, n, theta);
+            sg_channel_sums(n, C, hw, in, su, ss);
+        }
         sg_channel_moments(C, (double)n * hw, su, ss, mean, var);
         float *sc = theta + al->param_off, *sh = sc + C;
         for (int c = 0; c < C; c++) {
@@ -441,7 +481,28 @@ static void support_renorm(const sg_engine *e, const sg_gen_cache *gc, float *th
             sc[c] = fs * (1 + gc->gamma[s][c]);
             sh[c] = ft * (1 + gc->gamma[s][c]) + gc->beta[s][c];
         }
+        if (!fast) {
+            pos = ci + 1;
+            continue;
+        }
+        /* affine, ReLU, pool from the pooled max (scale ≥ 0) or min (< 0), as the fused convolution computes them */
+        size_t op = (size_t)(cl->out_h / 2) * (cl->out_w / 2), half = (size_t)n * C * op;
+        float *out = outs[flip];
+        flip ^= 1;
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < C; c++) {
+                size_t o = ((size_t)i * C + c) * op;
+                const float *restrict v = ypool + (sc[c] >= 0 ? o : half + o);
+                float *restrict d = out + o;
+                for (size_t q = 0; q < op; q++) {
+                    float t = fmaf(v[q], sc[c], sh[c]);
+                    d[q] = t > 0 ? t : 0;
+                }
+            }
+        in = out;
+        pos = ci + 4;
     }
+    if (pos < e->syn.n_layers) in = syn_segment(e, &me->ws_seg[e->n_units], pos, e->syn.n_layers, in, n, theta);
     memcpy(feat, in, sizeof(float) * (size_t)n * C);
 }
 

@@ -30,6 +30,8 @@ struct sg_engine {
     /* Reused workspaces (an engine is used by one thread at a time). */
     sg_ctx *ws_base, *ws_sup, *ws_qry;
     sg_ctx *ws_seg[SG_ENGINE_MAX_UNITS + 1]; /* support normalization: one per segment of syn */
+    float *sn_buf; /* support normalization: pooled outputs and convolution scratch */
+    size_t sn_cap;
 };
 
 const char *sg_engine_check_state(const sg_engine *e);

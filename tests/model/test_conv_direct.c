@@ -168,3 +168,87 @@ Test(conv_direct, several_blas_threads_use_im2col) {
     openblas_set_num_threads(1);
     if (multi) cr_assert_eq(uses, 0);
 }
+
+/* The statistics pass (support normalization): the raw output's per-channel
+ * sums added to what the sums held, its 2×2 max and min, and, on the direct
+ * path, bit for bit the fused convolution once any affine is applied to
+ * them; on the im2col path (several BLAS threads) the same within float
+ * tolerance. Every case whose output sizes are even. */
+static void pool_stats_cases(int threads) {
+    openblas_set_num_threads(threads);
+    sg_rng g;
+    sg_rng_seed(&g, 13);
+    int tested = 0;
+    for (size_t ci = 0; ci < N_CASES; ci++) {
+        const conv_case *c = &CASES[ci];
+        sg_conv2d_cfg cc = {c->cin, c->cout, c->k, c->stride, c->pad};
+        int oh = sg_conv2d_out_size(c->h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(c->w, c->k, c->stride, c->pad);
+        if (oh < 2 || ow < 2 || oh % 2 || ow % 2) continue;
+        int direct = sg_conv2d_uses_direct(&cc);
+        size_t p = (size_t)oh * ow, op = p / 4;
+        size_t nx = (size_t)c->n * c->cin * c->h * c->w, nw = (size_t)c->cout * c->cin * c->k * c->k;
+        size_t ny = (size_t)c->n * c->cout * p, half = (size_t)c->n * c->cout * op;
+        size_t nwork = sg_conv2d_pool_stats_work_floats(&cc, c->n, c->h, c->w);
+        size_t nref = sg_conv2d_work_floats(&cc, c->n, c->h, c->w);
+        float *x = sg_xalloc_floats(nx), *wt = sg_xalloc_floats(nw), *conv = sg_xalloc_floats(ny);
+        float *y = sg_xalloc_floats(2 * half + 8), *work = sg_xalloc_floats(nwork), *rwork = sg_xalloc_floats(nref);
+        float *sc = sg_xalloc_floats((size_t)c->cout), *sh = sg_xalloc_floats((size_t)c->cout);
+        float *fused = sg_xalloc_floats(half);
+        double *sum = sg_xcalloc((size_t)c->cout, sizeof(double)), *sumsq = sg_xcalloc((size_t)c->cout, sizeof(double));
+        fill(&g, x, nx, 1);
+        fill(&g, wt, nw, 0.5f);
+        fill(&g, sc, (size_t)c->cout, 1); /* negative scales too */
+        fill(&g, sh, (size_t)c->cout, 0.5f);
+        sg_conv2d_forward_im2col(&cc, c->n, c->h, c->w, x, wt, NULL, conv, rwork);
+        for (int o = 0; o < c->cout; o++) sum[o] = sumsq[o] = 1.0; /* added to, not overwritten */
+        fill(&g, y, 2 * half, 100);
+        for (int i = 0; i < 8; i++) y[2 * half + i] = 12345.0f;
+        sg_conv2d_forward_pool_stats(&cc, c->n, c->h, c->w, x, wt, y, sum, sumsq, work);
+        for (int i = 0; i < 8; i++) cr_assert(y[2 * half + i] == 12345.0f, "case %zu: stored past the output", ci);
+        for (int o = 0; o < c->cout; o++) {
+            double s = 1, ss = 1, sa = 0;
+            for (int i = 0; i < c->n; i++)
+                for (size_t q = 0; q < p; q++) {
+                    double v = conv[((size_t)i * c->cout + o) * p + q];
+                    s += v;
+                    ss += v * v;
+                    sa += fabs(v);
+                }
+            cr_assert(fabs(sum[o] - s) <= 1e-4 * (1 + sa), "case %zu channel %d: sum %g vs %g", ci, o, sum[o], s);
+            cr_assert(fabs(sumsq[o] - ss) <= 1e-4 * ss, "case %zu channel %d: sum of squares %g vs %g", ci, o, sumsq[o],
+                      ss);
+        }
+        int pw = ow / 2;
+        for (size_t m = 0; m < (size_t)c->n * c->cout; m++)
+            for (int r = 0; r < oh / 2; r++)
+                for (int j = 0; j < pw; j++) {
+                    const float *a = conv + m * p + (size_t)2 * r * ow + 2 * j;
+                    float hi = fmaxf(fmaxf(a[0], a[1]), fmaxf(a[ow], a[ow + 1]));
+                    float lo = fminf(fminf(a[0], a[1]), fminf(a[ow], a[ow + 1]));
+                    size_t k = m * op + (size_t)r * pw + j;
+                    cr_assert(fabsf(y[k] - hi) <= 1e-4f * (1 + fabsf(hi)), "case %zu: max %g vs %g", ci, y[k], hi);
+                    cr_assert(fabsf(y[half + k] - lo) <= 1e-4f * (1 + fabsf(lo)), "case %zu: min %g vs %g", ci,
+                              y[half + k], lo);
+                }
+        /* relu(fma(max or min, s, t)) is the fused convolution's output */
+        sg_conv2d_forward_fused(&cc, c->n, c->h, c->w, x, wt, sc, sh, 1, 1, fused, rwork);
+        for (size_t m = 0; m < (size_t)c->n * c->cout; m++) {
+            int o = (int)(m % (size_t)c->cout);
+            for (size_t q = 0; q < op; q++) {
+                float v = fmaf(sc[o] >= 0 ? y[m * op + q] : y[half + m * op + q], sc[o], sh[o]);
+                v = v > 0 ? v : 0;
+                float f = fused[m * op + q];
+                if (direct) cr_assert(v == f, "case %zu: %.9g from the statistics pass, %.9g fused", ci, v, f);
+                else cr_assert(fabsf(v - f) <= 1e-4f * (1 + fabsf(f)), "case %zu: %g vs %g fused", ci, v, f);
+            }
+        }
+        tested++;
+        free(x); free(wt); free(conv); free(y); free(work); free(rwork); free(sc); free(sh); free(fused); free(sum);
+        free(sumsq);
+    }
+    openblas_set_num_threads(1);
+    cr_assert(tested >= 15, "only %d cases with even output sizes", tested);
+}
+
+Test(conv_direct, pool_stats_matches_layer_ops) { pool_stats_cases(1); }
+Test(conv_direct, pool_stats_im2col_path) { pool_stats_cases(2); }
