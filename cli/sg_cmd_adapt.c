@@ -12,8 +12,10 @@ static const char adapt_help[] =
     "Adapts an engine to a new image domain with unlabelled images of it (AdaBN):\n"
     "every batch norm of the base network moves its statistics toward those of the\n"
     "images, measured norm by norm. Nothing is trained and no label is read; the weights\n"
-    "stay, so synthesis, its speed and the engine size are unchanged. Use images\n"
-    "of the cohort to be screened, not the images a result is measured on.\n\n"
+    "stay, and synthesis costs the same. The engine is marked as adapted: classifiers\n"
+    "synthesized from it skip the support normalization unless --support-norm asks for\n"
+    "it (the two did not stack; docs/engine.md). Use images of the cohort to be\n"
+    "screened, not the images a result is measured on.\n\n"
     "  --images LIST    a CSV with a path column (paths relative to the CSV's folder),\n"
     "                   or an image set folder (its labels.csv; labels are ignored)\n"
     "  --shards SPEC    or the images of packed shards: an index file (*.json) or a\n"
@@ -134,8 +136,10 @@ int sg_cmd_adapt_engine(int argc, char **argv) {
         fprintf(stderr, "sgps adapt-engine: %s\n", err.msg);
         code = 1;
     } else
-        sg_log(SG_LOG_INFO, "adapted the normalization of %s to %d images (alpha %g): %s (%.1f s)", engine, n, alpha, out,
-               sg_now() - t0);
+        sg_log(SG_LOG_INFO,
+               "adapted the normalization of %s to %d images (alpha %g): %s (%.1f s); classifiers synthesized from it "
+               "skip the support normalization unless --support-norm asks for it",
+               engine, n, alpha, out, sg_now() - t0);
     free(pix);
     sg_engine_free(e);
     return code;

@@ -337,7 +337,8 @@ static const char synth_help[] =
     "  --no-text    ignore descriptions     --no-images  text-only synthesis\n"
     "  --no-adapt   base kernels, no generated deltas or FiLM (ablation)\n"
     "  --support-norm B  every norm of the classifier takes B x the support images' own\n"
-    "               statistics + (1 - B) x the engine's, 0..1 (default 0; docs/engine.md)\n"
+    "               statistics + (1 - B) x the engine's, 0..1; 0: the engine's alone.\n"
+    "               Default 0.25, or 0 for an engine made by adapt-engine (docs/engine.md)\n"
     "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments or task.\n";
 
 /* A support image named SHARD#KEY, waiting for its shard to be read. */
@@ -603,18 +604,15 @@ static const char eval_help[] =
     "  --seed S         episode seed (default 1)\n"
     "  --registry FILE  class descriptions (ids SET/LABEL); without it no text methods run\n"
     "  --methods LIST   subset of sgps,sgps-text,text,noadapt,protonet,linprobe,finetune,chance (default all)\n"
-    "  --support-norm B synthesize with sgps synth --support-norm B (the noadapt ablation does not)\n"
+    "  --support-norm B synthesize with sgps synth --support-norm B (default as synth: 0.25,\n"
+    "                   0 for an adapted engine; the noadapt ablation never uses it)\n"
     "  --out PREFIX     write PREFIX.json and PREFIX.md (default: print only)\n"
     "Exit status: 0 done; 1 a file could not be read or written; 2 bad arguments.\n";
 
 int sg_cmd_eval_fewshot(int argc, char **argv) {
     const char *engine = NULL, *data = NULL, *registry = NULL, *out = NULL, *shots = "1,5", *methods = NULL;
     sg_fewshot_opts fo;
-    memset(&fo, 0, sizeof fo);
-    fo.way = 5;
-    fo.queries = 15;
-    fo.episodes = 600;
-    fo.seed = 1;
+    sg_fewshot_opts_default(&fo);
     for (int i = 1; i < argc; i++) {
         int i0 = i;
         const char *v;

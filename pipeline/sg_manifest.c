@@ -662,7 +662,7 @@ static void parse_task(loader *L, const cJSON *jt, int ti) {
         sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.threshold: must be a number in [0, 1]", mp, jp);
     else if (th) t->threshold = th->valuedouble;
     const cJSON *sn = cJSON_GetObjectItemCaseSensitive(jt, "support_norm");
-    t->support_norm = 0;
+    t->support_norm = SG_SUPPORT_NORM_AUTO;
     if (sn && (!cJSON_IsNumber(sn) || !(sn->valuedouble >= 0 && sn->valuedouble <= 1)))
         sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.support_norm: must be a number in [0, 1]", mp, jp);
     else if (sn) t->support_norm = (float)sn->valuedouble;

@@ -119,7 +119,7 @@ typedef struct sg_run_task {
     int reference;    /* class index of the reference class (no worklist), or -1 */
     int shots;        /* exemplars used per class (the first `shots` of each entry) */
     int use_text;
-    float support_norm; /* sg_synth_opts.support_norm of its classifier (default 0) */
+    float support_norm; /* sg_synth_opts.support_norm of its classifier (default SG_SUPPORT_NORM_AUTO) */
     double threshold; /* operating point on each class's probability */
     const uint32_t *shard; /* (n_shards) index into sg_manifest.files; tasks that write the same
                               "shards" string share one array */

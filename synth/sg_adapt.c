@@ -65,5 +65,6 @@ sg_status sg_engine_adapt_norm(sg_engine *e, int n, const uint8_t *images, float
         free(var);
     }
     free(x);
+    e->norm_adapted = 1;
     return SG_OK;
 }

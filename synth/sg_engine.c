@@ -35,7 +35,7 @@ void sg_synth_opts_default(sg_synth_opts *o) {
     o->use_text = 1;
     o->flip_aug = 0; /* the mirror view did not move validation accuracy and doubles the cost */
     o->adapt = 1;
-    o->support_norm = 0;
+    o->support_norm = SG_SUPPORT_NORM_AUTO;
 }
 
 int sg_engine_convs_str(const sg_engine_config *c, char *buf, size_t n) {
@@ -154,6 +154,13 @@ void sg_engine_free(sg_engine *e) {
 }
 
 const sg_engine_config *sg_engine_get_config(const sg_engine *e) { return &e->cfg; }
+
+int sg_engine_norm_adapted(const sg_engine *e) { return e->norm_adapted; }
+
+float sg_engine_support_norm(const sg_engine *e, float requested) {
+    if (requested >= 0) return requested;
+    return e->norm_adapted ? 0.0f : SG_SUPPORT_NORM_DEFAULT;
+}
 size_t sg_engine_n_params(const sg_engine *e) { return e->n_params; }
 float *sg_engine_params(sg_engine *e) { return e->params; }
 size_t sg_engine_stage2_offset(const sg_engine *e) { return e->off_s2; }

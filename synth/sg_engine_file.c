@@ -3,7 +3,9 @@
  * running statistics, then a CRC-32 of everything before it. Little-endian.
  * The configuration is 10 values, or 11 when a stage has more than one
  * convolution: the 11th packs the convolutions per stage, 4 bits each. A
- * Conv4 engine is therefore written exactly as before the 11th existed.
+ * Conv4 engine is therefore written exactly as before the 11th existed. A
+ * 12th value holds flags when any is set (bit 0: the normalization was
+ * adapted to a new domain, sgps adapt-engine); unknown bits are refused.
  * Loading checks every field before building anything from it. */
 #include "sg_synth_impl.h"
 
@@ -36,24 +38,31 @@ static int unpack_convs(uint32_t p, sg_engine_config *c) {
     return 0;
 }
 
-/* Reads the configuration count and values (10 or 11). */
-static int read_config(sg_rd *r, uint32_t v[11]) {
+#define SGPE_FLAG_NORM_ADAPTED 1u
+#define SGPE_FLAGS_KNOWN SGPE_FLAG_NORM_ADAPTED
+
+/* Reads the configuration count and values (10, 11 or 12); the ones not
+ * written are 0. An 11th is written only when nonzero, a 12th only when
+ * nonzero and known. */
+static int read_config(sg_rd *r, uint32_t v[12]) {
     uint32_t nv;
-    if (sg_rd_u32(r, &nv) || (nv != 10 && nv != 11)) return -1;
-    v[10] = 0;
+    if (sg_rd_u32(r, &nv) || nv < 10 || nv > 12) return -1;
+    v[10] = v[11] = 0;
     for (uint32_t i = 0; i < nv; i++)
         if (sg_rd_u32(r, &v[i])) return -1;
-    return nv == 11 && v[10] == 0 ? -1 : 0;
+    if (nv == 11 && v[10] == 0) return -1;
+    if (nv == 12 && (v[11] == 0 || (v[11] & ~SGPE_FLAGS_KNOWN))) return -1;
+    return 0;
 }
 
 void sg_engine_serialize(const sg_engine *e, sg_buf *b) {
     const sg_engine_config *c = &e->cfg;
     sg_buf_append(b, SGPE_MAGIC, 4);
     sg_buf_u32(b, SG_SGPE_VERSION);
-    uint32_t packed = pack_convs(c);
-    int32_t v[11] = {c->img, c->store, c->width, c->stages, c->rank, c->text_buckets,
-                     c->text_dim, c->text_hidden, c->code_dim, c->n_base_classes, (int32_t)packed};
-    int nv = packed ? 11 : 10;
+    uint32_t packed = pack_convs(c), flags = e->norm_adapted ? SGPE_FLAG_NORM_ADAPTED : 0;
+    int32_t v[12] = {c->img, c->store, c->width, c->stages, c->rank, c->text_buckets,
+                     c->text_dim, c->text_hidden, c->code_dim, c->n_base_classes, (int32_t)packed, (int32_t)flags};
+    int nv = flags ? 12 : packed ? 11 : 10;
     sg_buf_u32(b, (uint32_t)nv);
     for (int i = 0; i < nv; i++) sg_buf_u32(b, (uint32_t)v[i]);
     sg_buf_f32s(b, e->mean, 3);
@@ -103,7 +112,7 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
                           "(sgps train-engine --init-backbone %s --epochs 0)", name, ver, name);
     uint32_t crc = sg_get_u32le(data + len - 4);
     sg_rd r = {data, len - 4, 8, 0};
-    uint32_t v[11];
+    uint32_t v[12];
     if (read_config(&r, v)) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated or malformed header", name);
     sg_engine_config c = {(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4],
                           (int)v[5], (int)v[6], (int)v[7], (int)v[8], (int)v[9], {0}};
@@ -154,6 +163,7 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
             return sg_err_set(err, SG_ERR_FORMAT, "%s: invalid normalization statistics", name);
         }
     sg_engine_set_normalization(e, mean, std);
+    e->norm_adapted = (v[11] & SGPE_FLAG_NORM_ADAPTED) != 0;
     *out = e;
     return SG_OK;
 }
@@ -176,7 +186,7 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
     if (s != SG_OK) return s;
     s = SG_ERR_FORMAT;
     sg_rd r = {data, len >= 4 ? len - 4 : 0, 8, 0};
-    uint32_t v[11];
+    uint32_t v[12];
     float mean[3], std[3];
     uint64_t np, nst;
     if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0) {
@@ -214,6 +224,7 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
                 s = sg_err_set(err, SG_ERR_NONFINITE, "%s: %s", path, bad);
             } else {
                 sg_engine_set_normalization(e, mean, std);
+                e->norm_adapted = (v[11] & SGPE_FLAG_NORM_ADAPTED) != 0; /* the statistics came along */
                 s = SG_OK;
             }
         }

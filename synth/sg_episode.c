@@ -562,10 +562,10 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     float *theta = sg_xalloc_floats(e->syn.n_params);
     sg_gen_cache *gc = sg_gen_cache_create(e);
     sg_gen_forward(e, z, o->adapt, gc, theta);
-    float *fsup = NULL;
-    if (ns && o->adapt && o->support_norm > 0) {
+    float *fsup = NULL, bsup = sg_engine_support_norm(e, o->support_norm);
+    if (ns && o->adapt && bsup > 0) {
         fsup = sg_xalloc_floats((size_t)ns * views * C);
-        support_renorm(e, gc, theta, ns * views, xs, o->support_norm, fsup);
+        support_renorm(e, gc, theta, ns * views, xs, bsup, fsup);
     }
     sg_gen_cache_free(gc);
     float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
@@ -618,8 +618,9 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
 }
 
 /* Head calibration (sg_train.c): one image-only episode, prepared exactly as
- * default synthesis prepares it (support views as sg_synth_opts_default
- * says, generated kernels and FiLM, centre from the mean of the prototypes);
+ * default synthesis prepares it (support views and support normalization
+ * as sg_synth_opts_default says, generated kernels and FiLM, centre from the
+ * mean of the prototypes);
  * the backbone features are computed once and every candidate head is
  * scored on the queries:
  * logits = s · (a · cos(u, p̂_c) + b · u · W_ridge(λ)), centre κ · mean_c p_c.
@@ -654,10 +655,13 @@ void sg_engine_head_eval(const sg_engine *e, const sg_episode *ep, int n_cand, c
     float *theta = sg_xalloc_floats(e->syn.n_params);
     sg_gen_cache *gc = sg_gen_cache_create(e);
     sg_gen_forward(e, z, 1, gc, theta);
-    sg_gen_cache_free(gc);
     float *fs = sg_xalloc_floats((size_t)ns * views * C), *fq = sg_xalloc_floats((size_t)nq * C);
-    memcpy(fs, sg_net_forward(&e->syn, sg_engine_ws(&me->ws_sup, &e->syn, ns * views), theta, NULL, xs, ns * views, 0),
-           sizeof(float) * (size_t)ns * views * C);
+    float bsup = sg_engine_support_norm(e, so.support_norm);
+    if (bsup > 0) support_renorm(e, gc, theta, ns * views, xs, bsup, fs);
+    else
+        memcpy(fs, sg_net_forward(&e->syn, sg_engine_ws(&me->ws_sup, &e->syn, ns * views), theta, NULL, xs, ns * views, 0),
+               sizeof(float) * (size_t)ns * views * C);
+    sg_gen_cache_free(gc);
     memcpy(fq, sg_net_forward(&e->syn, sg_engine_ws(&me->ws_qry, &e->syn, nq), theta, NULL, xq, nq, 0),
            sizeof(float) * (size_t)nq * C);
     float *proto = sg_xalloc_floats((size_t)N * C), *mraw = sg_xalloc_floats((size_t)C), *m = sg_xalloc_floats((size_t)C);

@@ -192,6 +192,15 @@ static void mean_ci95(int E, const double *a, const double *b, double *mean, dou
     *ci = 1.96 * sqrt(ss / (E > 1 ? E - 1 : 1)) / sqrt((double)E);
 }
 
+void sg_fewshot_opts_default(sg_fewshot_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->way = 5;
+    o->queries = 15;
+    o->episodes = 600;
+    o->seed = 1;
+    o->support_norm = SG_SUPPORT_NORM_AUTO;
+}
+
 sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fewshot_opts *o, sg_fewshot_result *res,
                           MPI_Comm comm, sg_err *err) {
     int rank, P;

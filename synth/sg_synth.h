@@ -100,8 +100,22 @@ typedef struct sg_synth_opts {
     int flip_aug;   /* 1: also see each support image mirrored (default 0) */
     int adapt;      /* 1: generated kernel deltas and FiLM; 0: base kernels (ablation) */
     float support_norm; /* with adapt: weight of the support images' own statistics in every
-                           norm of the classifier, 0..1 (default 0: the engine's) */
+                           norm of the classifier, 0..1 (0: the engine's statistics alone);
+                           default SG_SUPPORT_NORM_AUTO */
 } sg_synth_opts;
+
+/* The support normalization's default weight: chosen on two image domains
+ * held out of training (docs/results.md). */
+#define SG_SUPPORT_NORM_DEFAULT 0.25f
+/* support_norm < 0: SG_SUPPORT_NORM_DEFAULT, or 0 for an engine whose
+ * normalization was adapted to the target domain (sgps adapt-engine), on
+ * which the two did not stack (docs/results.md). */
+#define SG_SUPPORT_NORM_AUTO (-1.0f)
+
+/* The support normalization weight synthesis uses for a requested one. */
+float sg_engine_support_norm(const sg_engine *e, float requested);
+/* 1 when sg_engine_adapt_norm adapted the engine's normalization (kept in the file). */
+int sg_engine_norm_adapted(const sg_engine *e);
 
 void sg_synth_opts_default(sg_synth_opts *o);
 
@@ -218,8 +232,13 @@ typedef struct sg_fewshot_opts {
     int way, shot, queries, episodes;
     uint64_t seed;
     int methods[SG_M__COUNT]; /* 1 = run */
-    float support_norm;       /* sg_synth_opts.support_norm of the SGPS methods */
+    float support_norm;       /* sg_synth_opts.support_norm of the SGPS methods (default auto) */
 } sg_fewshot_opts;
+
+/* 5-way, 15 queries, 600 episodes, seed 1, the support normalization as
+ * synthesis chooses it (SG_SUPPORT_NORM_AUTO); shot 0 and no method
+ * selected yet. */
+void sg_fewshot_opts_default(sg_fewshot_opts *o);
 
 typedef struct sg_fewshot_result {
     double mean[SG_M__COUNT], ci95[SG_M__COUNT];

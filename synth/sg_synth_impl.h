@@ -22,6 +22,7 @@ struct sg_engine {
     float *params;
     float *state; /* base batch-norm running statistics */
     size_t off_s2, off_emb, off_t1, off_t2;
+    int norm_adapted; /* 1: sg_engine_adapt_norm moved the running statistics to a new domain */
     int n_units;                         /* convolutions of the backbone */
     int unit_layer[SG_ENGINE_MAX_UNITS]; /* layer index of each unit's conv (its norm follows it) */
     size_t off_gg[SG_ENGINE_MAX_UNITS], off_gb[SG_ENGINE_MAX_UNITS];

@@ -124,10 +124,11 @@ grep -q "convolutions 1,2, .*does not match" "$W/cv.txt" || fail "a backbone of 
 [ $? -eq 2 ] || fail "--val-episodes 0: exit 2 expected"
 # eval-fewshot on the held-out diseases with the untrained engine: every method,
 # the paired differences (the no-adaptation ablation equals SGPS exactly when the
-# generators are at zero), OUT.json and OUT.md; bad arguments and files refused.
+# generators are at zero and the support normalization is off), OUT.json and
+# OUT.md; bad arguments and files refused.
 "$SGPS" eval-fewshot --help | grep -q 'paired' || fail "eval-fewshot --help does not describe the paired differences"
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --registry "$W/a/registry.json" \
-  --way 3 --shot 1,2 --episodes 4 --queries 1 --out "$W/ev" > "$W/ev.txt" 2>&1 || fail "eval-fewshot: $(cat "$W/ev.txt")"
+  --way 3 --shot 1,2 --episodes 4 --queries 1 --support-norm 0 --out "$W/ev" > "$W/ev.txt" 2>&1 || fail "eval-fewshot: $(cat "$W/ev.txt")"
 grep -q '^| SGPS (images) − ablation: SGPS head, no adaptation | +0.00 ± 0.00 | +0.00 ± 0.00 |$' "$W/ev.md" ||
   fail "eval-fewshot: no exact paired difference for identical methods: $(cat "$W/ev.md")"
 grep -q '^| ProtoNet (base backbone) |' "$W/ev.md" || fail "eval-fewshot: no ProtoNet row: $(cat "$W/ev.md")"
@@ -151,7 +152,9 @@ grep -q 'nosuch.sgpe' "$W/ev4.txt" || fail "the missing engine is not named: $(c
   fail "adapt-engine on a folder: $(cat "$W/ad.txt")"
 grep -q 'to 12 images' "$W/ad.txt" || fail "adapt-engine did not read the 12 held-out images: $(cat "$W/ad.txt")"
 cmp -s "$W/a/engine.sgpe" "$W/ad1.sgpe" && fail "adapt-engine wrote the engine unchanged"
-[ "$(wc -c < "$W/a/engine.sgpe")" -eq "$(wc -c < "$W/ad1.sgpe")" ] || fail "adapt-engine changed the engine's size"
+# the same parameters plus the mark (a Conv4 engine: two more configuration values)
+[ "$(($(wc -c < "$W/a/engine.sgpe") + 8))" -eq "$(wc -c < "$W/ad1.sgpe")" ] ||
+  fail "adapt-engine changed the engine's size beyond its mark"
 "$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout/labels.csv" -o "$W/ad2.sgpe" > /dev/null 2>&1 ||
   fail "adapt-engine on the same list as a CSV"
 cmp -s "$W/ad1.sgpe" "$W/ad2.sgpe" || fail "adapt-engine: the folder and its labels.csv gave different engines"
@@ -226,12 +229,16 @@ grep -q 'nosuch.sgpe' "$W/ad6.txt" || fail "the missing engine is not named: $(c
 [ $? -eq 1 ] || fail "adapt-engine into a missing folder: exit 1 expected"
 grep -q 'nodir/ad.sgpe' "$W/ad6.txt" || fail "the unwritable destination is not named: $(cat "$W/ad6.txt")"
 [ ! -e "$W/ad6.sgpe" ] || fail "a refused adapt-engine wrote its output"
-# --support-norm: the support images' own normalization; the no-adaptation ablation
-# does not use it, so it now differs from SGPS; bad values refused
-"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --methods sgps,noadapt --support-norm 0.5 \
-  --way 3 --shot 2 --episodes 4 --queries 2 --out "$W/evsn" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot --support-norm: $(cat "$W/evsn.txt")"
+# --support-norm: the support images' own normalization (on by default); the
+# no-adaptation ablation does not use it, so it differs from SGPS, and with
+# --support-norm 0 SGPS moves; bad values refused
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --methods sgps,noadapt \
+  --way 3 --shot 2 --episodes 4 --queries 2 --out "$W/evsn" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot: $(cat "$W/evsn.txt")"
 grep -q '^| SGPS (images) − ablation: SGPS head, no adaptation | +0.00 ± 0.00 |$' "$W/evsn.md" &&
-  fail "eval-fewshot --support-norm changed nothing: $(cat "$W/evsn.md")"
+  fail "eval-fewshot: the default support normalization changed nothing: $(cat "$W/evsn.md")"
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --methods sgps,noadapt --support-norm 0 \
+  --way 3 --shot 2 --episodes 4 --queries 2 --out "$W/evsn0" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot --support-norm 0: $(cat "$W/evsn.txt")"
+cmp -s "$W/evsn.md" "$W/evsn0.md" && fail "eval-fewshot --support-norm 0 changed nothing: $(cat "$W/evsn0.md")"
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --support-norm 2 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "eval-fewshot --support-norm 2: exit 2 expected"
 if "$SGPS" --help | grep -q '^  validate '; then
@@ -242,13 +249,14 @@ if "$SGPS" --help | grep -q '^  run '; then
   [ "$(grep -c ',complete,' "$W/a/run/summary.csv")" -eq 8 ] || fail "run: not 8 complete tasks: $(cat "$W/a/run/summary.csv")"
   grep -q '^diff3-open-set,evaluate,complete,.*,[0-9][0-9]*,0\.666667$' "$W/a/run/summary.csv" ||
     fail "run: the open-set task has no rejected count and default threshold: $(cat "$W/a/run/summary.csv")"
-  # every task with the exemplars' own normalization: the same tasks complete, with other scores
-  sed -e 's/"output": "run"/"output": "run-sn"/' -e 's/"kind": /"support_norm": 0.25, "kind": /' \
+  # every task without the exemplars' own normalization (on by default): the same
+  # tasks complete, with other scores
+  sed -e 's/"output": "run"/"output": "run-sn"/' -e 's/"kind": /"support_norm": 0, "kind": /' \
     "$W/a/manifest.json" > "$W/a/manifest-sn.json"
-  "$SGPS" run "$W/a/manifest-sn.json" --quiet > "$W/run-sn.txt" 2>&1 || fail "run with support_norm: $(cat "$W/run-sn.txt")"
+  "$SGPS" run "$W/a/manifest-sn.json" --quiet > "$W/run-sn.txt" 2>&1 || fail "run with support_norm 0: $(cat "$W/run-sn.txt")"
   [ "$(grep -c ',complete,' "$W/a/run-sn/summary.csv")" -eq 8 ] ||
-    fail "run with support_norm: not 8 complete tasks: $(cat "$W/a/run-sn/summary.csv")"
-  cmp -s "$W/a/run/summary.csv" "$W/a/run-sn/summary.csv" && fail "run: support_norm changed no result"
+    fail "run with support_norm 0: not 8 complete tasks: $(cat "$W/a/run-sn/summary.csv")"
+  cmp -s "$W/a/run/summary.csv" "$W/a/run-sn/summary.csv" && fail "run: support_norm 0 changed no result"
 fi
 
 # sgps synth: a task file with relative image paths (resolved against its folder),
@@ -276,12 +284,20 @@ cmp -s "$W/c1.sgpm" "$W/c2.sgpm" || fail "synth: the same task gave different by
 [ ! -e "$W/c3.sgpm" ] || fail "a refused synthesis wrote a classifier"
 "$SGPS" synth --engine "$W/deep2.sgpe" --task "$T/task.json" -o "$W/deep.sgpm" > /dev/null 2>&1 ||
   fail "synth with a deeper engine"
-"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn.sgpm" --support-norm 0.25 > /dev/null 2>&1 ||
-  fail "synth --support-norm 0.25"
-cmp -s "$W/c1.sgpm" "$W/csn.sgpm" && fail "synth --support-norm 0.25 wrote the default classifier"
-"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn0.sgpm" --support-norm=0 > /dev/null 2>&1 ||
-  fail "synth --support-norm=0"
-cmp -s "$W/c1.sgpm" "$W/csn0.sgpm" || fail "synth --support-norm=0 is not the default"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn.sgpm" --support-norm 0 > /dev/null 2>&1 ||
+  fail "synth --support-norm 0"
+cmp -s "$W/c1.sgpm" "$W/csn.sgpm" && fail "synth --support-norm 0 wrote the default classifier"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn0.sgpm" --support-norm=0.25 > /dev/null 2>&1 ||
+  fail "synth --support-norm=0.25"
+cmp -s "$W/c1.sgpm" "$W/csn0.sgpm" || fail "synth --support-norm=0.25 is not the default"
+# an engine adapt-engine wrote: the support normalization is off by default, on when asked
+for b in default 0 0.25; do
+  opt=""; [ "$b" = default ] || opt="--support-norm $b"
+  "$SGPS" synth --engine "$W/ad1.sgpe" --task "$T/task.json" -o "$W/cad-$b.sgpm" $opt > /dev/null 2>&1 ||
+    fail "synth from the adapted engine ($b)"
+done
+cmp -s "$W/cad-default.sgpm" "$W/cad-0.sgpm" || fail "synth from an adapted engine used the support normalization by default"
+cmp -s "$W/cad-default.sgpm" "$W/cad-0.25.sgpm" && fail "synth --support-norm 0.25 from an adapted engine changed nothing"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn2.sgpm" --support-norm 1.5 > /dev/null 2> "$W/syn.txt"
 [ $? -eq 2 ] || fail "synth --support-norm 1.5: exit 2 expected"
 grep -q "1.5" "$W/syn.txt" || fail "synth: the bad --support-norm is not named: $(cat "$W/syn.txt")"

@@ -525,10 +525,10 @@ static void world_dataset(const sg_demo_world *w, uint64_t seed, int first, int 
     free(rgb);
 }
 
-/* Evaluation options with no method selected yet. */
+/* Evaluation options (default synthesis) with no method selected yet. */
 static sg_fewshot_opts fewshot_opts(int way, int shot, int queries, int episodes, uint64_t seed) {
     sg_fewshot_opts f;
-    memset(&f, 0, sizeof f);
+    sg_fewshot_opts_default(&f);
     f.way = way;
     f.shot = shot;
     f.queries = queries;
@@ -570,10 +570,12 @@ Test(demo, engine_learns_held_out_diseases, .timeout = 300) {
     sg_dataset_stats(&train, mean, sd);
     sg_engine_set_normalization(e, mean, sd);
     {
-        /* Untrained, the generators are at zero, so SGPS (images) and the
-         * no-adaptation ablation classify every episode alike: the paired
-         * difference is exactly 0 ± 0 while each method's own interval is not. */
+        /* Untrained, the generators are at zero, so without the support
+         * normalization SGPS (images) and the no-adaptation ablation classify
+         * every episode alike: the paired difference is exactly 0 ± 0 while
+         * each method's own interval is not. */
         sg_fewshot_opts zo = fewshot_opts(4, 1, 4, 12, 4);
+        zo.support_norm = 0;
         zo.methods[SG_M_SGPS_IMG] = zo.methods[SG_M_SGPS_NOADAPT] = 1;
         sg_fewshot_result zr;
         cr_assert_eq(sg_fewshot_eval(e, &held, &zo, &zr, MPI_COMM_WORLD, &err), SG_OK, "%s", err.msg);

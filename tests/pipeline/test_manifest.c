@@ -26,7 +26,7 @@ Test(pipeline, manifest_good) {
     cr_assert_eq(t->n_classes, 2);
     cr_assert_eq(t->reference, 1);
     cr_assert_eq(t->use_text, 0);
-    cr_assert_eq(t->support_norm, 0.0f, "support_norm defaults to 0");
+    cr_assert_eq(t->support_norm, SG_SUPPORT_NORM_AUTO, "support_norm defaults to synthesis's choice");
     cr_assert_float_eq(t->threshold, 0.4, 1e-12);
     cr_assert_eq(t->n_map, 2);
     cr_assert_str_eq(sg_task_shard(m, t, 3)->name, "shards/lab-000003.tar");

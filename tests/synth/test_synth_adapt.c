@@ -205,14 +205,19 @@ static sg_task three_way(const sg_engine *e, const uint8_t *pix, sg_task_class c
     return (sg_task){3, cls};
 }
 
-Test(synth_support_norm, full_weight_standardizes_the_support_at_every_unit) {
-    /* a fresh engine: FiLM at zero and norms with gamma 1, beta 0, so the
-     * classifier's norm outputs over its own support must be standardized */
+/* At weight 1 on a fresh engine (FiLM at zero, norms with gamma 1, beta 0)
+ * the classifier's norm outputs over its own support must be standardized at
+ * every unit, and the support features synthesis built the head from must be
+ * the ones the classifier computes (its centre is κ · the mean prototype). At
+ * 12 px the last unit's 3×3 map is measured by the general path, at 16 px
+ * every unit by the convolution's statistics pass. */
+static void support_norm_case(int img) {
     sg_engine_config c = fx_tiny_config();
     c.stages = 3;
-    c.img = 12;
-    c.store = 14;
+    c.img = img;
+    c.store = img + 2;
     sg_engine *e = sg_engine_create(&c, 41);
+    e->params[e->off_kappa] = 1; /* the centre is the mean prototype */
     uint8_t *pix = domain_images(e, 6, 9);
     sg_task_class cls[3];
     sg_task task = three_way(e, pix, cls);
@@ -230,6 +235,17 @@ Test(synth_support_norm, full_weight_standardizes_the_support_at_every_unit) {
     int checked = 0;
     for (int l = 0; l < cl->arch.n_layers; l++) {
         const sg_layer *L = &cl->arch.layers[l];
+        if (L->kind == SG_LAYER_L2NORM) {
+            /* the support features: the previous layer's output, 2 images per class */
+            const float *f = sg_net_activation(ctx, l - 1), *centre = cl->params + L->param_off;
+            for (int j = 0; j < L->cin; j++) {
+                double m = 0;
+                for (int i = 0; i < 6; i++) m += f[(size_t)i * L->cin + j] / 6.0;
+                cr_assert(fabs(centre[j] - m) <= 1e-5 * (1 + fabs(m)), "%d px: centre %d is %g, the support's mean feature %g",
+                          img, j, centre[j], m);
+            }
+            continue;
+        }
         if (L->kind != SG_LAYER_AFFINE) continue;
         const float *y = sg_net_activation(ctx, l);
         int hw = L->out_h * L->out_w;
@@ -243,9 +259,10 @@ Test(synth_support_norm, full_weight_standardizes_the_support_at_every_unit) {
                     ss += v * v;
                 }
             double mean = s / m, var = ss / m - mean * mean;
-            cr_assert(fabs(mean) < 1e-3, "layer %d channel %d: mean %g over the support", l, ch, mean);
+            cr_assert(fabs(mean) < 1e-3, "%d px, layer %d channel %d: mean %g over the support", img, l, ch, mean);
             /* unbiased variance v inside: (m-1)/m * v/(v+eps), at most 1 */
-            cr_assert(var > 0.9 && var < 1.0 + 1e-3, "layer %d channel %d: variance %g over the support", l, ch, var);
+            cr_assert(var > 0.9 && var < 1.0 + 1e-3, "%d px, layer %d channel %d: variance %g over the support", img, l,
+                      ch, var);
         }
         checked++;
     }
@@ -257,16 +274,23 @@ Test(synth_support_norm, full_weight_standardizes_the_support_at_every_unit) {
     sg_engine_free(e);
 }
 
-Test(synth_support_norm, off_by_default_ignored_without_adaptation_and_deterministic) {
+Test(synth_support_norm, full_weight_standardizes_the_support_at_every_unit) {
+    support_norm_case(12);
+    support_norm_case(16);
+}
+
+Test(synth_support_norm, on_by_default_ignored_without_adaptation_and_deterministic) {
     sg_engine *e = engine_at(42);
     uint8_t *pix = domain_images(e, 6, 10);
     sg_task_class cls[3];
     sg_task task = three_way(e, pix, cls);
     sg_synth_opts o;
     sg_synth_opts_default(&o);
-    cr_assert_eq(o.support_norm, 0.0f, "the support's normalization is on by default");
+    cr_assert_eq(sg_engine_support_norm(e, o.support_norm), SG_SUPPORT_NORM_DEFAULT,
+                 "the support's normalization is not the default");
+    cr_assert(SG_SUPPORT_NORM_DEFAULT > 0 && SG_SUPPORT_NORM_DEFAULT <= 1);
     sg_buf b[5];
-    float w[5] = {0, 0.25f, 0.25f, 0, 0.25f};
+    float w[5] = {0, SG_SUPPORT_NORM_AUTO, SG_SUPPORT_NORM_DEFAULT, 0, SG_SUPPORT_NORM_AUTO};
     int adapt[5] = {1, 1, 1, 0, 0};
     for (int k = 0; k < 5; k++) {
         o.support_norm = w[k];
@@ -279,11 +303,74 @@ Test(synth_support_norm, off_by_default_ignored_without_adaptation_and_determini
         sg_classifier_free(cl);
     }
 #define SAME(i, j) (b[i].len == b[j].len && memcmp(b[i].data, b[j].data, b[i].len) == 0)
-    cr_assert(!SAME(0, 1), "support_norm 0.25 synthesized the same classifier as 0");
-    cr_assert(SAME(1, 2), "support_norm synthesis is not deterministic");
+    cr_assert(!SAME(0, 1), "the default support_norm synthesized the same classifier as 0");
+    cr_assert(SAME(1, 2), "support_norm synthesis is not deterministic or the default is not 0.25");
     cr_assert(SAME(3, 4), "the no-adaptation ablation used the support's normalization");
 #undef SAME
     for (int k = 0; k < 5; k++) sg_buf_free(&b[k]);
     free(pix);
     sg_engine_free(e);
+}
+
+/* adapt-engine marks the engine (the mark survives the file); synthesis's
+ * default support normalization is then off, as measured best for adapted
+ * engines, while an explicit weight still applies. */
+Test(synth_support_norm, off_by_default_for_an_adapted_engine) {
+    sg_engine *e = engine_at(44);
+    uint8_t *pix = domain_images(e, 6, 11);
+    sg_task_class cls[3];
+    sg_task task = three_way(e, pix, cls);
+    cr_assert_eq(sg_engine_norm_adapted(e), 0);
+    cr_assert_eq(sg_engine_support_norm(e, SG_SUPPORT_NORM_AUTO), SG_SUPPORT_NORM_DEFAULT);
+    sg_buf plain = {0};
+    sg_engine_serialize(e, &plain);
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_adapt_norm(e, 6, pix, 0.5f, &err), SG_OK, "%s", err.msg);
+    cr_assert_eq(sg_engine_norm_adapted(e), 1, "adaptation did not mark the engine");
+    cr_assert_eq(sg_engine_support_norm(e, SG_SUPPORT_NORM_AUTO), 0.0f);
+    cr_assert_eq(sg_engine_support_norm(e, 0.5f), 0.5f, "an explicit weight was overridden");
+    sg_buf b = {0};
+    sg_engine_serialize(e, &b);
+    /* a Conv4 engine: the 11th value written as 0, the 12th holds the mark */
+    cr_assert_eq(b.len, plain.len + 8, "the mark is two more configuration values (%zu vs %zu bytes)", b.len, plain.len);
+    sg_engine *l = NULL;
+    cr_assert_eq(sg_engine_deserialize(b.data, b.len, "adapted.sgpe", &l, &err), SG_OK, "%s", err.msg);
+    cr_assert_eq(sg_engine_norm_adapted(l), 1, "the mark did not survive the file");
+    sg_buf r = {0};
+    sg_engine_serialize(l, &r);
+    cr_assert(r.len == b.len && memcmp(r.data, b.data, b.len) == 0, "round trip changed the bytes");
+    float w[3] = {SG_SUPPORT_NORM_AUTO, 0, SG_SUPPORT_NORM_DEFAULT};
+    sg_buf c[3];
+    for (int k = 0; k < 3; k++) {
+        sg_synth_opts o;
+        sg_synth_opts_default(&o);
+        cr_assert_eq(o.support_norm, SG_SUPPORT_NORM_AUTO, "synthesis does not choose its support normalization");
+        o.support_norm = w[k];
+        sg_classifier *cl = NULL;
+        cr_assert_eq(sg_engine_synthesize(l, &task, &o, &cl, &err), SG_OK, "%s", err.msg);
+        memset(&c[k], 0, sizeof c[k]);
+        sg_classifier_serialize(cl, &c[k]);
+        sg_classifier_free(cl);
+    }
+    cr_assert(c[0].len == c[1].len && memcmp(c[0].data, c[1].data, c[0].len) == 0,
+              "an adapted engine's default synthesis used the support normalization");
+    cr_assert(c[0].len != c[2].len || memcmp(c[0].data, c[2].data, c[0].len) != 0,
+              "an explicit support normalization changed nothing on an adapted engine");
+    for (int k = 0; k < 3; k++) sg_buf_free(&c[k]);
+    /* a 12th configuration value of 0 or with an unknown bit is refused */
+    const uint32_t bad[2] = {0, 2};
+    for (int k = 0; k < 2; k++) {
+        sg_buf d = {0};
+        sg_buf_append(&d, b.data, b.len);
+        sg_put_u32le(d.data + 12 + 4 * 11, bad[k]); /* after magic, version, count: the 12th value */
+        sg_put_u32le(d.data + d.len - 4, sg_crc32(0, d.data, d.len - 4));
+        sg_engine *x = (sg_engine *)1;
+        cr_assert_eq(sg_engine_deserialize(d.data, d.len, "flags.sgpe", &x, &err), SG_ERR_FORMAT, "flags %u read", bad[k]);
+        cr_assert(x == NULL && strstr(err.msg, "flags.sgpe"), "%s", err.msg);
+        sg_buf_free(&d);
+    }
+    sg_buf_free(&plain); sg_buf_free(&b); sg_buf_free(&r);
+    sg_engine_free(l);
+    sg_engine_free(e);
+    free(pix);
 }
