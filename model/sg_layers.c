@@ -626,6 +626,29 @@ void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const 
     else sg_conv2d_forward_fused_im2col(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work);
 }
 
+void sg_channel_sums(int n, int C, int hw, const float *x, double *s, double *ss) {
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) { /* a plane in float (vectorizes), planes summed in double */
+            const float *p = x + ((size_t)i * C + c) * hw;
+            float ps = 0, pss = 0;
+            for (int q = 0; q < hw; q++) {
+                ps += p[q];
+                pss += p[q] * p[q];
+            }
+            s[c] += ps;
+            ss[c] += pss;
+        }
+}
+
+void sg_channel_moments(int C, double m, const double *s, const double *ss, double *mean, double *var) {
+    for (int c = 0; c < C; c++) {
+        mean[c] = s[c] / m;
+        var[c] = ss[c] / m - mean[c] * mean[c];
+        if (var[c] < 0) var[c] = 0;
+        if (m > 1) var[c] *= m / (m - 1); /* unbiased, as training keeps it */
+    }
+}
+
 size_t sg_conv2d_pool_stats_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
     size_t plain = sg_conv2d_work_floats(c, n, h, w) + (size_t)n * c->cout * oh * ow;
@@ -648,17 +671,11 @@ void sg_conv2d_forward_pool_stats(const sg_conv2d_cfg *c, int n, int h, int w, c
     size_t p = (size_t)oh * ow;
     float *out = work + sg_conv2d_work_floats(c, n, h, w);
     sg_conv2d_forward_im2col(c, n, h, w, x, wt, NULL, out, work);
+    sg_channel_sums(n, c->cout, (int)p, out, sum, sumsq);
     int pw = ow / 2;
     for (int i = 0; i < n; i++)
         for (int o = 0; o < c->cout; o++) {
             const float *restrict v = out + ((size_t)i * c->cout + o) * p;
-            float s1 = 0, s2 = 0;
-            for (size_t q = 0; q < p; q++) {
-                s1 += v[q];
-                s2 += v[q] * v[q];
-            }
-            sum[o] += s1;
-            sumsq[o] += s2;
             float *restrict mx = ymax + ((size_t)i * c->cout + o) * (p / 4), *restrict mn = ymin + (mx - ymax);
             for (int r = 0; r < oh / 2; r++)
                 for (int j = 0; j < pw; j++) {

@@ -37,6 +37,13 @@ int sg_conv2d_out_size(int in, int k, int stride, int pad);
 /* Floats of scratch that sg_conv2d_forward/backward need for n images of h×w. */
 size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w);
 
+/* Per-channel statistics of n (C, hw) maps: sg_channel_sums adds the sums of
+ * x and x² to s and ss (C; each plane summed in float, planes in double);
+ * sg_channel_moments turns sums over m values into the mean and the unbiased
+ * variance (as batch norm keeps it). */
+void sg_channel_sums(int n, int C, int hw, const float *x, double *s, double *ss);
+void sg_channel_moments(int C, double m, const double *s, const double *ss, double *mean, double *var);
+
 /* The statistics pass of a norm whose statistics are not known yet (the
  * support normalization of synthesis): conv(x) without bias; per output
  * channel the sum and the sum of squares of every output pixel are added to

@@ -5,29 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void sg_channel_sums(int n, int C, int hw, const float *x, double *s, double *ss) {
-    for (int i = 0; i < n; i++)
-        for (int c = 0; c < C; c++) { /* a plane in float (vectorizes), planes summed in double */
-            const float *p = x + ((size_t)i * C + c) * hw;
-            float ps = 0, pss = 0;
-            for (int q = 0; q < hw; q++) {
-                ps += p[q];
-                pss += p[q] * p[q];
-            }
-            s[c] += ps;
-            ss[c] += pss;
-        }
-}
-
-void sg_channel_moments(int C, double m, const double *s, const double *ss, double *mean, double *var) {
-    for (int c = 0; c < C; c++) {
-        mean[c] = s[c] / m;
-        var[c] = ss[c] / m - mean[c] * mean[c];
-        if (var[c] < 0) var[c] = 0;
-        if (m > 1) var[c] *= m / (m - 1); /* unbiased, as training keeps it */
-    }
-}
-
 sg_status sg_engine_adapt_norm(sg_engine *e, int n, const uint8_t *images, float alpha, sg_err *err) {
     if (n < 2) return sg_err_set(err, SG_ERR_ARG, "normalization needs at least 2 images to adapt to (got %d)", n);
     if (!(alpha > 0 && alpha <= 1)) return sg_err_set(err, SG_ERR_ARG, "adaptation weight %g is outside (0, 1]", alpha);

@@ -68,11 +68,6 @@ sg_gen_cache *sg_gen_cache_create(const sg_engine *e);
 void sg_gen_cache_free(sg_gen_cache *gc);
 void sg_engine_image_summary(const sg_engine *e, sg_ctx *bctx, int n, const float *x, float *out);
 
-/* Per-channel statistics of n (C, hw) maps (sg_adapt.c): sg_channel_sums adds
- * the sums of x and x² to s and ss (C); sg_channel_moments turns sums over m
- * values into the mean and the unbiased variance (as batch norm keeps it). */
-void sg_channel_sums(int n, int C, int hw, const float *x, double *s, double *ss);
-void sg_channel_moments(int C, double m, const double *s, const double *ss, double *mean, double *var);
 
 /* Base-backbone features (eval mode) of n prepared images → (n, C). */
 void sg_engine_base_features(const sg_engine *e, int n, const float *x, float *feat);
