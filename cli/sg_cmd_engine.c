@@ -702,7 +702,8 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
             sg_log(SG_LOG_ERROR, "%s: %s", data, err.msg);
             code = 1;
         } else if (rank == 0) {
-            sg_log(SG_LOG_INFO, "%d-way %d-shot, %d episodes, %.0f s:", fo.way, fo.shot, fo.episodes, res[s].seconds);
+            sg_log(SG_LOG_INFO, "%d-way %d-shot, %d episodes, %.0f s (SGPS with support normalization %g):", fo.way,
+                   fo.shot, fo.episodes, res[s].seconds, (double)sg_engine_support_norm(e, fo.support_norm));
             for (int m = 0; m < SG_M__COUNT; m++)
                 if (res[s].ran[m])
                     sg_log(SG_LOG_INFO, "  %-34s %6.2f +- %.2f %%", sg_method_name((sg_method)m), 100 * res[s].mean[m],
@@ -714,8 +715,11 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
         }
     }
     if (rank == 0 && !code) {
-        sg_buf_printf(&js, "{\n  \"engine\": \"%s\",\n  \"data\": \"%s\",\n  \"way\": %d,\n  \"queries\": %d,\n  \"episodes\": %d,\n  \"seed\": %llu,\n  \"results\": [\n",
-                      engine, data, fo.way, fo.queries, fo.episodes, (unsigned long long)fo.seed);
+        sg_buf_printf(&js,
+                      "{\n  \"engine\": \"%s\",\n  \"data\": \"%s\",\n  \"way\": %d,\n  \"queries\": %d,\n  \"episodes\": %d,\n"
+                      "  \"seed\": %llu,\n  \"support_norm\": %g,\n  \"results\": [\n",
+                      engine, data, fo.way, fo.queries, fo.episodes, (unsigned long long)fo.seed,
+                      (double)sg_engine_support_norm(e, fo.support_norm));
         int first = 1;
         for (int m = 0; m < SG_M__COUNT; m++) {
             if (!res[0].ran[m]) continue;

@@ -239,6 +239,11 @@ grep -q '^| SGPS (images) − ablation: SGPS head, no adaptation | +0.00 ± 0.00
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --methods sgps,noadapt --support-norm 0 \
   --way 3 --shot 2 --episodes 4 --queries 2 --out "$W/evsn0" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot --support-norm 0: $(cat "$W/evsn.txt")"
 cmp -s "$W/evsn.md" "$W/evsn0.md" && fail "eval-fewshot --support-norm 0 changed nothing: $(cat "$W/evsn0.md")"
+grep -q '"support_norm": 0.25,' "$W/evsn.json" || fail "eval-fewshot JSON does not record the default support normalization"
+grep -q '"support_norm": 0,' "$W/evsn0.json" || fail "eval-fewshot JSON does not record --support-norm 0"
+"$SGPS" eval-fewshot --engine "$W/ad1.sgpe" --data "$W/a/heldout" --methods sgps \
+  --way 3 --shot 2 --episodes 2 --queries 2 --out "$W/evsnad" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot, adapted engine: $(cat "$W/evsn.txt")"
+grep -q '"support_norm": 0,' "$W/evsnad.json" || fail "eval-fewshot on an adapted engine used the support normalization"
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --support-norm 2 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "eval-fewshot --support-norm 2: exit 2 expected"
 if "$SGPS" --help | grep -q '^  validate '; then
