@@ -462,7 +462,11 @@ static void support_renorm(const sg_engine *e, const sg_gen_cache *gc, float *th
         const sg_layer *bn = &e->base.layers[ci + 1];
         const float *g = e->params + bn->param_off, *b = g + C;
         const float *rm = e->state + bn->state_off, *rv = rm + C;
-        int hw = cl->out_h * cl->out_w, fast = pos == ci && unit_pools(e, s);
+        int hw = cl->out_h * cl->out_w, fast = unit_pools(e, s);
+        if (fast && pos < ci) { /* the layers since the last measured unit (a ReLU, a pool) first */
+            in = syn_segment(e, &me->ws_seg[s], pos, ci, in, n, theta);
+            pos = ci;
+        }
         double su[SG_ENGINE_MAX_WIDTH] = {0}, ss[SG_ENGINE_MAX_WIDTH] = {0};
         double mean[SG_ENGINE_MAX_WIDTH], var[SG_ENGINE_MAX_WIDTH];
         if (fast) {

@@ -210,12 +210,15 @@ static sg_task three_way(const sg_engine *e, const uint8_t *pix, sg_task_class c
  * every unit, and the support features synthesis built the head from must be
  * the ones the classifier computes (its centre is κ · the mean prototype). At
  * 12 px the last unit's 3×3 map is measured by the general path, at 16 px
- * every unit by the convolution's statistics pass. */
-static void support_norm_case(int img) {
+ * every unit by the convolution's statistics pass; with two convolutions in
+ * stages 2 and 3 the first of each (no pool after it) takes the general path
+ * and the second the statistics pass after it. */
+static void support_norm_case(int img, int deep) {
     sg_engine_config c = fx_tiny_config();
     c.stages = 3;
     c.img = img;
     c.store = img + 2;
+    if (deep) c.convs[1] = c.convs[2] = 2;
     sg_engine *e = sg_engine_create(&c, 41);
     e->params[e->off_kappa] = 1; /* the centre is the mean prototype */
     uint8_t *pix = domain_images(e, 6, 9);
@@ -266,7 +269,7 @@ static void support_norm_case(int img) {
         }
         checked++;
     }
-    cr_assert_eq(checked, 3, "three units, three norms (checked %d)", checked);
+    cr_assert_eq(checked, deep ? 5 : 3, "one norm per unit (checked %d)", checked);
     sg_ctx_free(ctx);
     free(x);
     sg_classifier_free(cl);
@@ -275,8 +278,9 @@ static void support_norm_case(int img) {
 }
 
 Test(synth_support_norm, full_weight_standardizes_the_support_at_every_unit) {
-    support_norm_case(12);
-    support_norm_case(16);
+    support_norm_case(12, 0);
+    support_norm_case(16, 0);
+    support_norm_case(16, 1);
 }
 
 Test(synth_support_norm, on_by_default_ignored_without_adaptation_and_deterministic) {
