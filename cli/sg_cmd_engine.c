@@ -513,7 +513,9 @@ int sg_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "sgps synth: %s\n", err.msg);
         code = 1;
     } else {
-        printf("wrote %s: %d classes, %zu parameters, written by the engine with no training\n", out, n, out_c->arch.n_params);
+        printf("wrote %s: %d classes, %zu parameters, written by the engine with no training (support normalization "
+               "%g)\n", out, n, out_c->arch.n_params,
+               so.adapt && so.use_images ? (double)sg_engine_support_norm(e, so.support_norm) : 0.0);
         code = 0;
     }
     sg_classifier_free(out_c);

@@ -281,7 +281,7 @@ JSON
 "$SGPS" synth --help | grep -q -- '--no-images' || fail "synth --help does not describe the options"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c1.sgpm" > "$W/syn.txt" 2>&1 ||
   fail "synth: $(cat "$W/syn.txt")"
-grep -q 'wrote .*c1.sgpm: 3 classes' "$W/syn.txt" || fail "synth: no summary line: $(cat "$W/syn.txt")"
+grep -q 'wrote .*c1.sgpm: 3 classes.*(support normalization 0.25)$' "$W/syn.txt" || fail "synth: no summary line: $(cat "$W/syn.txt")"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c2.sgpm" > /dev/null 2>&1 || fail "synth (again)"
 cmp -s "$W/c1.sgpm" "$W/c2.sgpm" || fail "synth: the same task gave different bytes"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c3.sgpm" --no-text > /dev/null 2>&1
@@ -298,9 +298,10 @@ cmp -s "$W/c1.sgpm" "$W/csn0.sgpm" || fail "synth --support-norm=0.25 is not the
 # an engine adapt-engine wrote: the support normalization is off by default, on when asked
 for b in default 0 0.25; do
   opt=""; [ "$b" = default ] || opt="--support-norm $b"
-  "$SGPS" synth --engine "$W/ad1.sgpe" --task "$T/task.json" -o "$W/cad-$b.sgpm" $opt > /dev/null 2>&1 ||
+  "$SGPS" synth --engine "$W/ad1.sgpe" --task "$T/task.json" -o "$W/cad-$b.sgpm" $opt > "$W/syn-$b.txt" 2>&1 ||
     fail "synth from the adapted engine ($b)"
 done
+grep -q '(support normalization 0)$' "$W/syn-default.txt" || fail "synth from an adapted engine: $(cat "$W/syn-default.txt")"
 cmp -s "$W/cad-default.sgpm" "$W/cad-0.sgpm" || fail "synth from an adapted engine used the support normalization by default"
 cmp -s "$W/cad-default.sgpm" "$W/cad-0.25.sgpm" && fail "synth --support-norm 0.25 from an adapted engine changed nothing"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/csn2.sgpm" --support-norm 1.5 > /dev/null 2> "$W/syn.txt"
