@@ -4,11 +4,7 @@
  * convolution per stage (10 configuration values), a deeper one (11), an
  * adapted one (12: the flags value), and the classifiers they synthesize for
  * a text-only task and a task with images. */
-#include "sg_synth.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "sg_synth_fixtures.h" /* the tests' tiny engine configuration */
 
 static int put(const char *dir, const char *name, const sg_buf *b) {
     char p[1100];
@@ -30,18 +26,7 @@ int main(int argc, char **argv) {
     snprintf(edir, sizeof edir, "%s/engine", argv[1]);
     snprintf(cdir, sizeof cdir, "%s/classifier", argv[1]);
     if (sg_mkdir_p(edir, NULL) != SG_OK || sg_mkdir_p(cdir, NULL) != SG_OK) return 1;
-    sg_engine_config c;
-    sg_engine_config_default(&c);
-    c.img = 8;
-    c.store = 10;
-    c.width = 4;
-    c.stages = 2;
-    c.rank = 2;
-    c.text_buckets = 64;
-    c.text_dim = 6;
-    c.text_hidden = 5;
-    c.code_dim = 4;
-    c.n_base_classes = 3;
+    sg_engine_config c = fx_tiny_config();
     int rc = 0;
     size_t ssz = (size_t)3 * c.store * c.store;
     uint8_t *pix = malloc(ssz * 4);
