@@ -416,6 +416,7 @@ int sg_cmd_synth(int argc, char **argv) {
     sg_synth_opts_default(&so);
     for (int i = 1; i < argc; i++) {
         const char *v;
+        double x;
         int i0 = i;
         if (sg_cli_is_help(argv[i])) {
             fputs(synth_help, stdout);
@@ -426,11 +427,9 @@ int sg_cmd_synth(int argc, char **argv) {
         else if (strcmp(argv[i], "--no-text") == 0) so.use_text = 0;
         else if (strcmp(argv[i], "--no-images") == 0) so.use_images = 0;
         else if (strcmp(argv[i], "--no-adapt") == 0) so.adapt = 0;
-        else if (sg_cli_opt(argc, argv, &i, "--support-norm", &v)) {
-            double x;
-            if (!sg_cli_parse_float(v, &x) || x < 0 || x > 1) return sg_cli_bad_arg("synth", argv, i0, i);
+        else if (sg_cli_opt(argc, argv, &i, "--support-norm", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x <= 1)
             so.support_norm = (float)x;
-        } else return sg_cli_bad_arg("synth", argv, i, i);
+        else return sg_cli_bad_arg("synth", argv, i0, i);
     }
     if (!engine || !taskp || !out) return fprintf(stderr, "sgps synth: --engine, --task and -o are required\n"), 2;
     sg_err err;
@@ -514,8 +513,7 @@ int sg_cmd_synth(int argc, char **argv) {
         code = 1;
     } else {
         printf("wrote %s: %d classes, %zu parameters, written by the engine with no training (support normalization "
-               "%g)\n", out, n, out_c->arch.n_params,
-               so.adapt && so.use_images ? (double)sg_engine_support_norm(e, so.support_norm) : 0.0);
+               "%g)\n", out, n, out_c->arch.n_params, (double)sg_synth_support_norm(e, &so, total));
         code = 0;
     }
     sg_classifier_free(out_c);

@@ -1,9 +1,14 @@
 /* fuzz_make_seeds.c — writes the seed corpora for the fuzz targets:
- *   fuzz_make_seeds OUT_DIR  ->  OUT_DIR/image/ and OUT_DIR/shard/
+ *   fuzz_make_seeds OUT_DIR  ->  OUT_DIR/image/, shard/, engine/, classifier/
  * Images: small JPEGs (RGB, grey, progressive), PNGs of every colour type and
  * depth, PGM/PPM (8 and 16 bit). Shards: the same samples as .tar, .tar.zst
- * and .tar.gz, with .cls and .json labels. */
+ * and .tar.gz, with .cls and .json labels. Engines: the tests' tiny one with
+ * one convolution per stage (10 configuration values), a deeper one (11) and
+ * an adapted one (12: the flags value); classifiers: what each synthesizes
+ * for a task with images and for a text-only one. So the loaders' fuzzers
+ * begin past the magic and the header. */
 #include "sg_io.h"
+#include "sg_synth_fixtures.h" /* the tests' tiny engine configuration */
 
 #include <jpeglib.h>
 #include <png.h>
@@ -82,6 +87,56 @@ static void png(int w, int h, int ct, int depth, int interlace, sg_buf *out) {
     free(rp);
 }
 
+static int model_seeds(const char *out) {
+    char edir[1024], cdir[1024];
+    snprintf(edir, sizeof edir, "%s/engine", out);
+    snprintf(cdir, sizeof cdir, "%s/classifier", out);
+    if (sg_mkdir_p(edir, NULL) != SG_OK || sg_mkdir_p(cdir, NULL) != SG_OK) return 1;
+    sg_engine_config c = fx_tiny_config();
+    int rc = 0;
+    size_t ssz = (size_t)3 * c.store * c.store;
+    uint8_t *pix = malloc(ssz * 4);
+    for (size_t i = 0; i < ssz * 4; i++) pix[i] = (uint8_t)(i * 37 + i / 7);
+    sg_task_class cls[2] = {{"a", "a small red disc", 2, pix}, {"b", "a large blue ring", 2, pix + 2 * ssz}};
+    sg_task task = {2, cls};
+    for (int k = 0; k < 3; k++) {
+        sg_engine_config ck = c;
+        if (k == 1) ck.convs[1] = 2;
+        sg_engine *e = sg_engine_create(&ck, 7 + (uint64_t)k);
+        sg_err err;
+        if (k == 2 && sg_engine_adapt_norm(e, 4, pix, 0.5f, &err) != SG_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            rc = 1;
+        }
+        sg_buf b = {0};
+        sg_engine_serialize(e, &b);
+        static const char *names[3] = {"plain.sgpe", "deep.sgpe", "adapted.sgpe"};
+        put(edir, names[k], b.data, b.len);
+        sg_buf_free(&b);
+        for (int images = 0; images < 2; images++) {
+            sg_synth_opts o;
+            sg_synth_opts_default(&o);
+            o.use_images = images;
+            sg_classifier *cl;
+            if (sg_engine_synthesize(e, &task, &o, &cl, &err) != SG_OK) {
+                fprintf(stderr, "%s\n", err.msg);
+                rc = 1;
+                continue;
+            }
+            sg_buf cb = {0};
+            sg_classifier_serialize(cl, &cb);
+            char name[64];
+            snprintf(name, sizeof name, "%s-%s.sgpm", names[k], images ? "images" : "text");
+            put(cdir, name, cb.data, cb.len);
+            sg_buf_free(&cb);
+            sg_classifier_free(cl);
+        }
+        sg_engine_free(e);
+    }
+    free(pix);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: fuzz_make_seeds OUT_DIR\n");
@@ -143,6 +198,7 @@ int main(int argc, char **argv) {
         sg_shard_writer_free(w);
     }
     for (int i = 0; i < n; i++) sg_buf_free(&ims[i]);
-    printf("seeds: %d images, 3 shards in %s\n", n, argv[1]);
+    if (model_seeds(argv[1])) return 1;
+    printf("seeds: %d images, 3 shards, 3 engines, 6 classifiers in %s\n", n, argv[1]);
     return 0;
 }

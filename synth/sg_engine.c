@@ -161,6 +161,10 @@ float sg_engine_support_norm(const sg_engine *e, float requested) {
     if (requested >= 0) return requested;
     return e->norm_adapted ? 0.0f : SG_SUPPORT_NORM_DEFAULT;
 }
+
+float sg_synth_support_norm(const sg_engine *e, const sg_synth_opts *o, int n_images) {
+    return o->adapt && o->use_images && n_images > 0 ? sg_engine_support_norm(e, o->support_norm) : 0.0f;
+}
 size_t sg_engine_n_params(const sg_engine *e) { return e->n_params; }
 float *sg_engine_params(sg_engine *e) { return e->params; }
 size_t sg_engine_stage2_offset(const sg_engine *e) { return e->off_s2; }

@@ -566,8 +566,8 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     float *theta = sg_xalloc_floats(e->syn.n_params);
     sg_gen_cache *gc = sg_gen_cache_create(e);
     sg_gen_forward(e, z, o->adapt, gc, theta);
-    float *fsup = NULL, bsup = sg_engine_support_norm(e, o->support_norm);
-    if (ns && o->adapt && bsup > 0) {
+    float *fsup = NULL, bsup = sg_synth_support_norm(e, o, ns);
+    if (bsup > 0) {
         fsup = sg_xalloc_floats((size_t)ns * views * C);
         support_renorm(e, gc, theta, ns * views, xs, bsup, fsup);
     }

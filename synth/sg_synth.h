@@ -114,6 +114,10 @@ typedef struct sg_synth_opts {
 
 /* The support normalization weight synthesis uses for a requested one. */
 float sg_engine_support_norm(const sg_engine *e, float requested);
+/* The weight sg_engine_synthesize applies with options o to a task with
+ * n_images support images: sg_engine_support_norm's, or 0 without images or
+ * adaptation (text-only synthesis, the no-adaptation ablation). */
+float sg_synth_support_norm(const sg_engine *e, const sg_synth_opts *o, int n_images);
 /* 1 when sg_engine_adapt_norm adapted the engine's normalization (kept in the file). */
 int sg_engine_norm_adapted(const sg_engine *e);
 
