@@ -48,6 +48,10 @@ static const char train_help[] =
     "                      the validation classes of the real data: docs/results.md) or adamw\n"
     "  --lr X              stage-1 learning rate (default 2e-3 with adamw, 0.1 with sgd)\n"
     "  --wd X              stage-1 weight decay: decoupled with adamw, L2 with sgd (default 5e-4)\n"
+    "  --bn-group N        stage-1 batch norm over groups of N images drawn from one --data set each,\n"
+    "                      classes still balanced; N must divide the batch and the batch per rank;\n"
+    "                      0: over each rank's whole, mixed batch (default @BNG@; docs/results.md). The\n"
+    "                      engine records it, and synthesis then leaves the support normalization off\n"
     "  --episodes N        stage-2 episodes (default 1000)\n"
     "  --episodes-per-step N  (default 4)\n"
     "  --lr2 X             stage-2 learning rate (default 1e-3)\n"
@@ -177,6 +181,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--lr", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr1 = (float)x, lr_set = 1;
         else if (sg_cli_opt(argc, argv, &i, "--optimizer", &v) && (!strcmp(v, "sgd") || !strcmp(v, "adamw")))
             o.sgd1 = !strcmp(v, "sgd");
+        else if (sg_cli_opt(argc, argv, &i, "--bn-group", &v) && sg_cli_parse_int(v, 0, 1 << 16, &l)) o.bn_group = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--wd", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x < 10) o.wd1 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--lr2", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr2 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--time-budget", &v) && sg_cli_parse_float(v, &x) && x >= 0) o.time_budget_s = x;
@@ -191,6 +196,12 @@ int sg_cmd_train_engine(int argc, char **argv) {
     if (o.sgd1 && !lr_set) o.lr1 = 0.1f;
     int rank, size;
     init_mpi(&argc, &argv, &rank, &size);
+    if (o.bn_group > 0 && o.stage1_epochs > 0 && (o.batch % o.bn_group || ((o.batch + size - 1) / size) % o.bn_group)) {
+        if (rank == 0)
+            fprintf(stderr, "sgps train-engine: --bn-group %d must divide the batch (%d) and the batch per rank (%d on %d rank(s))\n",
+                    o.bn_group, o.batch, (o.batch + size - 1) / size, size);
+        return finish_mpi(2);
+    }
     sg_log_set_rank(size > 1 ? rank : -1);
     if (rank != 0) sg_log_set_level(SG_LOG_WARN);
     openblas_set_num_threads((int)threads);

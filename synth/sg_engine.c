@@ -156,10 +156,11 @@ void sg_engine_free(sg_engine *e) {
 const sg_engine_config *sg_engine_get_config(const sg_engine *e) { return &e->cfg; }
 
 int sg_engine_norm_adapted(const sg_engine *e) { return e->norm_adapted; }
+int sg_engine_bn_by_source(const sg_engine *e) { return e->bn_by_source; }
 
 float sg_engine_support_norm(const sg_engine *e, float requested) {
     if (requested >= 0) return requested;
-    return e->norm_adapted ? 0.0f : SG_SUPPORT_NORM_DEFAULT;
+    return e->norm_adapted || e->bn_by_source ? 0.0f : SG_SUPPORT_NORM_DEFAULT;
 }
 
 float sg_synth_support_norm(const sg_engine *e, const sg_synth_opts *o, int n_images) {

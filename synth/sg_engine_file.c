@@ -5,7 +5,9 @@
  * convolution: the 11th packs the convolutions per stage, 4 bits each. A
  * Conv4 engine is therefore written exactly as before the 11th existed. A
  * 12th value holds flags when any is set (bit 0: the normalization was
- * adapted to a new domain, sgps adapt-engine); unknown bits are refused.
+ * adapted to a new domain, sgps adapt-engine; bit 1: the backbone was trained
+ * with batch-norm statistics per source set, train-engine --bn-group);
+ * unknown bits are refused.
  * Loading checks every field before building anything from it. */
 #include "sg_synth_impl.h"
 
@@ -39,7 +41,8 @@ static int unpack_convs(uint32_t p, sg_engine_config *c) {
 }
 
 #define SGPE_FLAG_NORM_ADAPTED 1u
-#define SGPE_FLAGS_KNOWN SGPE_FLAG_NORM_ADAPTED
+#define SGPE_FLAG_BN_BY_SOURCE 2u
+#define SGPE_FLAGS_KNOWN (SGPE_FLAG_NORM_ADAPTED | SGPE_FLAG_BN_BY_SOURCE)
 
 /* Reads the configuration count and values (10, 11 or 12); the ones not
  * written are 0. An 11th is written only when nonzero, a 12th only when
@@ -59,7 +62,8 @@ void sg_engine_serialize(const sg_engine *e, sg_buf *b) {
     const sg_engine_config *c = &e->cfg;
     sg_buf_append(b, SGPE_MAGIC, 4);
     sg_buf_u32(b, SG_SGPE_VERSION);
-    uint32_t packed = pack_convs(c), flags = e->norm_adapted ? SGPE_FLAG_NORM_ADAPTED : 0;
+    uint32_t packed = pack_convs(c);
+    uint32_t flags = (e->norm_adapted ? SGPE_FLAG_NORM_ADAPTED : 0) | (e->bn_by_source ? SGPE_FLAG_BN_BY_SOURCE : 0);
     int32_t v[12] = {c->img, c->store, c->width, c->stages, c->rank, c->text_buckets,
                      c->text_dim, c->text_hidden, c->code_dim, c->n_base_classes, (int32_t)packed, (int32_t)flags};
     int nv = flags ? 12 : packed ? 11 : 10;
@@ -164,6 +168,7 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
         }
     sg_engine_set_normalization(e, mean, std);
     e->norm_adapted = (v[11] & SGPE_FLAG_NORM_ADAPTED) != 0;
+    e->bn_by_source = (v[11] & SGPE_FLAG_BN_BY_SOURCE) != 0;
     *out = e;
     return SG_OK;
 }
@@ -225,6 +230,7 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
             } else {
                 sg_engine_set_normalization(e, mean, std);
                 e->norm_adapted = (v[11] & SGPE_FLAG_NORM_ADAPTED) != 0; /* the statistics came along */
+                e->bn_by_source = (v[11] & SGPE_FLAG_BN_BY_SOURCE) != 0;  /* and how the backbone was trained */
                 s = SG_OK;
             }
         }

@@ -109,7 +109,9 @@ typedef struct sg_synth_opts {
 #define SG_SUPPORT_NORM_DEFAULT 0.25f
 /* support_norm < 0: SG_SUPPORT_NORM_DEFAULT, or 0 for an engine whose
  * normalization was adapted to the target domain (sgps adapt-engine), on
- * which the two did not stack (docs/results.md). */
+ * which the two did not stack, and for one whose backbone took batch-norm
+ * statistics per source set, which it lowers on held-out domains
+ * (docs/results.md). */
 #define SG_SUPPORT_NORM_AUTO (-1.0f)
 
 /* The support normalization weight synthesis uses for a requested one. */
@@ -120,6 +122,9 @@ float sg_engine_support_norm(const sg_engine *e, float requested);
 float sg_synth_support_norm(const sg_engine *e, const sg_synth_opts *o, int n_images);
 /* 1 when sg_engine_adapt_norm adapted the engine's normalization (kept in the file). */
 int sg_engine_norm_adapted(const sg_engine *e);
+/* 1 when the engine's backbone was trained with batch-norm statistics per
+ * source set (sg_train_opts.bn_group; kept in the file). */
+int sg_engine_bn_by_source(const sg_engine *e);
 
 void sg_synth_opts_default(sg_synth_opts *o);
 
@@ -165,6 +170,8 @@ typedef struct sg_train_opts {
     int batch;             /* stage 1 global batch */
     float lr1, wd1;        /* stage 1 learning rate and weight decay (decoupled for AdamW, L2 for SGD) */
     int sgd1;              /* stage 1 optimizer: 0 AdamW, 1 SGD with momentum 0.9 */
+    int bn_group;          /* stage 1: batch-norm statistics over groups of this many images drawn from
+                              one source set each (0: over each rank's whole batch, mixed sets) */
     int stage2_episodes;   /* episodic steps (global) */
     int episodes_per_step; /* episodes per optimizer step (split over ranks) */
     float lr2, wd2;

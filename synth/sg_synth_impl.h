@@ -23,6 +23,7 @@ struct sg_engine {
     float *state; /* base batch-norm running statistics */
     size_t off_s2, off_emb, off_t1, off_t2;
     int norm_adapted; /* 1: sg_engine_adapt_norm moved the running statistics to a new domain */
+    int bn_by_source; /* 1: stage 1 took batch-norm statistics per source set (train-engine --bn-group) */
     int n_units;                         /* convolutions of the backbone */
     int unit_layer[SG_ENGINE_MAX_UNITS]; /* layer index of each unit's conv (its norm follows it) */
     size_t off_gg[SG_ENGINE_MAX_UNITS], off_gb[SG_ENGINE_MAX_UNITS];
@@ -91,6 +92,16 @@ typedef struct sg_episode_buf {
 int sg_sample_episode(const sg_dataset *d, const int *allowed, int n_allowed, int way, int shot, int queries,
                       float text_dropout, int text_only, sg_rng *r, sg_episode_buf *b);
 void sg_episode_buf_free(sg_episode_buf *b);
+
+/* Stage-1 batches: n images of classes drawn uniformly from cls[0..n_cls)
+ * (labels and dataset image indices). With group > 0, each run of `group`
+ * images shares the source set of its first one, so that batch-norm
+ * statistics over a group are one set's (train-engine --bn-group). group 0
+ * draws exactly what stage 1 drew before groups existed. */
+typedef struct sg_batch_sampler sg_batch_sampler;
+sg_batch_sampler *sg_batch_sampler_create(const sg_dataset *d, const int *cls, int n_cls, int group);
+void sg_batch_sampler_draw(const sg_batch_sampler *s, sg_rng *r, int n, int *lab, int *img);
+void sg_batch_sampler_free(sg_batch_sampler *s);
 
 /* A candidate head for calibration: logits = a · cosine part + b · ridge part
  * (scaled afterwards), centre κ · mean prototype, ridge regularizer λ. */

@@ -147,6 +147,57 @@ static void class_index_free(class_index *ci) {
     free(ci->idx);
 }
 
+struct sg_batch_sampler {
+    const sg_dataset *d;
+    class_index ci;
+    const int *cls;
+    int n_cls, group;
+    int *dom_start, *dom_cls; /* the classes of cls by source set */
+};
+
+sg_batch_sampler *sg_batch_sampler_create(const sg_dataset *d, const int *cls, int n_cls, int group) {
+    SG_ASSERT(n_cls > 0 && group >= 0);
+    sg_batch_sampler *s = sg_xcalloc(1, sizeof *s);
+    s->d = d;
+    s->cls = cls;
+    s->n_cls = n_cls;
+    s->group = group;
+    class_index_build(d, &s->ci);
+    s->dom_start = sg_xcalloc((size_t)d->n_domains + 1, sizeof(int));
+    s->dom_cls = sg_xmalloc(sizeof(int) * (size_t)n_cls);
+    for (int i = 0; i < n_cls; i++) s->dom_start[d->class_domain[cls[i]] + 1]++;
+    for (int k = 0; k < d->n_domains; k++) s->dom_start[k + 1] += s->dom_start[k];
+    int *fill = sg_xmalloc(sizeof(int) * (size_t)(d->n_domains + 1));
+    memcpy(fill, s->dom_start, sizeof(int) * (size_t)(d->n_domains + 1));
+    for (int i = 0; i < n_cls; i++) s->dom_cls[fill[d->class_domain[cls[i]]]++] = cls[i];
+    free(fill);
+    return s;
+}
+
+void sg_batch_sampler_draw(const sg_batch_sampler *s, sg_rng *r, int n, int *lab, int *img) {
+    const int G = s->group;
+    for (int i = 0; i < n; i++) {
+        /* class-balanced: the first image of a group draws its class among all, which draws the
+           group's source set in proportion to its classes; the others draw among that set's */
+        int c = s->cls[sg_rng_below(r, (uint32_t)s->n_cls)];
+        if (G > 0 && i % G != 0) {
+            int dm = s->d->class_domain[lab[i - i % G]];
+            int lo = s->dom_start[dm], k = s->dom_start[dm + 1] - lo;
+            c = s->dom_cls[lo + (int)sg_rng_below(r, (uint32_t)k)];
+        }
+        lab[i] = c;
+        img[i] = s->ci.idx[s->ci.start[c] + (int)sg_rng_below(r, (uint32_t)s->ci.count[c])];
+    }
+}
+
+void sg_batch_sampler_free(sg_batch_sampler *s) {
+    if (!s) return;
+    class_index_free(&s->ci);
+    free(s->dom_start);
+    free(s->dom_cls);
+    free(s);
+}
+
 /* Random resized crop + flip + jitter of one stored image into (3, img, img). */
 static void augment(const sg_engine *e, const uint8_t *img, sg_rng *r, float *out) {
     int S = e->cfg.store, o = e->cfg.img;
@@ -481,23 +532,31 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     for (int i = 0; i < n_train; i++) n_train_img += ci.count[train_cls[i]];
     long steps_per_epoch = n_train_img / B > 0 ? n_train_img / B : 1;
     long total1 = steps_per_epoch * o->stage1_epochs;
+    /* batch-norm groups: each from one source set, statistics over the group (0: the rank's batch) */
+    int G = o->bn_group;
+    if (total1 > 0 && G > 0 && (Bl % G != 0 || B % G != 0)) {
+        st = sg_err_set(err, SG_ERR_ARG, "batch-norm group %d must divide the batch (%d) and the batch per rank (%d over %d rank(s))",
+                        G, B, Bl, P);
+        total1 = 0;
+    }
+    if (st == SG_OK && total1 > 0) e->bn_by_source = G > 0; /* in the engine file (a resumed stage 2 too) */
     if (st == SG_OK && total1 > 0 && start1 >= 0 && start1 < total1) {
         sg_ctx *ctx = sg_ctx_create(&e->base_cls, Bl);
         float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
         int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);
+        sg_batch_sampler *bs = sg_batch_sampler_create(d, train_cls, n_train, G);
         if (rank == 0)
-            sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s), %s lr %.2g",
-                   n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P, o->sgd1 ? "SGD" : "AdamW", o->lr1);
+            sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s), %s lr %.2g%s",
+                   n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P, o->sgd1 ? "SGD" : "AdamW", o->lr1,
+                   G > 0 ? ", batch norm by source set" : "");
+        if (rank == 0 && G > 0)
+            sg_log(SG_LOG_INFO, "stage 1: batch-norm statistics over groups of %d images, each group from one source set", G);
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
         for (long step = start1; step < total1; step++) {
             sg_rng r;
             sg_rng_seed2(&r, o->seed, (uint64_t)step + 1000);
-            for (int i = 0; i < B; i++) {
-                int c = train_cls[sg_rng_below(&r, (uint32_t)n_train)];
-                lab[i] = c;
-                idx[i] = ci.idx[ci.start[c] + (int)sg_rng_below(&r, (uint32_t)ci.count[c])];
-            }
+            sg_batch_sampler_draw(bs, &r, B, lab, idx);
             int lo = rank * Bl, hi = lo + Bl < B ? lo + Bl : B, nb = hi - lo;
             float loss = 0, accr = 0;
             memset(grad, 0, sizeof(float) * e->off_s2);
@@ -507,16 +566,22 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                     sg_rng_seed2(&ar, o->seed ^ 0xA11CE, (uint64_t)step * (uint64_t)B + (uint64_t)(lo + i));
                     augment(e, d->pix + (size_t)idx[lo + i] * ssz, &ar, x + i * isz);
                 }
-                const float *out = sg_net_forward(&e->base_cls, ctx, e->params, e->state, x, nb, 1);
-                /* scale so that the summed gradient is the global-batch mean */
-                loss = sg_softmax_xent(nb, d->n_classes, out, lab + lo, (float)nb / (float)B, dl, NULL);
-                for (int i = 0; i < nb; i++) {
-                    int bi = 0;
-                    for (int k = 1; k < d->n_classes; k++)
-                        if (out[(size_t)i * d->n_classes + k] > out[(size_t)i * d->n_classes + bi]) bi = k;
-                    accr += bi == lab[lo + i];
+                /* batch-norm statistics over each group (the whole local batch without groups) */
+                int gs = G > 0 ? G : nb;
+                for (int g0 = 0; g0 < nb; g0 += gs) {
+                    int ng = nb - g0 < gs ? nb - g0 : gs;
+                    const float *out = sg_net_forward(&e->base_cls, ctx, e->params, e->state, x + (size_t)g0 * isz, ng, 1);
+                    /* scale so that the summed gradient is the global-batch mean */
+                    loss += (float)ng / (float)nb *
+                            sg_softmax_xent(ng, d->n_classes, out, lab + lo + g0, (float)ng / (float)B, dl, NULL);
+                    for (int i = 0; i < ng; i++) {
+                        int bi = 0;
+                        for (int k = 1; k < d->n_classes; k++)
+                            if (out[(size_t)i * d->n_classes + k] > out[(size_t)i * d->n_classes + bi]) bi = k;
+                        accr += bi == lab[lo + g0 + i];
+                    }
+                    sg_net_backward(&e->base_cls, ctx, e->params, e->state, dl, grad, NULL);
                 }
-                sg_net_backward(&e->base_cls, ctx, e->params, e->state, dl, grad, NULL);
             }
             if (P > 1) MPI_Allreduce(MPI_IN_PLACE, grad, (int)e->off_s2, MPI_FLOAT, MPI_SUM, comm);
             float lr = (float)cosine_lr(o->lr1, step, total1, steps_per_epoch / 2 + 1);
@@ -578,11 +643,13 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         }
         sg_ctx_free(ctx);
         free(x); free(dl); free(lab); free(idx);
+        sg_batch_sampler_free(bs);
         if (st == SG_OK && best_val >= 0) {
             memcpy(e->params, best, sizeof(float) * np);
             memcpy(e->state, best_state, sizeof(float) * e->base.n_state);
         }
     }
+
 
     /* ---- stage 2 ---- */
     if (st == SG_OK && o->stage2_episodes > 0) {

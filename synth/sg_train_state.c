@@ -31,6 +31,7 @@ uint64_t sg_train_config_hash(const sg_engine *e, const sg_dataset *d, const sg_
     hash_add(&h, fl, sizeof fl);
     hash_add(&h, u, sizeof u);
     hash_add(&h, &e->cfg, sizeof e->cfg);
+    if (o->bn_group) hash_add(&h, &o->bn_group, sizeof o->bn_group); /* states written before it stay valid */
     if (o->n_val_classes) hash_add(&h, o->val_classes, sizeof(int) * (size_t)o->n_val_classes);
     if (o->n_s2_classes) hash_add(&h, o->s2_classes, sizeof(int) * (size_t)o->n_s2_classes);
     hash_add(&h, d->label, sizeof(int) * (size_t)d->n);

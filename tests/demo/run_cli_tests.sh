@@ -102,6 +102,16 @@ grep -q 'SGD lr 0.1' "$W/sgd.txt" || fail "the default optimizer is not SGD at l
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/adamw.sgpe" --width 4 --img 16 \
   --epochs 1 --batch 8 --episodes 0 --optimizer adamw > "$W/adamw.txt" 2>&1 || fail "train-engine --optimizer adamw: $(cat "$W/adamw.txt")"
 grep -q 'AdamW lr 0.002' "$W/adamw.txt" || fail "--optimizer adamw did not take AdamW's default rate: $(cat "$W/adamw.txt")"
+# --bn-group: groups must divide the batch; a grouped stage 1 says so and marks the engine,
+# whose synthesis then leaves the support normalization off by default.
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/bng.sgpe" --batch 8 --bn-group 3 \
+  > /dev/null 2> "$W/bng.txt"
+[ $? -eq 2 ] || fail "--bn-group 3 with batch 8: exit 2 expected"
+grep -q -- "--bn-group 3 must divide the batch (8)" "$W/bng.txt" || fail "a bad --bn-group is not explained: $(cat "$W/bng.txt")"
+[ ! -e "$W/bng.sgpe" ] || fail "a refused --bn-group wrote an engine"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/bng.sgpe" --width 4 --img 16 \
+  --epochs 1 --batch 8 --bn-group 4 --episodes 0 > "$W/bng.txt" 2>&1 || fail "train-engine --bn-group 4: $(cat "$W/bng.txt")"
+grep -q 'groups of 4 images, each group from one source set' "$W/bng.txt" || fail "--bn-group is not logged: $(cat "$W/bng.txt")"
 # --convs: counts per stage; a bad count or a list that does not fit the stages is refused,
 # a deeper engine trains and a generator trained from its backbone inherits the counts.
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --convs 1,4 > /dev/null 2> "$W/cv.txt"
@@ -244,6 +254,10 @@ grep -q '"support_norm": 0,' "$W/evsn0.json" || fail "eval-fewshot JSON does not
 "$SGPS" eval-fewshot --engine "$W/ad1.sgpe" --data "$W/a/heldout" --methods sgps \
   --way 3 --shot 2 --episodes 2 --queries 2 --out "$W/evsnad" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot, adapted engine: $(cat "$W/evsn.txt")"
 grep -q '"support_norm": 0,' "$W/evsnad.json" || fail "eval-fewshot on an adapted engine used the support normalization"
+# an engine whose stage 1 took batch-norm statistics by source set (--bn-group, above)
+"$SGPS" eval-fewshot --engine "$W/bng.sgpe" --data "$W/a/heldout" --methods sgps \
+  --way 3 --shot 2 --episodes 2 --queries 2 --out "$W/evsnbg" > "$W/evsn.txt" 2>&1 || fail "eval-fewshot, grouped engine: $(cat "$W/evsn.txt")"
+grep -q '"support_norm": 0,' "$W/evsnbg.json" || fail "eval-fewshot on a grouped engine used the support normalization"
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --support-norm 2 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "eval-fewshot --support-norm 2: exit 2 expected"
 if "$SGPS" --help | grep -q '^  validate '; then

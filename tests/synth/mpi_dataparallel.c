@@ -8,6 +8,10 @@
  *        checks that the parameters' CRC is equal on all ranks, that the
  *        frozen base did not move and the generator did, and (rank 0)
  *        writes the parameters to OUT.
+ *   mpirun -n P mpi_dataparallel run1 OUT  the same for stage 1 with batch-norm
+ *        groups (bn_group 4, batch 16, three source sets): the groups, and
+ *        so the batch-norm statistics, do not depend on the rank count; the
+ *        base must move and the engine be marked.
  *   mpi_dataparallel compare A B           max |a − b| / max(1, |b|) ≤ 1e-5.
  *
  * E is odd, so the ranks hold unequal shares of a step. Several steps, not
@@ -23,17 +27,25 @@ static int fail(const char *what) {
     return 1;
 }
 
-static int run(const char *out) {
+static int run(const char *out, int stage1) {
     int rank, P;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
-    /* 6 shape × colour classes, one domain */
+    /* 6 shape × colour classes, one domain (stage 1: three, two classes each) */
     const int combos[12] = {0, 0, 1, 1, 2, 2, 3, 3, 0, 2, 1, 3};
     sg_dataset d;
     sg_engine_config c = fx_tiny_config();
     c.width = 8;
     c.n_base_classes = 6;
     fx_dataset_build(&d, combos, 6, 10, c.store, 1, 3);
+    if (stage1) {
+        free(d.domain_names[0]);
+        free(d.domain_names);
+        d.n_domains = 3;
+        d.domain_names = sg_xcalloc(3, sizeof(char *));
+        for (int k = 0; k < 3; k++) d.domain_names[k] = sg_xstrdup(k == 0 ? "a" : k == 1 ? "b" : "c");
+        for (int k = 0; k < 6; k++) d.class_domain[k] = k / 2;
+    }
     sg_engine *e = sg_engine_create(&c, 9);
     fx_engine_perturb(e, 10, 0.1f);
     size_t np = sg_engine_n_params(e), s2 = sg_engine_stage2_offset(e);
@@ -53,6 +65,15 @@ static int run(const char *out) {
     o.lr2 = 1e-2f;
     o.seed = 17;
     o.log_every = 1000;
+    if (stage1) { /* grouped batch norm: the same groups on any rank count dividing batch / group */
+        o.stage1_epochs = 3;
+        o.batch = 16;
+        o.bn_group = 4;
+        o.sgd1 = 1;
+        o.lr1 = 0.05f;
+        o.stage2_episodes = 0;
+        o.calib_episodes = 0;
+    }
     sg_err err = {{0}};
     sg_status st = sg_engine_train(e, &d, &o, MPI_COMM_WORLD, &err);
     int bad = 0;
@@ -65,10 +86,16 @@ static int run(const char *out) {
     MPI_Allreduce(&crc, &hi, 1, MPI_UINT32_T, MPI_MAX, MPI_COMM_WORLD);
     if (lo != hi) bad |= fail("ranks hold different parameters after training");
     const float *p = sg_engine_params(e);
-    if (memcmp(p, init, sizeof(float) * s2) != 0) bad |= fail("stage 2 moved the frozen base");
     size_t moved = 0;
-    for (size_t i = s2; i < np; i++) moved += p[i] != init[i];
-    if (moved < (np - s2) / 4) bad |= fail("stage 2 barely moved the generator");
+    if (stage1) {
+        for (size_t i = 0; i < s2; i++) moved += p[i] != init[i];
+        if (moved < s2 / 2) bad |= fail("stage 1 barely moved the base");
+        if (!sg_engine_bn_by_source(e)) bad |= fail("the grouped stage 1 did not mark the engine");
+    } else {
+        if (memcmp(p, init, sizeof(float) * s2) != 0) bad |= fail("stage 2 moved the frozen base");
+        for (size_t i = s2; i < np; i++) moved += p[i] != init[i];
+        if (moved < (np - s2) / 4) bad |= fail("stage 2 barely moved the generator");
+    }
     if (rank == 0 && !bad) {
         FILE *f = fopen(out, "wb");
         uint64_t n = np;
@@ -120,8 +147,8 @@ static int compare(const char *a, const char *b) {
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "compare") == 0) return compare(argv[2], argv[3]);
-    if (argc != 3 || strcmp(argv[1], "run") != 0) {
-        fprintf(stderr, "usage: mpirun -n P %s run OUT | %s compare A B\n", argv[0], argv[0]);
+    if (argc != 3 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "run1") != 0)) {
+        fprintf(stderr, "usage: mpirun -n P %s run|run1 OUT | %s compare A B\n", argv[0], argv[0]);
         return 2;
     }
     MPI_Init(&argc, &argv);
@@ -129,7 +156,7 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     sg_log_set_rank(rank);
     sg_log_set_level(SG_LOG_WARN);
-    int rc = run(argv[2]);
+    int rc = run(argv[2], strcmp(argv[1], "run1") == 0);
     MPI_Finalize();
     return rc;
 }

@@ -362,7 +362,7 @@ Test(synth_support_norm, off_by_default_for_an_adapted_engine) {
               "an explicit support normalization changed nothing on an adapted engine");
     for (int k = 0; k < 3; k++) sg_buf_free(&c[k]);
     /* a 12th configuration value of 0 or with an unknown bit is refused */
-    const uint32_t bad[2] = {0, 2};
+    const uint32_t bad[2] = {0, 4};
     for (int k = 0; k < 2; k++) {
         sg_buf d = {0};
         sg_buf_append(&d, b.data, b.len);

@@ -17,4 +17,13 @@ if(TARGET sg_synth AND MPIEXEC_EXECUTABLE)
   set_tests_properties(synth_dataparallel_np1 synth_dataparallel_np2 PROPERTIES
     FIXTURES_SETUP synth_dp TIMEOUT 120 ENVIRONMENT "${_sg_mpi_env}")
   set_tests_properties(synth_dataparallel_compare PROPERTIES FIXTURES_REQUIRED synth_dp TIMEOUT 30)
+  add_test(NAME synth_dataparallel_stage1_np1
+    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 1 $<TARGET_FILE:mpi_dataparallel> run1 ${_sg_dp_dir}/s1np1.bin)
+  add_test(NAME synth_dataparallel_stage1_np2
+    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe $<TARGET_FILE:mpi_dataparallel> run1 ${_sg_dp_dir}/s1np2.bin)
+  add_test(NAME synth_dataparallel_stage1_compare
+    COMMAND $<TARGET_FILE:mpi_dataparallel> compare ${_sg_dp_dir}/s1np1.bin ${_sg_dp_dir}/s1np2.bin)
+  set_tests_properties(synth_dataparallel_stage1_np1 synth_dataparallel_stage1_np2 PROPERTIES
+    FIXTURES_SETUP synth_dp1 TIMEOUT 120 ENVIRONMENT "${_sg_mpi_env}")
+  set_tests_properties(synth_dataparallel_stage1_compare PROPERTIES FIXTURES_REQUIRED synth_dp1 TIMEOUT 30)
 endif()
