@@ -4,7 +4,8 @@
  * depth, PGM/PPM (8 and 16 bit). Shards: the same samples as .tar, .tar.zst
  * and .tar.gz, with .cls and .json labels. Engines: the tests' tiny one with
  * one convolution per stage (10 configuration values), a deeper one (11) and
- * an adapted one (12: the flags value); classifiers: what each synthesizes
+ * an adapted one (12: the flags value, bit 0) and one also marked as trained
+ * with batch-norm groups (bits 0 and 1); classifiers: what each synthesizes
  * for a task with images and for a text-only one. So the loaders' fuzzers
  * begin past the magic and the header. */
 #include "sg_io.h"
@@ -99,18 +100,19 @@ static int model_seeds(const char *out) {
     for (size_t i = 0; i < ssz * 4; i++) pix[i] = (uint8_t)(i * 37 + i / 7);
     sg_task_class cls[2] = {{"a", "a small red disc", 2, pix}, {"b", "a large blue ring", 2, pix + 2 * ssz}};
     sg_task task = {2, cls};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         sg_engine_config ck = c;
         if (k == 1) ck.convs[1] = 2;
         sg_engine *e = sg_engine_create(&ck, 7 + (uint64_t)k);
         sg_err err;
-        if (k == 2 && sg_engine_adapt_norm(e, 4, pix, 0.5f, &err) != SG_OK) {
+        e->bn_by_source = k == 3;
+        if (k >= 2 && sg_engine_adapt_norm(e, 4, pix, 0.5f, &err) != SG_OK) {
             fprintf(stderr, "%s\n", err.msg);
             rc = 1;
         }
         sg_buf b = {0};
         sg_engine_serialize(e, &b);
-        static const char *names[3] = {"plain.sgpe", "deep.sgpe", "adapted.sgpe"};
+        static const char *names[4] = {"plain.sgpe", "deep.sgpe", "adapted.sgpe", "grouped-adapted.sgpe"};
         put(edir, names[k], b.data, b.len);
         sg_buf_free(&b);
         for (int images = 0; images < 2; images++) {
