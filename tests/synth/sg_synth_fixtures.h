@@ -174,6 +174,26 @@ static inline void fx_dataset_build(sg_dataset *d, const int *combos, int n_clas
     }
 }
 
+/* An engine of configuration c for training on d: one base class per class
+ * of d, input normalization from d's images. */
+static inline sg_engine *fx_engine_for(const sg_dataset *d, sg_engine_config c, uint64_t seed) {
+    c.n_base_classes = d->n_classes;
+    sg_engine *e = sg_engine_create(&c, seed);
+    float mean[3], sd[3];
+    sg_dataset_stats(d, mean, sd);
+    sg_engine_set_normalization(e, mean, sd);
+    return e;
+}
+
+/* MPI for a Criterion test (each test is its own process, which finalizes it);
+ * warnings and errors only. */
+static inline void fx_init_mpi(void) {
+    int inited;
+    MPI_Initialized(&inited);
+    if (!inited) MPI_Init(NULL, NULL);
+    sg_log_set_level(SG_LOG_WARN);
+}
+
 /* Largest |a − b| / max(1, |b|) over n floats. */
 static inline double fx_max_rel_diff(const float *a, const float *b, size_t n) {
     double w = 0;

@@ -14,12 +14,6 @@
 
 enum { BG_CLASSES = 7, BG_PER_CLASS = 10 };
 
-static void init_mpi(void) {
-    int inited;
-    MPI_Initialized(&inited);
-    if (!inited) MPI_Init(NULL, NULL);
-    sg_log_set_level(SG_LOG_WARN);
-}
 
 /* 7 classes in 3 source sets: 0-2 in set 0, 3-4 in set 1, 5-6 in set 2. */
 static const int bg_domain[BG_CLASSES] = {0, 0, 0, 1, 1, 2, 2};
@@ -102,12 +96,7 @@ Test(synth_bngroup, group_zero_draws_as_before) {
 static sg_engine *make_engine(const sg_dataset *d) {
     sg_engine_config c = fx_tiny_config();
     c.width = 8;
-    c.n_base_classes = d->n_classes;
-    sg_engine *e = sg_engine_create(&c, 3);
-    float mean[3], sd[3];
-    sg_dataset_stats(d, mean, sd);
-    sg_engine_set_normalization(e, mean, sd);
-    return e;
+    return fx_engine_for(d, c, 3);
 }
 
 static void stage1_opts(sg_train_opts *o, int group) {
@@ -126,7 +115,7 @@ static void stage1_opts(sg_train_opts *o, int group) {
 }
 
 Test(synth_bngroup, grouped_stage1_marks_the_engine) {
-    init_mpi();
+    fx_init_mpi();
     sg_dataset d;
     sg_engine_config tc = fx_tiny_config();
     build_data(&d, tc.store);
@@ -183,7 +172,7 @@ Test(synth_bngroup, grouped_stage1_marks_the_engine) {
 }
 
 Test(synth_bngroup, group_not_dividing_the_batch_is_refused) {
-    init_mpi();
+    fx_init_mpi();
     sg_dataset d;
     sg_engine_config tc = fx_tiny_config();
     build_data(&d, tc.store);

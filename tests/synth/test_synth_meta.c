@@ -110,10 +110,7 @@ Test(synth_meta, sgps_beats_protonet_on_held_out_classes, .timeout = 300) {
     c.n_base_classes = n;
     sg_dataset d;
     fx_dataset_build(&d, combos, n, META_PER_CLASS, c.store, 1, 2024);
-    sg_engine *e = sg_engine_create(&c, 7);
-    float mean[3], sd[3];
-    sg_dataset_stats(&d, mean, sd);
-    sg_engine_set_normalization(e, mean, sd);
+    sg_engine *e = fx_engine_for(&d, c, 7);
 
     sg_train_opts o;
     sg_train_opts_default(&o);

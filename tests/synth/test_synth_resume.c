@@ -12,12 +12,6 @@
 
 enum { RS_CLASSES = 8, RS_PER_CLASS = 12 };
 
-static void init_mpi(void) {
-    int inited;
-    MPI_Initialized(&inited);
-    if (!inited) MPI_Init(NULL, NULL);
-    sg_log_set_level(SG_LOG_WARN);
-}
 
 static sg_engine *make_engine(const sg_dataset *d) {
     sg_engine_config c;
@@ -31,12 +25,7 @@ static sg_engine *make_engine(const sg_dataset *d) {
     c.text_dim = 8;
     c.text_hidden = 8;
     c.code_dim = 8;
-    c.n_base_classes = d->n_classes;
-    sg_engine *e = sg_engine_create(&c, 3);
-    float mean[3], sd[3];
-    sg_dataset_stats(d, mean, sd);
-    sg_engine_set_normalization(e, mean, sd);
-    return e;
+    return fx_engine_for(d, c, 3);
 }
 
 static const int rs_val[2] = {6, 7};
@@ -81,7 +70,7 @@ static char *tmp_prefix(void) {
  * end of the trajectory (optimizer moments and step counts must be restored
  * exactly); > 0: the best-so-far bookkeeping must survive the stops too. */
 static void stop_resume_equals_uninterrupted(int val_episodes, int sgd) {
-    init_mpi();
+    fx_init_mpi();
     sg_dataset d;
     build_data(&d);
     char *pa = tmp_prefix(), *pb = tmp_prefix();
@@ -140,7 +129,7 @@ Test(synth_resume, sgd_stage1_stopped_twice_then_resumed_equals_uninterrupted) {
 /* The stage-1 optimizer is a real switch: the same run under SGD and AdamW
  * ends with different, finite base weights. */
 Test(synth_resume, sgd_and_adamw_train_differently) {
-    init_mpi();
+    fx_init_mpi();
     sg_dataset d;
     build_data(&d);
     sg_train_opts o;
@@ -168,7 +157,7 @@ Test(synth_resume, sgd_and_adamw_train_differently) {
 /* Stops once to leave a state file, then tries to resume it under `mutate`. */
 static void expect_resume_refused(void (*mutate)(sg_train_opts *o, const char *state_path), sg_status want,
                                   const char *needle) {
-    init_mpi();
+    fx_init_mpi();
     sg_dataset d;
     build_data(&d);
     char *p = tmp_prefix();

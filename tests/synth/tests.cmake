@@ -8,22 +8,19 @@ if(TARGET sg_synth AND MPIEXEC_EXECUTABLE)
   set(_sg_mpi_env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
       OMPI_MCA_rmaps_base_oversubscribe=1
       LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_SOURCE_DIR}/pipeline/lsan-mpi.supp:fast_unwind_on_malloc=0)
-  add_test(NAME synth_dataparallel_np1
-    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 1 $<TARGET_FILE:mpi_dataparallel> run ${_sg_dp_dir}/np1.bin)
-  add_test(NAME synth_dataparallel_np2
-    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe $<TARGET_FILE:mpi_dataparallel> run ${_sg_dp_dir}/np2.bin)
-  add_test(NAME synth_dataparallel_compare
-    COMMAND $<TARGET_FILE:mpi_dataparallel> compare ${_sg_dp_dir}/np1.bin ${_sg_dp_dir}/np2.bin)
-  set_tests_properties(synth_dataparallel_np1 synth_dataparallel_np2 PROPERTIES
-    FIXTURES_SETUP synth_dp TIMEOUT 120 ENVIRONMENT "${_sg_mpi_env}")
-  set_tests_properties(synth_dataparallel_compare PROPERTIES FIXTURES_REQUIRED synth_dp TIMEOUT 30)
-  add_test(NAME synth_dataparallel_stage1_np1
-    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 1 $<TARGET_FILE:mpi_dataparallel> run1 ${_sg_dp_dir}/s1np1.bin)
-  add_test(NAME synth_dataparallel_stage1_np2
-    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe $<TARGET_FILE:mpi_dataparallel> run1 ${_sg_dp_dir}/s1np2.bin)
-  add_test(NAME synth_dataparallel_stage1_compare
-    COMMAND $<TARGET_FILE:mpi_dataparallel> compare ${_sg_dp_dir}/s1np1.bin ${_sg_dp_dir}/s1np2.bin)
-  set_tests_properties(synth_dataparallel_stage1_np1 synth_dataparallel_stage1_np2 PROPERTIES
-    FIXTURES_SETUP synth_dp1 TIMEOUT 120 ENVIRONMENT "${_sg_mpi_env}")
-  set_tests_properties(synth_dataparallel_stage1_compare PROPERTIES FIXTURES_REQUIRED synth_dp1 TIMEOUT 30)
+  # NAME: run MODE on 1 and on 2 ranks, then compare the two parameter dumps
+  function(sg_dataparallel_test name mode)
+    set(_d ${_sg_dp_dir}/${name})
+    add_test(NAME ${name}_np1
+      COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 1 $<TARGET_FILE:mpi_dataparallel> ${mode} ${_d}-np1.bin)
+    add_test(NAME ${name}_np2
+      COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe $<TARGET_FILE:mpi_dataparallel> ${mode}
+              ${_d}-np2.bin)
+    add_test(NAME ${name}_compare COMMAND $<TARGET_FILE:mpi_dataparallel> compare ${_d}-np1.bin ${_d}-np2.bin)
+    set_tests_properties(${name}_np1 ${name}_np2 PROPERTIES
+      FIXTURES_SETUP ${name} TIMEOUT 120 ENVIRONMENT "${_sg_mpi_env}")
+    set_tests_properties(${name}_compare PROPERTIES FIXTURES_REQUIRED ${name} TIMEOUT 30)
+  endfunction()
+  sg_dataparallel_test(synth_dataparallel run)         # stage 2
+  sg_dataparallel_test(synth_dataparallel_stage1 run1) # stage 1 with batch-norm groups
 endif()
