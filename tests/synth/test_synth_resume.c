@@ -195,6 +195,11 @@ static void other_optimizer(sg_train_opts *o, const char *path) {
     o->sgd1 = 1;
 }
 
+static void other_bn_group(sg_train_opts *o, const char *path) {
+    (void)path;
+    o->bn_group = 4;
+}
+
 static void flip_byte(sg_train_opts *o, const char *path) {
     (void)o;
     FILE *f = fopen(path, "r+b");
@@ -223,6 +228,9 @@ Test(synth_resume, refuses_state_of_other_settings) {
 }
 Test(synth_resume, refuses_state_of_other_optimizer) {
     expect_resume_refused(other_optimizer, SG_ERR_ARG, "different training settings");
+}
+Test(synth_resume, refuses_state_of_other_bn_group) {
+    expect_resume_refused(other_bn_group, SG_ERR_ARG, "different training settings");
 }
 Test(synth_resume, refuses_flipped_byte) { expect_resume_refused(flip_byte, SG_ERR_CHECKSUM, "checksum"); }
 Test(synth_resume, refuses_truncated_state) {
