@@ -46,7 +46,8 @@ static int unpack_convs(uint32_t p, sg_engine_config *c) {
 
 /* Reads the configuration count and values (10, 11 or 12); the ones not
  * written are 0. An 11th is written only when nonzero, a 12th only when
- * nonzero and known. */
+ * nonzero. -1: malformed; -2: flags this version does not know (a newer
+ * sgps wrote the file). */
 static int read_config(sg_rd *r, uint32_t v[12]) {
     uint32_t nv;
     if (sg_rd_u32(r, &nv) || nv < 10 || nv > 12) return -1;
@@ -54,7 +55,8 @@ static int read_config(sg_rd *r, uint32_t v[12]) {
     for (uint32_t i = 0; i < nv; i++)
         if (sg_rd_u32(r, &v[i])) return -1;
     if (nv == 11 && v[10] == 0) return -1;
-    if (nv == 12 && (v[11] == 0 || (v[11] & ~SGPE_FLAGS_KNOWN))) return -1;
+    if (nv == 12 && v[11] == 0) return -1;
+    if (nv == 12 && (v[11] & ~SGPE_FLAGS_KNOWN)) return -2;
     return 0;
 }
 
@@ -117,7 +119,11 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
     uint32_t crc = sg_get_u32le(data + len - 4);
     sg_rd r = {data, len - 4, 8, 0};
     uint32_t v[12];
-    if (read_config(&r, v)) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated or malformed header", name);
+    int rc = read_config(&r, v);
+    if (rc == -2)
+        return sg_err_set(err, SG_ERR_VERSION, "%s: engine flags 0x%x name features this sgps does not know; upgrade sgps",
+                          name, v[11]);
+    if (rc) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated or malformed header", name);
     sg_engine_config c = {(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4],
                           (int)v[5], (int)v[6], (int)v[7], (int)v[8], (int)v[9], {0}};
     if (unpack_convs(v[10], &c) ||!in_range(c.img, 8, 1024) || !in_range(c.store, c.img, 2048) || !in_range(c.width, 1, SG_ENGINE_MAX_WIDTH) ||
@@ -194,6 +200,7 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
     uint32_t v[12];
     float mean[3], std[3];
     uint64_t np, nst;
+    int rc = 0;
     if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0) {
         s = sg_err_set(err, SG_ERR_FORMAT, "%s: not an sgps engine file (bad magic)", path);
     } else if (sg_get_u32le(data + 4) > SG_SGPE_VERSION) {
@@ -201,8 +208,10 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
                        sg_get_u32le(data + 4));
     } else if (sg_crc32(0, data, len - 4) != sg_get_u32le(data + len - 4)) {
         s = sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", path);
-    } else if (read_config(&r, v)) {
-        s = sg_err_set(err, SG_ERR_FORMAT, "%s: malformed header", path);
+    } else if ((rc = read_config(&r, v)) != 0) {
+        s = rc == -2 ? sg_err_set(err, SG_ERR_VERSION, "%s: engine flags 0x%x name features this sgps does not know; upgrade sgps",
+                                  path, v[11])
+                     : sg_err_set(err, SG_ERR_FORMAT, "%s: malformed header", path);
     } else {
         sg_rd_f32s(&r, mean, 3);
         sg_rd_f32s(&r, std, 3);

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 enum { BG_CLASSES = 7, BG_PER_CLASS = 10 };
 
@@ -156,12 +157,22 @@ Test(synth_bngroup, grouped_stage1_marks_the_engine) {
     sg_engine *l2 = NULL;
     cr_assert_eq(sg_engine_deserialize(c.data, c.len, "both.sgpe", &l2, &err), SG_OK, "%s", err.msg);
     cr_assert(sg_engine_bn_by_source(l2) && sg_engine_norm_adapted(l2));
-    /* an unknown bit is refused */
+    /* an unknown bit is refused as the work of a newer sgps */
     sg_put_u32le(c.data + 12 + 4 * 11, 7u);
     sg_put_u32le(c.data + c.len - 4, sg_crc32(0, c.data, c.len - 4));
     sg_engine *x = (sg_engine *)1;
-    cr_assert_eq(sg_engine_deserialize(c.data, c.len, "flags.sgpe", &x, &err), SG_ERR_FORMAT);
-    cr_assert(x == NULL && strstr(err.msg, "flags.sgpe"), "%s", err.msg);
+    cr_assert_eq(sg_engine_deserialize(c.data, c.len, "flags.sgpe", &x, &err), SG_ERR_VERSION);
+    cr_assert(x == NULL && strstr(err.msg, "flags.sgpe") && strstr(err.msg, "0x7") && strstr(err.msg, "upgrade"), "%s",
+              err.msg);
+    /* and so when only the backbone is taken (train-engine --init-backbone) */
+    char path[] = "/tmp/sgps-bngroup-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, c.data, c.len), (ssize_t)c.len);
+    close(fd);
+    cr_assert_eq(sg_engine_load_backbone(e[0], path, &err), SG_ERR_VERSION, "%s", err.msg);
+    cr_assert(strstr(err.msg, path) && strstr(err.msg, "upgrade"), "%s", err.msg);
+    unlink(path);
     sg_buf_free(&a); sg_buf_free(&b); sg_buf_free(&c);
     sg_engine_free(l);
     sg_engine_free(l2);
