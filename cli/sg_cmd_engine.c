@@ -198,7 +198,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     if (o.sgd1 && !lr_set) o.lr1 = 0.1f;
     int rank, size;
     init_mpi(&argc, &argv, &rank, &size);
-    if (o.bn_group > 0 && o.stage1_epochs > 0 && (o.batch % o.bn_group || ((o.batch + size - 1) / size) % o.bn_group)) {
+    if (o.stage1_epochs > 0 && !sg_train_bn_group_fits(o.batch, o.bn_group, size)) {
         if (rank == 0)
             fprintf(stderr, "sgps train-engine: --bn-group %d must divide the batch (%d) and the batch per rank (%d on %d rank(s))\n",
                     o.bn_group, o.batch, (o.batch + size - 1) / size, size);

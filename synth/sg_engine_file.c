@@ -60,6 +60,12 @@ static int read_config(sg_rd *r, uint32_t v[12]) {
     return 0;
 }
 
+/* read_config's -2: a newer sgps wrote the file. */
+static sg_status unknown_flags(sg_err *err, const char *name, uint32_t flags) {
+    return sg_err_set(err, SG_ERR_VERSION, "%s: engine flags 0x%x name features this sgps does not know; upgrade sgps", name,
+                      flags);
+}
+
 void sg_engine_serialize(const sg_engine *e, sg_buf *b) {
     const sg_engine_config *c = &e->cfg;
     sg_buf_append(b, SGPE_MAGIC, 4);
@@ -120,9 +126,7 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
     sg_rd r = {data, len - 4, 8, 0};
     uint32_t v[12];
     int rc = read_config(&r, v);
-    if (rc == -2)
-        return sg_err_set(err, SG_ERR_VERSION, "%s: engine flags 0x%x name features this sgps does not know; upgrade sgps",
-                          name, v[11]);
+    if (rc == -2) return unknown_flags(err, name, v[11]);
     if (rc) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated or malformed header", name);
     sg_engine_config c = {(int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4],
                           (int)v[5], (int)v[6], (int)v[7], (int)v[8], (int)v[9], {0}};
@@ -209,9 +213,7 @@ sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
     } else if (sg_crc32(0, data, len - 4) != sg_get_u32le(data + len - 4)) {
         s = sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", path);
     } else if ((rc = read_config(&r, v)) != 0) {
-        s = rc == -2 ? sg_err_set(err, SG_ERR_VERSION, "%s: engine flags 0x%x name features this sgps does not know; upgrade sgps",
-                                  path, v[11])
-                     : sg_err_set(err, SG_ERR_FORMAT, "%s: malformed header", path);
+        s = rc == -2 ? unknown_flags(err, path, v[11]) : sg_err_set(err, SG_ERR_FORMAT, "%s: malformed header", path);
     } else {
         sg_rd_f32s(&r, mean, 3);
         sg_rd_f32s(&r, std, 3);

@@ -193,6 +193,9 @@ typedef struct sg_train_opts {
 } sg_train_opts;
 
 void sg_train_opts_default(sg_train_opts *o);
+/* 1 when stage-1 batch-norm groups of `group` images divide a batch of `batch`
+ * and each of `ranks` ranks' share of it (group 0 always fits). */
+int sg_train_bn_group_fits(int batch, int group, int ranks);
 
 /* SIGTERM / SIGUSR1 during sg_engine_train: finish the current step, write
  * PREFIX.state (when a checkpoint prefix is set) and return

@@ -101,6 +101,7 @@ void sg_episode_buf_free(sg_episode_buf *b);
 typedef struct sg_batch_sampler sg_batch_sampler;
 sg_batch_sampler *sg_batch_sampler_create(const sg_dataset *d, const int *cls, int n_cls, int group);
 void sg_batch_sampler_draw(const sg_batch_sampler *s, sg_rng *r, int n, int *lab, int *img);
+long sg_batch_sampler_images(const sg_batch_sampler *s); /* images of its classes */
 void sg_batch_sampler_free(sg_batch_sampler *s);
 
 /* A candidate head for calibration: logits = a · cosine part + b · ridge part

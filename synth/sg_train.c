@@ -190,6 +190,17 @@ void sg_batch_sampler_draw(const sg_batch_sampler *s, sg_rng *r, int n, int *lab
     }
 }
 
+long sg_batch_sampler_images(const sg_batch_sampler *s) {
+    long n = 0;
+    for (int i = 0; i < s->n_cls; i++) n += s->ci.count[s->cls[i]];
+    return n;
+}
+
+int sg_train_bn_group_fits(int batch, int group, int ranks) {
+    int per_rank = (batch + ranks - 1) / ranks;
+    return group <= 0 || (batch % group == 0 && per_rank % group == 0);
+}
+
 void sg_batch_sampler_free(sg_batch_sampler *s) {
     if (!s) return;
     class_index_free(&s->ci);
@@ -465,8 +476,9 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         free(is_val); free(is_s2); free(train_cls); free(s2_cls);
         return bad;
     }
-    class_index ci;
-    class_index_build(d, &ci);
+    /* stage-1 batches (its class index also counts the stage-1 images) */
+    sg_batch_sampler *bs = n_train > 0 ? sg_batch_sampler_create(d, train_cls, n_train, o->bn_group > 0 ? o->bn_group : 0)
+                                       : NULL;
     size_t np = e->n_params;
     float *grad = sg_xalloc_floats(np), *m = sg_xalloc_floats(np), *v = sg_xalloc_floats(np);
     float *best = sg_xalloc_floats(np), *best_state = sg_xalloc_floats(e->base.n_state);
@@ -528,13 +540,12 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     int B = o->batch, Bl = (B + P - 1) / P;
     int img = e->cfg.img;
     size_t isz = (size_t)3 * img * img, ssz = (size_t)3 * d->store * d->store;
-    long n_train_img = 0;
-    for (int i = 0; i < n_train; i++) n_train_img += ci.count[train_cls[i]];
+    long n_train_img = bs ? sg_batch_sampler_images(bs) : 0;
     long steps_per_epoch = n_train_img / B > 0 ? n_train_img / B : 1;
     long total1 = steps_per_epoch * o->stage1_epochs;
     /* batch-norm groups: each from one source set, statistics over the group (0: the rank's batch) */
     int G = o->bn_group;
-    if (total1 > 0 && G > 0 && (Bl % G != 0 || B % G != 0)) {
+    if (total1 > 0 && !sg_train_bn_group_fits(B, G, P)) {
         st = sg_err_set(err, SG_ERR_ARG, "batch-norm group %d must divide the batch (%d) and the batch per rank (%d over %d rank(s))",
                         G, B, Bl, P);
         total1 = 0;
@@ -544,11 +555,9 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         sg_ctx *ctx = sg_ctx_create(&e->base_cls, Bl);
         float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
         int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);
-        sg_batch_sampler *bs = sg_batch_sampler_create(d, train_cls, n_train, G);
         if (rank == 0)
-            sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s), %s lr %.2g%s",
-                   n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P, o->sgd1 ? "SGD" : "AdamW", o->lr1,
-                   G > 0 ? ", batch norm by source set" : "");
+            sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s), %s lr %.2g",
+                   n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P, o->sgd1 ? "SGD" : "AdamW", o->lr1);
         if (rank == 0 && G > 0)
             sg_log(SG_LOG_INFO, "stage 1: batch-norm statistics over groups of %d images, each group from one source set", G);
         double tl = sg_now(), lsum = 0, asum = 0;
@@ -643,7 +652,6 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         }
         sg_ctx_free(ctx);
         free(x); free(dl); free(lab); free(idx);
-        sg_batch_sampler_free(bs);
         if (st == SG_OK && best_val >= 0) {
             memcpy(e->params, best, sizeof(float) * np);
             memcpy(e->state, best_state, sizeof(float) * e->base.n_state);
@@ -772,7 +780,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     }
     if (st == SG_OK && o->calib_episodes > 0 && o->val_episodes > 0 && o->n_val_classes > 0) calibrate_head(e, d, o, comm, rank, P);
     if (st == SG_OK) st = check_same_weights(e, comm, err);
-    class_index_free(&ci);
+    sg_batch_sampler_free(bs);
     free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls); free(is_s2); free(s2_cls);
     return st;
 }
