@@ -284,6 +284,18 @@ void sg_task_spec_free(sg_task_spec *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* A class name and its place in the task file, sorted by name then place. */
+typedef struct name_at {
+    const char *s;
+    int i;
+} name_at;
+
+static int name_at_cmp(const void *a, const void *b) {
+    const name_at *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
 sg_status sg_task_spec_parse(const char *data, size_t len, const char *name, sg_task_spec *out, sg_err *err) {
     memset(out, 0, sizeof *out);
     cJSON *root = cJSON_ParseWithLength(data, len);
@@ -313,6 +325,10 @@ sg_status sg_task_spec_parse(const char *data, size_t len, const char *name, sg_
             sg_task_spec_free(out);
             return sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].%s", name, ci, bad);
         }
+        if (!nm->valuestring[0]) {
+            sg_task_spec_free(out);
+            return sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].name must not be empty", name, ci);
+        }
         out->names[ci] = nm->valuestring;
         out->texts[ci] = desc ? desc->valuestring : NULL;
         int k = im ? cJSON_GetArraySize(im) : 0;
@@ -329,5 +345,19 @@ sg_status sg_task_spec_parse(const char *data, size_t len, const char *name, sg_
         out->n_images[ci] = kk;
         ci++;
     }
+    /* The names head classify's columns and are what it predicts: one class per name.
+     * Sorted, so a file of many classes is checked in n log n. */
+    name_at *by = sg_xmalloc(sizeof *by * ((size_t)n + 1));
+    for (int i = 0; i < n; i++) by[i] = (name_at){out->names[i], i};
+    qsort(by, (size_t)n, sizeof *by, name_at_cmp);
+    for (int i = 1; i < n; i++)
+        if (strcmp(by[i - 1].s, by[i].s) == 0) {
+            sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].name: '%s' is also the name of class %d", name,
+                       by[i].i, by[i].s, by[i - 1].i);
+            free(by);
+            sg_task_spec_free(out);
+            return SG_ERR_FORMAT;
+        }
+    free(by);
     return SG_OK;
 }

@@ -39,8 +39,8 @@ typedef struct sg_task_spec {
 } sg_task_spec;
 
 /* Reads {"classes": [{"name": S, "description": S?, "images": [S...]?}, ...]}
- * from (data, len); `name` (the file) is used in messages. SG_ERR_FORMAT with
- * the JSON path of the first problem. */
+ * from (data, len); `name` (the file) is used in messages. Names must be
+ * non-empty and distinct. SG_ERR_FORMAT with the JSON path of the first problem. */
 sg_status sg_task_spec_parse(const char *data, size_t len, const char *name, sg_task_spec *out, sg_err *err);
 void sg_task_spec_free(sg_task_spec *t);
 

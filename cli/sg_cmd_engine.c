@@ -127,6 +127,24 @@ static int parse_convs(const char *v, int *out) {
     }
 }
 
+/* "gen,text" → the stage-2 groups to train; 0 when a name is not a group or none is given. */
+static int parse_stage2_train(const char *v, sg_train_opts *o) {
+    int gen = 0, text = 0, head = 0, ok = 1;
+    char *list = sg_xstrdup(v), *save = NULL;
+    for (char *t = strtok_r(list, ",", &save); t && ok; t = strtok_r(NULL, ",", &save)) {
+        if (strcmp(t, "gen") == 0) gen = 1;
+        else if (strcmp(t, "text") == 0) text = 1;
+        else if (strcmp(t, "head") == 0) head = 1;
+        else ok = 0;
+    }
+    free(list);
+    if (!ok || !(gen || text || head)) return 0;
+    o->train_gen = gen;
+    o->train_text = text;
+    o->train_head = head;
+    return 1;
+}
+
 int sg_cmd_train_engine(int argc, char **argv) {
     char *sets[MAX_SETS];
     int n_sets = 0;
@@ -158,11 +176,8 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--calib-episodes", &v) && sg_cli_parse_int(v, 0, 1000000, &l)) o.calib_episodes = (int)l;
         else if (sg_cli_opt(argc, argv, &i, "--init-backbone", &v)) init_bb = v;
         else if (sg_cli_opt(argc, argv, &i, "--stage2-train", &v)) {
-            o.train_gen = strstr(v, "gen") != NULL;
-            o.train_text = strstr(v, "text") != NULL;
-            o.train_head = strstr(v, "head") != NULL;
-            if (!o.train_gen && !o.train_text && !o.train_head)
-                return fprintf(stderr, "sgps train-engine: --stage2-train needs gen, text and/or head\n"), 2;
+            if (!parse_stage2_train(v, &o))
+                return fprintf(stderr, "sgps train-engine: --stage2-train '%s': give gen, text and/or head, comma separated\n", v), 2;
         }
         else if (sg_cli_opt(argc, argv, &i, "--init", &v)) init = v;
         else if (sg_cli_opt(argc, argv, &i, "--stage2-classes", &v)) s2only = v;
@@ -545,41 +560,73 @@ done:
 /* ---- classify ---- */
 
 static const char classify_help[] =
-    "usage: sgps classify --model CLASSIFIER.sgpm IMAGE [IMAGE ...]\n\n"
+    "usage: sgps classify --model CLASSIFIER.sgpm [--] IMAGE [IMAGE ...]\n\n"
     "Prints, per image, the predicted class and every class probability (CSV:\n"
-    "path,predicted,p_<class>...). An unreadable image is reported on stderr and\n"
-    "skipped. Exit status: 0 all classified; 1 some image or the model failed; 2 bad arguments.\n";
+    "path,predicted,p_<class>...; a field holding a comma or a quote is quoted). An\n"
+    "unreadable image is reported on stderr and skipped. Images named after -- may\n"
+    "begin with '-'. Exit status: 0 all classified; 1 some image or the model failed;\n"
+    "2 bad arguments.\n";
+
+/* One CSV field on stdout after prefix: quoted when it holds a comma, a quote or
+ * a line break (a path or a class name may); other control characters become '?'. */
+static void print_csv_field(const char *prefix, const char *s) {
+    int q = strpbrk(s, ",\"\r\n") != NULL;
+    if (q) putchar('"');
+    fputs(prefix, stdout);
+    for (const char *p = s; *p; p++) {
+        char c = (unsigned char)*p < 0x20 && *p != '\n' && *p != '\r' ? '?' : *p;
+        if (c == '"') putchar('"');
+        putchar(c);
+    }
+    if (q) putchar('"');
+}
 
 int sg_cmd_classify(int argc, char **argv) {
     const char *model = NULL;
-    int first = argc;
+    /* options anywhere, as the other commands take them; after "--" every argument is an image */
+    char **imgs = sg_xcalloc((size_t)argc + 1, sizeof *imgs);
+    int n_imgs = 0, opts_done = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (sg_cli_is_help(argv[i])) {
+        if (opts_done) imgs[n_imgs++] = argv[i];
+        else if (strcmp(argv[i], "--") == 0) opts_done = 1;
+        else if (sg_cli_is_help(argv[i])) {
             fputs(classify_help, stdout);
+            free(imgs);
             return 0;
         } else if (sg_cli_opt(argc, argv, &i, "--model", &v)) model = v;
-        else if (argv[i][0] == '-') return fprintf(stderr, "sgps classify: unknown option '%s'\n", argv[i]), 2;
-        else {
-            first = i;
-            break;
-        }
+        else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "sgps classify: unknown option '%s' (an image named so goes after --)\n", argv[i]);
+            free(imgs);
+            return 2;
+        } else imgs[n_imgs++] = argv[i];
     }
-    if (!model || first >= argc) return fprintf(stderr, "sgps classify: --model and at least one image are required\n"), 2;
+    if (!model || !n_imgs) {
+        fprintf(stderr, "sgps classify: --model and at least one image are required\n");
+        free(imgs);
+        return 2;
+    }
     sg_err err;
     sg_classifier *c;
-    if (sg_classifier_load(model, &c, &err) != SG_OK) return fprintf(stderr, "sgps classify: %s\n", err.msg), 1;
+    if (sg_classifier_load(model, &c, &err) != SG_OK) {
+        fprintf(stderr, "sgps classify: %s\n", err.msg);
+        free(imgs);
+        return 1;
+    }
     const sg_arch *a = &c->arch;
     sg_ctx *ctx = sg_ctx_create(a, 1);
     float *x = sg_xalloc_floats((size_t)a->in_c * a->in_h * a->in_w), *p = sg_xalloc_floats((size_t)c->n_classes);
     int bad = 0;
     printf("path,predicted");
-    for (int k = 0; k < c->n_classes; k++) printf(",p_%s", c->class_names[k]);
+    for (int k = 0; k < c->n_classes; k++) {
+        putchar(',');
+        print_csv_field("p_", c->class_names[k]);
+    }
     printf("\n");
-    for (int i = first; i < argc; i++) {
+    for (int i = 0; i < n_imgs; i++) {
         sg_image im;
         sg_image_limits lim = sg_image_limits_default();
-        if (sg_image_load_file(argv[i], &lim, &im, &err) != SG_OK) {
+        if (sg_image_load_file(imgs[i], &lim, &im, &err) != SG_OK) {
             fprintf(stderr, "sgps classify: %s; skipped\n", err.msg);
             bad = 1;
             continue;
@@ -591,13 +638,16 @@ int sg_cmd_classify(int argc, char **argv) {
         int best = 0;
         for (int k = 1; k < c->n_classes; k++)
             if (p[k] > p[best]) best = k;
-        printf("%s,%s", argv[i], c->class_names[best]);
+        print_csv_field("", imgs[i]);
+        putchar(',');
+        print_csv_field("", c->class_names[best]);
         for (int k = 0; k < c->n_classes; k++) printf(",%.5f", p[k]);
         printf("\n");
     }
     sg_ctx_free(ctx);
     free(x);
     free(p);
+    free(imgs);
     sg_classifier_free(c);
     return bad;
 }
@@ -671,16 +721,18 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
     int shot_list[16], n_shot = 0;
     {
         char *list = sg_xstrdup(shots), *save = NULL;
-        for (char *t = strtok_r(list, ",", &save); t && n_shot < 16; t = strtok_r(NULL, ",", &save)) {
+        for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             long l;
-            if (!sg_cli_parse_int(t, 1, 1000, &l)) {
+            if (!sg_cli_parse_int(t, 1, 1000, &l) || n_shot == 16) {
+                fprintf(stderr, "sgps eval-fewshot: bad --shot '%s'%s\n", t, n_shot == 16 ? " (at most 16 shot counts)" : "");
                 free(list);
-                return fprintf(stderr, "sgps eval-fewshot: bad --shot '%s'\n", t), 2;
+                return 2;
             }
             shot_list[n_shot++] = (int)l;
         }
         free(list);
     }
+    if (!n_shot) return fprintf(stderr, "sgps eval-fewshot: --shot '%s' names no shot count\n", shots), 2;
     int rank, size;
     init_mpi(&argc, &argv, &rank, &size);
     sg_log_set_rank(size > 1 ? rank : -1);

@@ -34,7 +34,7 @@ static void pack_usage(FILE *f) {
 static int parse_size(const char *s, uint64_t *out) {
     char *end;
     double v = strtod(s, &end);
-    if (end == s || v <= 0) return 0;
+    if (end == s || !(v > 0)) return 0; /* NaN too */
     double m = 1;
     if (*end == 'k' || *end == 'K') m = 1024.0, end++;
     else if (*end == 'm' || *end == 'M') m = 1024.0 * 1024, end++;

@@ -101,12 +101,18 @@ static int safe_id(const char *s, int allow_slash) {
     return 1;
 }
 
+/* Unknown keys, and known keys given twice: the parser keeps the first, so a
+ * second "threshold" would be as silently ignored as a misspelt one. */
 static void check_keys(sg_diag *d, const char *file, const char *path, const cJSON *obj, const char *const *allowed) {
+    int seen[32] = {0};
     const cJSON *it;
     cJSON_ArrayForEach(it, obj) {
-        int ok = 0;
-        for (const char *const *a = allowed; *a; a++) ok |= strcmp(it->string, *a) == 0;
-        if (!ok) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.%s: unknown key", file, path, it->string);
+        int k = 0;
+        while (allowed[k] && strcmp(it->string, allowed[k]) != 0) k++;
+        SG_ASSERT(k < 32);
+        if (!allowed[k]) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.%s: unknown key", file, path, it->string);
+        else if (++seen[k] == 2)
+            sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.%s: key given twice (only one is read)", file, path, it->string);
     }
 }
 

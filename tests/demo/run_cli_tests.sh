@@ -130,6 +130,14 @@ grep -q '(convolutions per stage 1,2)' "$W/deep2.txt" || fail "--init-backbone d
   --convs 1 --epochs 0 --episodes 4 > /dev/null 2> "$W/cv.txt"
 [ $? -eq 1 ] || fail "--init-backbone with other --convs: exit 1 expected"
 grep -q "convolutions 1,2, .*does not match" "$W/cv.txt" || fail "a backbone of other depth is not refused clearly: $(cat "$W/cv.txt")"
+# --stage2-train takes whole group names: a misspelt one is refused, not read as its substring
+for st in genx gen,bogus ","; do
+  "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/st.sgpe" --stage2-train "$st" \
+    > /dev/null 2> "$W/st.txt"
+  [ $? -eq 2 ] || fail "--stage2-train $st: exit 2 expected"
+  grep -q -- "--stage2-train '$st'" "$W/st.txt" || fail "--stage2-train $st not explained: $(cat "$W/st.txt")"
+done
+[ ! -e "$W/st.sgpe" ] || fail "a refused --stage2-train wrote an engine"
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --val-episodes 0 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "--val-episodes 0: exit 2 expected"
 # eval-fewshot on the held-out diseases with the untrained engine: every method,
@@ -148,6 +156,14 @@ grep -q '"paired": \[' "$W/ev.json" || fail "eval-fewshot: no paired array in th
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --way 1 > /dev/null 2> "$W/ev2.txt"
 [ $? -eq 2 ] || fail "eval-fewshot --way 1: exit 2 expected"
 grep -q "bad value '1' for --way" "$W/ev2.txt" || fail "eval-fewshot --way 1 not explained: $(cat "$W/ev2.txt")"
+# --shot with no count at all, or more than 16 counts, is refused (was: an empty table from
+# uninitialized results, exit 0; counts past the 16th silently dropped)
+for shot in "," "" "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"; do
+  "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --way 3 --episodes 2 --queries 1 \
+    --shot "$shot" > "$W/evs.txt" 2> "$W/evs2.txt"
+  [ $? -eq 2 ] || fail "eval-fewshot --shot '$shot': exit 2 expected ($(cat "$W/evs.txt" "$W/evs2.txt"))"
+  grep -q -- "--shot '$shot'\|bad --shot '17' (at most 16" "$W/evs2.txt" || fail "eval-fewshot --shot '$shot' not explained: $(cat "$W/evs2.txt")"
+done
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --methods sgps,bogus > /dev/null 2> "$W/ev3.txt"
 [ $? -eq 2 ] || fail "eval-fewshot --methods bogus: exit 2 expected"
 grep -q "unknown method 'bogus'" "$W/ev3.txt" || fail "the unknown method is not named: $(cat "$W/ev3.txt")"
@@ -340,6 +356,10 @@ bad_task '{"classes": {}}' 2 'classes must be an array'
 bad_task '{"classes": [{"name": 3, "description": "x"}]}' 2 'name must be a string'
 bad_task '{"classes": [{"name": "a", "description": 1}]}' 2 'description must be a string'
 bad_task '{"classes": [{"name": "a", "images": "x.png"}]}' 2 'images must be an array'
+# class names head classify's columns: an empty or repeated one is refused
+bad_task '{"classes": [{"name": "", "description": "x"}, {"name": "b", "description": "y"}]}' 2 'classes\[0\].name must not be empty'
+bad_task '{"classes": [{"name": "a", "description": "x"}, {"name": "b", "description": "y"}, {"name": "a", "description": "z"}]}' 2 \
+  "classes\[2\].name: 'a' is also the name of class 0"
 bad_task '{"classes": [{"name": "a", "images": ["nosuch.png"]}, {"name": "b", "description": "y"}]}' 1 'nosuch.png'
 printf 'not a png' > "$T/broken.png"
 bad_task '{"classes": [{"name": "a", "images": ["broken.png"]}, {"name": "b", "description": "y"}]}' 1 'broken.png'
@@ -381,6 +401,19 @@ grep -q 'broken.png' "$W/cls.txt" || fail "classify: the unreadable image is not
 head -1 "$W/cls.csv" | grep -q '^path,predicted,p_d009,p_d010,p_d011$' || fail "classify header: $(head -1 "$W/cls.csv")"
 tail -n 2 "$W/cls.csv" | awk -F, '{ s = $3 + $4 + $5; if (s < 0.999 || s > 1.001) exit 1 }' ||
   fail "classify: probabilities do not sum to 1: $(cat "$W/cls.csv")"
+# names and paths holding a comma or a quote are quoted, so every row keeps its columns;
+# --model may follow the images, and an image whose name begins with '-' goes after --
+printf '{"classes": [{"name": "a, \\"b\\"", "description": "x"}, {"name": "c", "description": "y"}]}' > "$T/q.json"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/q.json" -o "$W/q.sgpm" > /dev/null 2>&1 || fail "synth of a quoted class name"
+cp "$T/images/d009/$1" "$W/x,1.png"
+cp "$T/images/d009/$1" "$W/-y.png"
+( cd "$W" && "$SGPS" classify x,1.png --model q.sgpm -- -y.png ) > "$W/clsq.csv" 2> "$W/cls.txt" ||
+  fail "classify with --model after an image and --: $(cat "$W/cls.txt")"
+head -1 "$W/clsq.csv" | grep -q '^path,predicted,"p_a, ""b""",p_c$' || fail "classify: a class name is not quoted: $(head -1 "$W/clsq.csv")"
+sed -n 2p "$W/clsq.csv" | grep -q '^"x,1.png",\("a, ""b"""\|c\),[0-9.]*,[0-9.]*$' || fail "classify: a path is not quoted: $(cat "$W/clsq.csv")"
+sed -n 3p "$W/clsq.csv" | grep -q '^-y.png,' || fail "classify: the image after -- is missing: $(cat "$W/clsq.csv")"
+( cd "$W" && "$SGPS" classify --model q.sgpm -y.png ) > /dev/null 2> "$W/cls.txt"
+[ $? -eq 2 ] && grep -q "unknown option '-y.png'" "$W/cls.txt" || fail "classify: an unknown option is not refused: $(cat "$W/cls.txt")"
 
 echo file > "$W/plain"
 "$SGPS" demo-world "$W/plain" $ARGS >/dev/null 2>&1; [ $? -eq 2 ] || fail "OUT is a file: exit 2 expected"

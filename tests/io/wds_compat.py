@@ -90,6 +90,12 @@ def main():
         run([sgps, "pack"], 2)
         run([sgps, "pack", "--bogus", "a", "b"], 2)
         run([sgps, "pack", os.path.join(tmp, "nope.csv"), os.path.join(tmp, "o-%d.tar")], 1)
+        for size in ("0", "-1M", "nan", "abc"):
+            r = run([sgps, "pack", "--max-bytes", size, os.path.join(tmp, "src"), os.path.join(tmp, "nan", "n-%d.tar")], 2)
+            if f"got '{size}'" not in r.stderr:
+                fail(f"pack --max-bytes {size}: the bad value is not named:\n{r.stderr}")
+        if os.path.exists(os.path.join(tmp, "nan")):
+            fail("a refused pack wrote shards")
 
         patterns = ["csv/c-%06d.tar"]
         if shutil.which("zstd"):

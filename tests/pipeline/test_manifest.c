@@ -97,6 +97,36 @@ Test(pipeline, manifest_every_problem_at_once) {
     free(dir);
 }
 
+/* The JSON parser keeps the first of two equal keys: a second one is refused, as an
+ * unknown key is, rather than silently ignored. */
+Test(pipeline, manifest_duplicate_keys) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    const char *bad =
+        "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\", \"output\": \"r2\",\n"
+        " \"tasks\": [\n"
+        "  {\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
+        "   \"shards\": \"shards/lab-000000.tar\", \"threshold\": 0.5, \"threshold\": 0.9,"
+        "   \"open_set\": {\"threshold\": 0.6, \"threshold\": 0.7}}\n"
+        " ]}\n";
+    char *mp = fxp_path(dir, "dup.json");
+    fxp_write(mp, bad, strlen(bad));
+    sg_diag d = {0};
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
+    dump(&d);
+    cr_assert(has(&d, "dup.json: $.output: key given twice", SG_DIAG_ERROR));
+    cr_assert(has(&d, "dup.json: $.tasks[0].threshold: key given twice", SG_DIAG_ERROR));
+    cr_assert(has(&d, "dup.json: $.tasks[0].open_set.threshold: key given twice", SG_DIAG_ERROR));
+    cr_assert_eq(d.n, 3, "each repeated key once, nothing else");
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}
+
 Test(pipeline, manifest_engine_and_registry_problems) {
     fxp_opts o;
     fxp_opts_default(&o);
