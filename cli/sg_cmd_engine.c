@@ -77,6 +77,12 @@ static const char train_help[] =
     "  --init-backbone ENGINE  take only the base backbone (stage 1) from ENGINE; fresh generator\n"
     "  --stage2-train LIST stage-2 groups to train: any of gen (FiLM and kernel deltas), text, head\n"
     "                      (temperature, centring, ridge weight and λ); default gen,text,head\n"
+    "  --teacher ENGINE    distil stage 1 from this engine's stage-1 classifier (repeatable, up to 4;\n"
+    "                      their probabilities are averaged): trained on the same --data sets and\n"
+    "                      classes at the same input side, e.g. stage-1 engines of other seeds\n"
+    "  --kd-weight W       stage-1 loss (1 - W) x cross-entropy + W x T² KL(teachers || engine),\n"
+    "                      0..1 (default 0.5; only with --teacher)\n"
+    "  --kd-temp T         distillation temperature (default 4)\n"
     "SIGTERM or SIGUSR1: finish the current step, write PREFIX.state and exit with status 3;\n"
     "the same command with --resume continues exactly where it stopped.\n"
     "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments, 3 stopped (resumable).\n";
@@ -157,6 +163,9 @@ int sg_cmd_train_engine(int argc, char **argv) {
     int img_set = 0, width_set = 0, stages_set = 0, lr_set = 0;
     o.sgd1 = 1; /* the command's default is the real-data recipe's; the library's stays AdamW */
     int convs_arg[SG_ENGINE_MAX_STAGES], n_convs_arg = 0;
+    enum { MAX_TEACHERS = 4 };
+    const char *teacher_path[MAX_TEACHERS];
+    int n_teach = 0, kd_set = 0;
     for (int i = 1; i < argc; i++) {
         int i0 = i;
         const char *v;
@@ -202,6 +211,13 @@ int sg_cmd_train_engine(int argc, char **argv) {
         else if (sg_cli_opt(argc, argv, &i, "--wd", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x < 10) o.wd1 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--lr2", &v) && sg_cli_parse_float(v, &x) && x > 0) o.lr2 = (float)x;
         else if (sg_cli_opt(argc, argv, &i, "--time-budget", &v) && sg_cli_parse_float(v, &x) && x >= 0) o.time_budget_s = x;
+        else if (sg_cli_opt(argc, argv, &i, "--teacher", &v)) {
+            if (n_teach == MAX_TEACHERS) return fprintf(stderr, "sgps train-engine: at most %d --teacher\n", MAX_TEACHERS), 2;
+            teacher_path[n_teach++] = v;
+        } else if (sg_cli_opt(argc, argv, &i, "--kd-weight", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x <= 1)
+            o.kd_weight = (float)x, kd_set = 1;
+        else if (sg_cli_opt(argc, argv, &i, "--kd-temp", &v) && sg_cli_parse_float(v, &x) && x > 0 && x <= 100)
+            o.kd_temp = (float)x, kd_set = 1;
         else {
             return sg_cli_bad_arg("train-engine", argv, i0, i);
         }
@@ -211,6 +227,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
         return 2;
     }
     if (o.sgd1 && !lr_set) o.lr1 = 0.1f;
+    if (kd_set && !n_teach) return fprintf(stderr, "sgps train-engine: --kd-weight and --kd-temp need --teacher\n"), 2;
     int rank, size;
     init_mpi(&argc, &argv, &rank, &size);
     if (o.stage1_epochs > 0 && !sg_train_bn_group_fits(o.batch, o.bn_group, size)) {
@@ -276,6 +293,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
             no_text++;
             if (rank == 0) sg_log(SG_LOG_WARN, "class %s has no description in %s", d.class_names[c], registry);
         }
+    sg_engine *teachers[MAX_TEACHERS] = {0};
     int *valc = sg_xmalloc(sizeof(int) * (size_t)d.n_classes), nval = 0;
     int *s2c = sg_xmalloc(sizeof(int) * (size_t)d.n_classes), ns2 = 0;
     int code = 0;
@@ -321,6 +339,20 @@ int sg_cmd_train_engine(int argc, char **argv) {
             goto done;
         }
     }
+    for (int t = 0; t < n_teach; t++) {
+        if (sg_engine_load(teacher_path[t], &teachers[t], &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "--teacher: %s", err.msg);
+            code = 1;
+            goto done;
+        }
+        if (sg_train_teacher_fits(e, teachers[t], d.n_classes, &err) != SG_OK) {
+            sg_log(SG_LOG_ERROR, "--teacher %s %s", teacher_path[t], err.msg);
+            code = 2;
+            goto done;
+        }
+    }
+    o.teachers = (const sg_engine *const *)teachers;
+    o.n_teachers = n_teach;
     if (rank == 0)
         sg_log(SG_LOG_INFO, "engine: Conv%d-%d at %dpx%s, %zu parameters; %d images, %d classes (%d held out for validation), %d without text",
                cfg.stages, cfg.width, cfg.img, convs_desc(&cfg), sg_engine_n_params(e), d.n, d.n_classes, nval, no_text);
@@ -344,6 +376,7 @@ int sg_cmd_train_engine(int argc, char **argv) {
     }
 done:
     sg_engine_free(e);
+    for (int t = 0; t < n_teach; t++) sg_engine_free(teachers[t]);
     sg_dataset_free(&d);
     sg_registry_texts_free(&rt);
     free(valc);

@@ -1037,6 +1037,26 @@ void sg_softmax(int n, int k, const float *restrict logits, float *restrict prob
     }
 }
 
+float sg_softmax_distill(int n, int k, const float *restrict logits, const float *restrict target, float t,
+                         float scale, float *restrict dlogits) {
+    SG_ASSERT(t > 0);
+    double loss = 0;
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * k, *q = target + (size_t)i * k;
+        float m = l[0];
+        for (int j = 1; j < k; j++) m = l[j] > m ? l[j] : m;
+        double s = 0;
+        for (int j = 0; j < k; j++) s += exp((double)(l[j] - m) / t);
+        double lse = log(s);
+        for (int j = 0; j < k; j++) {
+            double lp = (double)(l[j] - m) / t - lse; /* log softmax(l / T) */
+            if (q[j] > 0) loss += (double)q[j] * (log((double)q[j]) - lp);
+            if (dlogits) dlogits[(size_t)i * k + j] = scale * t * ((float)exp(lp) - q[j]) / (float)n;
+        }
+    }
+    return (float)((double)t * t * loss / n);
+}
+
 float sg_softmax_xent(int n, int k, const float *restrict logits, const int *restrict labels, float scale,
                       float *restrict dlogits, float *restrict probs) {
     double loss = 0;

@@ -126,6 +126,12 @@ void sg_linear_backward(int n, int in, int out, const float *restrict x, const f
 float sg_softmax_xent(int n, int k, const float *restrict logits, const int *restrict labels, float scale,
                       float *restrict dlogits, float *restrict probs);
 void sg_softmax(int n, int k, const float *restrict logits, float *restrict probs);
+/* Distillation: mean over the N rows of T^2 KL(target || softmax(logits / T)),
+ * target (N, K) a probability row each (e.g. teachers' softmax at T). Writes
+ * dlogits (N, K) = scale x d(mean loss)/d(logits) = scale T (softmax(logits / T)
+ * - target) / N when non-NULL (overwrites). */
+float sg_softmax_distill(int n, int k, const float *restrict logits, const float *restrict target, float t,
+                         float scale, float *restrict dlogits);
 
 /* ---- networks ----------------------------------------------------------- */
 

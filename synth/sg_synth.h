@@ -190,12 +190,21 @@ typedef struct sg_train_opts {
     int train_gen, train_text, train_head; /* stage-2 parameter groups to train (default all 1) */
     int calib_episodes;    /* head calibration on the validation classes after stage 2: episodes per shot
                               count (1 and 5); 0: keep the head as trained (default 300) */
+    /* Stage-1 distillation: the loss is (1 - kd_weight) x cross-entropy + kd_weight x
+     * T^2 KL(teachers || student) at temperature kd_temp, the teachers' tempered class
+     * probabilities averaged (train-engine --teacher). The teachers are read only. */
+    const sg_engine *const *teachers; int n_teachers;
+    float kd_weight, kd_temp; /* defaults 0.5 and 4 */
 } sg_train_opts;
 
 void sg_train_opts_default(sg_train_opts *o);
 /* 1 when stage-1 batch-norm groups of `group` images divide a batch of `batch`
  * and each of `ranks` ranks' share of it (group 0 always fits). */
 int sg_train_bn_group_fits(int batch, int group, int ranks);
+/* Whether `teacher` can teach engine e's stage 1 on data of n_classes classes:
+ * the same classes (their count), input side and input normalization (the
+ * statistics of the same training images). SG_ERR_ARG with the reason otherwise. */
+sg_status sg_train_teacher_fits(const sg_engine *e, const sg_engine *teacher, int n_classes, sg_err *err);
 
 /* SIGTERM / SIGUSR1 during sg_engine_train: finish the current step, write
  * PREFIX.state (when a checkpoint prefix is set) and return

@@ -67,6 +67,36 @@ void sg_train_opts_default(sg_train_opts *o) {
     o->log_every = 20;
     o->train_gen = o->train_text = o->train_head = 1;
     o->calib_episodes = 300;
+    o->kd_weight = 0.5f;
+    o->kd_temp = 4.0f;
+}
+
+sg_status sg_train_teacher_fits(const sg_engine *e, const sg_engine *teacher, int n_classes, sg_err *err) {
+    const sg_engine_config *tc = &teacher->cfg;
+    if (tc->n_base_classes != n_classes)
+        return sg_err_set(err, SG_ERR_ARG, "teaches %d classes; the data has %d", tc->n_base_classes, n_classes);
+    if (tc->img != e->cfg.img)
+        return sg_err_set(err, SG_ERR_ARG, "takes %d px input; the engine being trained takes %d px", tc->img, e->cfg.img);
+    for (int c = 0; c < 3; c++)
+        if (fabsf(teacher->mean[c] - e->mean[c]) > 1e-4f || fabsf(teacher->std[c] - e->std[c]) > 1e-4f)
+            return sg_err_set(err, SG_ERR_ARG,
+                              "normalizes its input with other statistics than the engine being trained "
+                              "(it was trained on other images)");
+    return SG_OK;
+}
+
+/* Stage-1 distillation targets: the teachers' class probabilities at
+ * temperature T for n prepared images x, averaged over the teachers → q (n, K). */
+static void teacher_targets(const sg_train_opts *o, sg_ctx **tctx, int n, int K, const float *x, float *logit_t,
+                            float *p, float *q) {
+    memset(q, 0, sizeof(float) * (size_t)n * K);
+    for (int t = 0; t < o->n_teachers; t++) {
+        const sg_engine *te = o->teachers[t];
+        const float *z = sg_net_forward(&te->base_cls, tctx[t], te->params, te->state, x, n, 0);
+        for (size_t i = 0; i < (size_t)n * K; i++) logit_t[i] = z[i] / o->kd_temp;
+        sg_softmax(n, K, logit_t, p);
+        for (size_t i = 0; i < (size_t)n * K; i++) q[i] += p[i] / (float)o->n_teachers;
+    }
 }
 
 /* Zeroes the stage-2 gradient of the groups that are not trained. */
@@ -468,9 +498,18 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         if (!is_val[c] && (is_s2[c] || !o->n_s2_classes)) s2_cls[n_s2++] = c;
     }
     sg_status bad = SG_OK;
-    if (o->stage1_epochs > 0 && n_train == 0)
+    for (int t = 0; t < o->n_teachers && bad == SG_OK; t++)
+        if (sg_train_teacher_fits(e, o->teachers[t], d->n_classes, err) != SG_OK) {
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            bad = sg_err_set(err, SG_ERR_ARG, "teacher %d of %d %s", t + 1, o->n_teachers, why);
+        }
+    if (bad == SG_OK && o->n_teachers > 0 && !(o->kd_weight >= 0 && o->kd_weight <= 1 && o->kd_temp > 0))
+        bad = sg_err_set(err, SG_ERR_ARG, "distillation weight %g (0..1) or temperature %g (> 0) out of range",
+                         (double)o->kd_weight, (double)o->kd_temp);
+    if (bad == SG_OK && o->stage1_epochs > 0 && n_train == 0)
         bad = sg_err_set(err, SG_ERR_ARG, "no class is left for stage 1 (every class is a validation or stage-2 class)");
-    else if (o->stage2_episodes > 0 && n_s2 < 2)
+    else if (bad == SG_OK && o->stage2_episodes > 0 && n_s2 < 2)
         bad = sg_err_set(err, SG_ERR_ARG, "stage 2 needs at least 2 classes; %d left", n_s2);
     if (bad != SG_OK) {
         free(is_val); free(is_s2); free(train_cls); free(s2_cls);
@@ -554,12 +593,21 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     if (st == SG_OK && total1 > 0 && start1 >= 0 && start1 < total1) {
         sg_ctx *ctx = sg_ctx_create(&e->base_cls, Bl);
         float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
+        /* distillation: each teacher's workspace, its tempered logits and probabilities, their mean, the KD gradient */
+        int K = d->n_classes, kd = o->n_teachers > 0 && o->kd_weight > 0;
+        float wce = kd ? 1 - o->kd_weight : 1;
+        sg_ctx **tctx = sg_xcalloc((size_t)(o->n_teachers > 0 ? o->n_teachers : 1), sizeof *tctx);
+        float *kbuf = kd ? sg_xalloc_floats((size_t)4 * Bl * K) : NULL;
+        for (int t = 0; kd && t < o->n_teachers; t++) tctx[t] = sg_ctx_create(&o->teachers[t]->base_cls, Bl);
         int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);
         if (rank == 0)
             sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s), %s lr %.2g",
                    n_train, n_train_img, o->stage1_epochs, steps_per_epoch, B, P, o->sgd1 ? "SGD" : "AdamW", o->lr1);
         if (rank == 0 && G > 0)
             sg_log(SG_LOG_INFO, "stage 1: batch-norm statistics over groups of %d images, each group from one source set", G);
+        if (rank == 0 && kd)
+            sg_log(SG_LOG_INFO, "stage 1: distilling from %d teacher(s): loss %.2g x cross-entropy + %.2g x KL at T %.3g",
+                   o->n_teachers, (double)wce, (double)o->kd_weight, (double)o->kd_temp);
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
         for (long step = start1; step < total1; step++) {
@@ -581,8 +629,15 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                     int ng = nb - g0 < gs ? nb - g0 : gs;
                     const float *out = sg_net_forward(&e->base_cls, ctx, e->params, e->state, x + (size_t)g0 * isz, ng, 1);
                     /* scale so that the summed gradient is the global-batch mean */
-                    loss += (float)ng / (float)nb *
-                            sg_softmax_xent(ng, d->n_classes, out, lab + lo + g0, (float)ng / (float)B, dl, NULL);
+                    float lg = wce * sg_softmax_xent(ng, K, out, lab + lo + g0, wce * (float)ng / (float)B, dl, NULL);
+                    if (kd) {
+                        float *q = kbuf + (size_t)2 * Bl * K, *dk = kbuf + (size_t)3 * Bl * K;
+                        teacher_targets(o, tctx, ng, K, x + (size_t)g0 * isz, kbuf, kbuf + (size_t)Bl * K, q);
+                        lg += o->kd_weight *
+                              sg_softmax_distill(ng, K, out, q, o->kd_temp, o->kd_weight * (float)ng / (float)B, dk);
+                        for (size_t i = 0; i < (size_t)ng * K; i++) dl[i] += dk[i];
+                    }
+                    loss += (float)ng / (float)nb * lg;
                     for (int i = 0; i < ng; i++) {
                         int bi = 0;
                         for (int k = 1; k < d->n_classes; k++)
@@ -651,6 +706,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             }
         }
         sg_ctx_free(ctx);
+        for (int t = 0; t < o->n_teachers; t++) sg_ctx_free(tctx[t]);
+        free(tctx); free(kbuf);
         free(x); free(dl); free(lab); free(idx);
         if (st == SG_OK && best_val >= 0) {
             memcpy(e->params, best, sizeof(float) * np);

@@ -32,6 +32,14 @@ uint64_t sg_train_config_hash(const sg_engine *e, const sg_dataset *d, const sg_
     hash_add(&h, u, sizeof u);
     hash_add(&h, &e->cfg, sizeof e->cfg);
     if (o->bn_group) hash_add(&h, &o->bn_group, sizeof o->bn_group); /* states written before it stay valid */
+    if (o->n_teachers > 0 && o->kd_weight > 0) { /* which teachers, how much: states written before stay valid */
+        float kd[] = {o->kd_weight, o->kd_temp};
+        hash_add(&h, kd, sizeof kd);
+        for (int t = 0; t < o->n_teachers; t++) {
+            uint64_t id[] = {sg_engine_params_crc(o->teachers[t]), (uint64_t)o->teachers[t]->n_params};
+            hash_add(&h, id, sizeof id);
+        }
+    }
     if (o->n_val_classes) hash_add(&h, o->val_classes, sizeof(int) * (size_t)o->n_val_classes);
     if (o->n_s2_classes) hash_add(&h, o->s2_classes, sizeof(int) * (size_t)o->n_s2_classes);
     hash_add(&h, d->label, sizeof(int) * (size_t)d->n);

@@ -112,6 +112,29 @@ grep -q -- "--bn-group 3 must divide the batch (8)" "$W/bng.txt" || fail "a bad 
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/bng.sgpe" --width 4 --img 16 \
   --epochs 1 --batch 8 --bn-group 4 --episodes 0 > "$W/bng.txt" 2>&1 || fail "train-engine --bn-group 4: $(cat "$W/bng.txt")"
 grep -q 'groups of 4 images, each group from one source set' "$W/bng.txt" || fail "--bn-group is not logged: $(cat "$W/bng.txt")"
+# --teacher: stage 1 distilled from another stage-1 engine of the same data (sgd.sgpe above);
+# one of another input side, a missing file, or --kd-weight without a teacher is refused.
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/kd.sgpe" --width 4 --img 16 \
+  --epochs 1 --batch 8 --episodes 0 --teacher "$W/sgd.sgpe" --kd-temp 2 > "$W/kd.txt" 2>&1 ||
+  fail "train-engine --teacher: $(cat "$W/kd.txt")"
+grep -q 'distilling from 1 teacher(s): loss 0.5 x cross-entropy + 0.5 x KL at T 2' "$W/kd.txt" ||
+  fail "distillation is not logged: $(cat "$W/kd.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/kd2.sgpe" --width 4 --img 24 \
+  --epochs 1 --batch 8 --episodes 0 --teacher "$W/sgd.sgpe" > /dev/null 2> "$W/kd.txt"
+[ $? -eq 2 ] || fail "a teacher of another input side: exit 2 expected"
+grep -q -- "--teacher $W/sgd.sgpe takes 16 px input; the engine being trained takes 24 px" "$W/kd.txt" ||
+  fail "a teacher that does not fit is not explained: $(cat "$W/kd.txt")"
+[ ! -e "$W/kd2.sgpe" ] || fail "a refused --teacher wrote an engine"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/kd2.sgpe" --width 4 --img 16 \
+  --epochs 1 --batch 8 --episodes 0 --teacher "$W/none.sgpe" > /dev/null 2> "$W/kd.txt"
+[ $? -eq 1 ] || fail "a missing teacher: exit 1 expected"
+grep -q "none.sgpe" "$W/kd.txt" || fail "a missing teacher is not named: $(cat "$W/kd.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/kd2.sgpe" --kd-weight 0.3 > /dev/null 2> "$W/kd.txt"
+[ $? -eq 2 ] && grep -q -- "--kd-weight and --kd-temp need --teacher" "$W/kd.txt" ||
+  fail "--kd-weight without --teacher: $(cat "$W/kd.txt")"
+"$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/kd2.sgpe" --teacher "$W/sgd.sgpe" \
+  --kd-weight 1.5 > /dev/null 2> "$W/kd.txt"
+[ $? -eq 2 ] || fail "--kd-weight 1.5: exit 2 expected"
 # --convs: counts per stage; a bad count or a list that does not fit the stages is refused,
 # a deeper engine trains and a generator trained from its backbone inherits the counts.
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --convs 1,4 > /dev/null 2> "$W/cv.txt"

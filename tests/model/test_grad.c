@@ -496,6 +496,50 @@ Test(grad, softmax_xent) {
     for (int i = 0; i < 20; i++) cr_assert(fabsf(p2[i] - probs[i]) < 1e-6f);
 }
 
+typedef struct kd_s {
+    int n, k;
+    float *logits;
+    const float *target;
+    float t, scale;
+} kd_s;
+static void kd_fwd(void *p, float *y) {
+    kd_s *s = p;
+    y[0] = s->scale * sg_softmax_distill(s->n, s->k, s->logits, s->target, s->t, 1.0f, NULL);
+}
+/* T² KL(q || softmax(z / T)) against a direct evaluation; zero at the target's own
+ * logits; finite differences of its logit gradient at two temperatures. */
+Test(grad, softmax_distill) {
+    sg_rng g;
+    sg_rng_seed(&g, 37);
+    float logits[20], tl[20], q[20], dl[20], y[1], one[1] = {1};
+    const float temps[2] = {1.0f, 4.0f};
+    for (int ti = 0; ti < 2; ti++) {
+        float T = temps[ti];
+        fill_normal(&g, logits, 20, 2);
+        fill_normal(&g, tl, 20, 2);
+        for (int i = 0; i < 20; i++) tl[i] /= T;
+        sg_softmax(4, 5, tl, q);
+        kd_s s = {4, 5, logits, q, T, 1.5f};
+        float loss = sg_softmax_distill(4, 5, logits, q, T, 1.5f, dl);
+        double ref = 0;
+        for (int i = 0; i < 4; i++) {
+            double m = -1e30, z = 0;
+            for (int j = 0; j < 5; j++) m = fmax(m, logits[i * 5 + j] / T);
+            for (int j = 0; j < 5; j++) z += exp(logits[i * 5 + j] / T - m);
+            for (int j = 0; j < 5; j++) ref += q[i * 5 + j] * (log(q[i * 5 + j]) - (logits[i * 5 + j] / T - m - log(z)));
+        }
+        ref *= (double)T * T / 4;
+        cr_assert(ref > 1e-3, "the test's target should differ from the student");
+        cr_assert(fabs(loss - ref) < 1e-4 * (1 + ref), "T %g: loss %g vs %g", T, loss, ref);
+        check_grad("softmax distill dlogits", kd_fwd, &s, y, one, 1, logits, 20, dl, (fd_cfg){1e-2f, 2e-3, 100, 0});
+        /* the student that already equals the teachers: no loss, no gradient */
+        for (int i = 0; i < 20; i++) logits[i] = tl[i] * T + 3.0f; /* a shift per row changes nothing */
+        float l0 = sg_softmax_distill(4, 5, logits, q, T, 1.0f, dl);
+        cr_assert(fabsf(l0) < 1e-5f, "T %g: loss %g at the target", T, l0);
+        for (int i = 0; i < 20; i++) cr_assert(fabsf(dl[i]) < 1e-5f);
+    }
+}
+
 /* ---- whole networks ---- */
 
 typedef struct net_s {

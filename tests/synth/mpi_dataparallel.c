@@ -12,6 +12,9 @@
  *        groups (bn_group 4, batch 16, three source sets): the groups, and
  *        so the batch-norm statistics, do not depend on the rank count; the
  *        base must move and the engine be marked.
+ *   mpirun -n P mpi_dataparallel run1kd OUT  stage 1 distilled from a teacher
+ *        (weight 0.5, T 2; the groups as run1): each rank's teacher targets
+ *        are for its own share of the batch.
  *   mpi_dataparallel compare A B           max |a − b| / max(1, |b|) ≤ 1e-5.
  *
  * E is odd, so the ranks hold unequal shares of a step. Several steps, not
@@ -27,7 +30,7 @@ static int fail(const char *what) {
     return 1;
 }
 
-static int run(const char *out, int stage1) {
+static int run(const char *out, int stage1, int distil) {
     int rank, P;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
@@ -74,6 +77,17 @@ static int run(const char *out, int stage1) {
         o.stage2_episodes = 0;
         o.calib_episodes = 0;
     }
+    sg_engine *teacher = NULL;
+    const sg_engine *tl[1];
+    if (distil) { /* with the groups too: batch norm over a rank's whole batch would differ with the rank count */
+        teacher = sg_engine_create(&c, 4);
+        fx_engine_perturb(teacher, 11, 0.1f);
+        tl[0] = teacher;
+        o.teachers = tl;
+        o.n_teachers = 1;
+        o.kd_weight = 0.5f;
+        o.kd_temp = 2.0f;
+    }
     sg_err err = {{0}};
     sg_status st = sg_engine_train(e, &d, &o, MPI_COMM_WORLD, &err);
     int bad = 0;
@@ -108,6 +122,7 @@ static int run(const char *out, int stage1) {
     int any = 0;
     MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     sg_engine_free(e);
+    sg_engine_free(teacher);
     sg_dataset_free(&d);
     free(init);
     return any;
@@ -147,8 +162,10 @@ static int compare(const char *a, const char *b) {
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "compare") == 0) return compare(argv[2], argv[3]);
-    if (argc != 3 || (strcmp(argv[1], "run") != 0 && strcmp(argv[1], "run1") != 0)) {
-        fprintf(stderr, "usage: mpirun -n P %s run|run1 OUT | %s compare A B\n", argv[0], argv[0]);
+    int mode = argc == 3 ? (!strcmp(argv[1], "run") ? 0 : !strcmp(argv[1], "run1") ? 1 : !strcmp(argv[1], "run1kd") ? 2 : -1)
+                         : -1;
+    if (mode < 0) {
+        fprintf(stderr, "usage: mpirun -n P %s run|run1|run1kd OUT | %s compare A B\n", argv[0], argv[0]);
         return 2;
     }
     MPI_Init(&argc, &argv);
@@ -156,7 +173,7 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     sg_log_set_rank(rank);
     sg_log_set_level(SG_LOG_WARN);
-    int rc = run(argv[2], strcmp(argv[1], "run1") == 0);
+    int rc = run(argv[2], mode >= 1, mode == 2);
     MPI_Finalize();
     return rc;
 }

@@ -23,4 +23,5 @@ if(TARGET sg_synth AND MPIEXEC_EXECUTABLE)
   endfunction()
   sg_dataparallel_test(synth_dataparallel run)         # stage 2
   sg_dataparallel_test(synth_dataparallel_stage1 run1) # stage 1 with batch-norm groups
+  sg_dataparallel_test(synth_dataparallel_distill run1kd) # stage 1 distilled from a teacher
 endif()
