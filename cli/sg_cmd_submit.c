@@ -1,7 +1,7 @@
 /* sg_cmd_submit.c — `sgps submit MANIFEST`: a run as a Slurm batch job. It
  * counts the manifest's work units (tasks × shards, without reading any data),
- * sizes the allocation from them (at most units + 1 ranks: rank 0 only
- * schedules; one rank per core), fills the batch script (slurm/sgps.sbatch,
+ * sizes the allocation from them (at most one rank per unit: every rank
+ * works, rank 0 too; one rank per core), fills the batch script (slurm/sgps.sbatch,
  * built in below) and writes it into the run folder, then hands it to
  * `sbatch --parsable` and prints the job id alone on stdout, so that scripts
  * can write `job=$(sgps submit m.json)`. The job drains on USR1, requeues
@@ -44,9 +44,9 @@ static const char sg_sbatch_template[] =
     "#   4) otherwise the job ends with sgps run's status: 0 ok, 1 invalid manifest\n"
     "#      or I/O, 3 some units failed, 5 nightly drop flagged.\n"
     "#\n"
-    "# Resources: one rank per core (OpenBLAS runs single-threaded); rank 0 only\n"
-    "# schedules, so a job needs at most units + 1 ranks. The run folder must be on\n"
-    "# a file system that every node sees.\n"
+    "# Resources: one rank per core (OpenBLAS runs single-threaded); every rank works\n"
+    "# units, rank 0 too (it also schedules), so a job needs at most one rank per\n"
+    "# unit. The run folder must be on a file system that every node sees.\n"
     "\n"
     "#SBATCH --job-name=@JOB_NAME@\n"
     "#SBATCH --partition=@PARTITION@\n"
@@ -143,7 +143,7 @@ static const char submit_help[] =
     "                            [--job-name NAME] [--dependency DEP] [--launcher srun|mpirun]\n"
     "                            [--resume] [--max-requeues N] [--dry-run]\n\n"
     "Submits `sgps run MANIFEST` as a Slurm batch job sized to the manifest's work units\n"
-    "(tasks x shards): ranks = units + 1 (rank 0 schedules; 1 with a single unit), nodes =\n"
+    "(tasks x shards): ranks = units (every rank works, rank 0 also schedules), nodes =\n"
     "ceil(ranks / C), at most N (then ranks = N x C). Writes the batch script to\n"
     "RUN_DIR/sgps.sbatch, runs `sbatch --parsable` and prints the job id. The job's output\n"
     "goes to RUN_DIR/slurm-JOBID.out. Slurm sends USR1 120 s before the time limit: the run\n"
@@ -371,7 +371,7 @@ int sg_cmd_submit(int argc, char **argv) {
 
     /* Sizing: every worker rank gets at least one unit. */
     size_t units = m->n_units;
-    long ranks = units == 1 ? 1 : (long)units + 1;
+    long ranks = (long)units; /* every rank works, rank 0 too (it also schedules) */
     long nodes = (ranks + per_node - 1) / per_node;
     if (max_nodes && nodes > max_nodes) {
         nodes = max_nodes;
@@ -434,7 +434,7 @@ int sg_cmd_submit(int argc, char **argv) {
     sg_submit_fill(sg_sbatch_template, vars, sizeof vars / sizeof vars[0], &script);
     fprintf(stderr, "sgps submit: %s: %d tasks, %zu units -> %ld ranks on %ld node%s (%ld per node)%s\n", path,
             m->n_tasks, units, ranks, nodes, nodes == 1 ? "" : "s", node_tasks,
-            ranks > 1 ? ", rank 0 schedules" : "");
+            ranks > 1 ? ", rank 0 also schedules" : "");
     sg_manifest_free(m);
 
     if (dry_run) {
