@@ -83,8 +83,9 @@ static const char train_help[] =
     "  --kd-weight W       stage-1 loss (1 - W) x cross-entropy + W x T² KL(teachers || engine),\n"
     "                      0..1 (default 0.5; only with --teacher)\n"
     "  --kd-temp T         distillation temperature (default 4)\n"
-    "SIGTERM or SIGUSR1: finish the current step, write PREFIX.state and exit with status 3;\n"
-    "the same command with --resume continues exactly where it stopped.\n"
+    "SIGTERM, SIGUSR1 or a first Ctrl-C (SIGINT): finish the current step, write PREFIX.state and\n"
+    "exit with status 3; the same command with --resume continues exactly where it stopped. A\n"
+    "second Ctrl-C ends it at once. Under mpirun, Ctrl-C is mpirun's: signal the ranks instead.\n"
     "Exit status: 0 on success, 1 on a training or I/O error, 2 on bad arguments, 3 stopped (resumable).\n";
 
 /* Comma-separated set names or SET/LABEL ids → class indices (an error names

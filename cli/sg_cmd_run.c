@@ -73,7 +73,9 @@ static const char run_help[] =
     "  --dry-run        validate as a run would, expand the units and plan the schedule;\n"
     "                   write nothing, print a summary (one process, no MPI: not under mpirun)\n"
     "  --ranks P        with --dry-run: plan for P ranks (default 1)\n"
-    "SIGTERM or SIGUSR1: finish the current batch, write status, exit 4; --resume completes.\n"
+    "SIGTERM, SIGUSR1 or a first Ctrl-C (SIGINT): finish the current batch, write status, exit 4;\n"
+    "--resume completes. A second Ctrl-C ends it at once (--resume still completes). Under\n"
+    "mpirun, Ctrl-C is mpirun's: it ends the job; send SIGUSR1 to mpirun to drain instead.\n"
     "Exit status: 0 all units succeeded; 1 invalid manifest or run-folder error;\n"
     "2 bad arguments; 3 some units failed (status.tsv says why); 4 interrupted, resumable;\n"
     "5 (--baseline) a metric dropped beyond noise. --dry-run: 0 runnable, 1 invalid, 2 bad arguments.\n";

@@ -394,12 +394,17 @@ static void on_stop_signal(int sig) {
 }
 
 void sg_stop_signals_install(void) {
-    struct sigaction sa;
+    struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);
+    /* Ctrl-C: the first stops cleanly, the handler then gives way to the default */
+    if (sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler != SIG_IGN) {
+        sa.sa_flags = SA_RESETHAND;
+        sigaction(SIGINT, &sa, NULL);
+    }
 }
 
 int sg_stop_requested(void) { return g_stop_flag != 0; }

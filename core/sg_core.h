@@ -163,7 +163,10 @@ double sg_now(void);
 
 /* ---- stop signals ------------------------------------------------------ */
 /* SIGTERM and SIGUSR1 (Slurm's pre-emption and time-limit warnings) set a
- * flag that long jobs poll between steps to stop cleanly and resumably. */
+ * flag that long jobs poll between steps to stop cleanly and resumably. So
+ * does the first SIGINT (Ctrl-C), unless SIGINT was ignored when the process
+ * started (a background job of a script); a second SIGINT ends the process at
+ * once, as Ctrl-C always does. */
 void sg_stop_signals_install(void);
 int sg_stop_requested(void);
 

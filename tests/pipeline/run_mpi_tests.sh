@@ -211,7 +211,34 @@ signal)
     [ $rc -eq 0 ] || fail "--resume after SIGTERM: exit $rc"
     [ "$(grep -c 'from an earlier run' t/status.tsv)" -eq "$n_done" ] || fail "--resume after SIGTERM redid finished units"
     same_outputs ref t
-    ok "SIGUSR1 and SIGTERM drain and resume"
+    # Ctrl-C on a run of its own (no mpirun): the first SIGINT drains like SIGTERM, a
+    # second ends it at once; --resume completes either. (A script's background job
+    # starts with SIGINT ignored, and sgps leaves it so: the wrapper restores it.)
+    intr() { exec python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' "$@"; }
+    cp -r ref c && rm -rf c/parts || fail "copy"
+    SGPS_TEST_BATCH_DELAY_MS=150 intr "$SGPS" run w/manifest.json --out c --quiet >>log.txt 2>&1 &
+    pid=$!
+    wait_parts c 2
+    kill -INT "$pid"
+    wait "$pid"; rc=$?
+    [ $rc -eq 4 ] || fail "Ctrl-C: exit $rc (expected 4)"
+    [ -s c/status.tsv ] && [ ! -e c/summary.json ] || fail "Ctrl-C: no status.tsv, or an earlier run's summary left"
+    n_done=$(status_count c ok)
+    [ "$n_done" -lt 10 ] || fail "Ctrl-C: the run was not interrupted"
+    no_tmp c
+    SGPS_TEST_BATCH_DELAY_MS=150 intr "$SGPS" run w/manifest.json --out c --resume --quiet >>log.txt 2>&1 &
+    pid=$!
+    wait_parts c $((n_done + 2))
+    kill -INT "$pid"
+    sleep 0.02 # two signals pending at once would count as one
+    kill -INT "$pid"
+    wait "$pid"; rc=$?
+    [ $rc -eq 130 ] || fail "a second Ctrl-C: exit $rc (expected 130, killed by SIGINT)"
+    mpi 1 run w/manifest.json --out c --resume --quiet; rc=$?
+    [ $rc -eq 0 ] || fail "--resume after two Ctrl-C: exit $rc"
+    same_outputs ref c
+    no_tmp c
+    ok "SIGUSR1, SIGTERM and Ctrl-C drain and resume; a second Ctrl-C ends at once"
     ;;
 nightly)
     "$FIXTURE" w || fail "fixture"
