@@ -144,7 +144,7 @@ static sg_status list_folder(const char *src, pk_list *l, sg_err *err) {
     }
     sg_strv_free(classes, nc);
     if (s == SG_OK && l->n == 0)
-        s = sg_err_set(err, SG_ERR_ARG, "%s: no images found (expected %s<label>/<name>.jpg)", src,
+        s = sg_err_set(err, SG_ERR_FORMAT, "%s: no images found (expected %s<label>/<name>.jpg)", src,
                        root == images ? "images/" : "");
     free(images);
     return s;

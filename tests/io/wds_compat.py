@@ -96,6 +96,11 @@ def main():
                 fail(f"pack --max-bytes {size}: the bad value is not named:\n{r.stderr}")
         if os.path.exists(os.path.join(tmp, "nan")):
             fail("a refused pack wrote shards")
+        # a source without images is a failed pack (1), not a usage error (2)
+        os.makedirs(os.path.join(tmp, "empty", "somelabel"))
+        r = run([sgps, "pack", os.path.join(tmp, "empty"), os.path.join(tmp, "e", "e-%d.tar")], 1)
+        if "no images found" not in r.stderr or "empty" not in r.stderr:
+            fail(f"pack of an empty folder: the folder and the reason are not named:\n{r.stderr}")
 
         patterns = ["csv/c-%06d.tar"]
         if shutil.which("zstd"):
