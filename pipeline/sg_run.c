@@ -25,6 +25,7 @@
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -946,6 +947,44 @@ static void remove_final_outputs(const sg_manifest *m, const char *dir) {
         }
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Folders under RUN/tasks/ that no task of this manifest writes (a folder
+ * reused with another manifest): left as they are, but said, since only this
+ * manifest's tasks are in the summary and the report. Returns how many. */
+static size_t warn_foreign_tasks(const sg_manifest *m, const char *dir) {
+    char td[4200];
+    snprintf(td, sizeof td, "%s/tasks", dir);
+    DIR *dd = opendir(td);
+    if (!dd) return 0;
+    /* each task's first path component, sorted, for lookups */
+    char **first = sg_xcalloc((size_t)m->n_tasks + 1, sizeof *first);
+    for (int t = 0; t < m->n_tasks; t++) {
+        first[t] = sg_xstrdup(m->tasks[t].id);
+        char *sl = strchr(first[t], '/');
+        if (sl) *sl = 0;
+    }
+    qsort(first, (size_t)m->n_tasks, sizeof *first, cmp_str);
+    size_t n = 0;
+    char names[512] = "";
+    struct dirent *de;
+    while ((de = readdir(dd)) != NULL) {
+        const char *nm = de->d_name;
+        if (nm[0] == '.' || bsearch(&nm, first, (size_t)m->n_tasks, sizeof *first, cmp_str)) continue;
+        if (n < 5) snprintf(names + strlen(names), sizeof names - strlen(names), "%s%.100s", n ? ", " : "", nm);
+        n++;
+    }
+    closedir(dd);
+    for (int t = 0; t < m->n_tasks; t++) free(first[t]);
+    free(first);
+    if (n)
+        sg_log(SG_LOG_WARN,
+               "%s holds %zu task folder%s of another manifest (%s%s); left as they are: the summary and the report "
+               "cover this manifest's %d task%s only",
+               td, n, n == 1 ? "" : "s", names, n > 5 ? ", ..." : "", m->n_tasks, m->n_tasks == 1 ? "" : "s");
+    return n;
+}
+
 /* Rank 0 before a run (and a dry run): marks in keep the units whose part
  * file is complete for this configuration (o->resume), recording them in s
  * when given; without resume, removes stale part files unless dry. Folders
@@ -1032,6 +1071,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
         s.answer_slot = sg_xcalloc((size_t)size, sizeof *s.answer_slot);
         if (sg_mkdir_p(dir, err) != SG_OK || write_run_json(m, o, res, 0, err) != SG_OK) ok = 0;
         if (ok) remove_final_outputs(m, dir);
+        if (ok) warn_foreign_tasks(m, dir);
         size_t kept = 0;
         if (ok && !plan_keep(m, o, dir, 0, keep, &s, &kept, err)) ok = 0;
         res->units_resumed = kept;

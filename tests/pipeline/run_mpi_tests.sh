@@ -74,6 +74,15 @@ end_to_end)
     grep -q '<svg' $R/report.html || fail "report has no inline SVG"
     grep -qE 'src=|<script|<link|@import|url\(' $R/report.html && fail "report.html loads external resources"
     no_tmp $R
+    # the same folder reused by a manifest of one of the tasks: the others' folders are
+    # left as they are, and the run says so
+    python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); m["tasks"] = m["tasks"][:1]; json.dump(m, open(sys.argv[2], "w"))' \
+        w/manifest.json w/one.json || fail "one-task manifest"
+    "$MPIEXEC" -n 1 "$SGPS" run w/one.json --out $R --quiet > one.txt 2>&1 || fail "one-task run over the folder: $(cat one.txt)"
+    grep -q "$R/tasks holds 2 task folders of another manifest (.*a-vs-ref.*); left as they are" one.txt ||
+        fail "the other manifest's task folders are not reported: $(cat one.txt)"
+    grep -q "screen-b" one.txt || fail "screen-b is not named: $(cat one.txt)"
+    [ -s $R/tasks/screen-b/predictions.csv ] || fail "the other manifest's outputs were touched"
     ok "end to end"
     ;;
 validate)
