@@ -383,6 +383,8 @@ static void load_registry(loader *L, const char *path) {
         sg_diag_add(d, SG_DIAG_ERROR, "%s: $.diseases: must be an array", path);
         goto done;
     }
+    static const char *const top[] = {"version", "diseases", NULL};
+    check_keys(d, path, "$", root, top);
     static const char *const keys[] = {"id", "name", "codes", "modality", "description", "exemplars", NULL};
     int n = cJSON_GetArraySize(list), i = 0;
     m->diseases = sg_xcalloc((size_t)n + 1, sizeof *m->diseases);

@@ -127,6 +127,36 @@ Test(pipeline, manifest_duplicate_keys) {
     free(dir);
 }
 
+/* The registry's own keys are checked like the manifest's: a misspelt or
+ * repeated top-level key is reported, not ignored. */
+Test(pipeline, registry_top_level_keys) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    const char *reg = "{\"version\": 1, \"disease\": [], \"version\": 2,\n"
+                      " \"diseases\": [{\"id\": \"orpha:1\", \"description\": \"x\"}, {\"id\": \"orpha:2\"}]}\n";
+    char *rp = fxp_path(dir, "reg2.json");
+    fxp_write(rp, reg, strlen(reg));
+    const char *man =
+        "{\"engine\": \"engine.sgpe\", \"registry\": \"reg2.json\", \"output\": \"r\",\n"
+        " \"tasks\": [{\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 0,"
+        "   \"shards\": \"shards/lab-000000.tar\"}]}\n";
+    char *mp = fxp_path(dir, "m2.json");
+    fxp_write(mp, man, strlen(man));
+    sg_diag d = {0};
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
+    dump(&d);
+    cr_assert(has(&d, "reg2.json: $.disease: unknown key", SG_DIAG_ERROR));
+    cr_assert(has(&d, "reg2.json: $.version: key given twice", SG_DIAG_ERROR));
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(mp);
+    free(rp);
+    rmrf(dir);
+    free(dir);
+}
+
 Test(pipeline, manifest_engine_and_registry_problems) {
     fxp_opts o;
     fxp_opts_default(&o);
