@@ -185,6 +185,22 @@ static inline sg_engine *fx_engine_for(const sg_dataset *d, sg_engine_config c, 
     return e;
 }
 
+/* Options for a short stage 1 alone on a fixture dataset: SGD at lr 0.05,
+ * batch 16, no stage 2, no validation or calibration, quiet. */
+static inline void fx_stage1_opts(sg_train_opts *o, int epochs, uint64_t seed) {
+    sg_train_opts_default(o);
+    o->stage1_epochs = epochs;
+    o->batch = 16;
+    o->sgd1 = 1;
+    o->lr1 = 0.05f;
+    o->stage2_episodes = 0;
+    o->n_val_classes = 0;
+    o->val_episodes = 0;
+    o->calib_episodes = 0;
+    o->seed = seed;
+    o->log_every = 1000;
+}
+
 /* MPI for a Criterion test (each test is its own process, which finalizes it);
  * warnings and errors only. */
 static inline void fx_init_mpi(void) {

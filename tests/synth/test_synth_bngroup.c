@@ -101,18 +101,8 @@ static sg_engine *make_engine(const sg_dataset *d) {
 }
 
 static void stage1_opts(sg_train_opts *o, int group) {
-    sg_train_opts_default(o);
-    o->stage1_epochs = 2;
-    o->batch = 16;
+    fx_stage1_opts(o, 2, 9);
     o->bn_group = group;
-    o->sgd1 = 1;
-    o->lr1 = 0.05f;
-    o->stage2_episodes = 0;
-    o->n_val_classes = 0;
-    o->val_episodes = 0;
-    o->calib_episodes = 0;
-    o->seed = 9;
-    o->log_every = 1000;
 }
 
 Test(synth_bngroup, grouped_stage1_marks_the_engine) {

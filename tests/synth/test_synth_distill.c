@@ -24,19 +24,6 @@ static sg_engine *make_engine(const sg_dataset *d, uint64_t seed) {
     return fx_engine_for(d, c, seed);
 }
 
-static void stage1_opts(sg_train_opts *o, int epochs, uint64_t seed) {
-    sg_train_opts_default(o);
-    o->stage1_epochs = epochs;
-    o->batch = 16;
-    o->sgd1 = 1;
-    o->lr1 = 0.05f;
-    o->stage2_episodes = 0;
-    o->n_val_classes = 0;
-    o->val_episodes = 0;
-    o->calib_episodes = 0;
-    o->seed = seed;
-    o->log_every = 1000;
-}
 
 /* Mean over the data's images of KL(teacher || student), both stage-1
  * classifiers at temperature t, eval mode. */
@@ -74,7 +61,7 @@ Test(synth_distill, student_moves_toward_its_teacher) {
     /* the teacher: a longer stage 1 of its own seed */
     sg_engine *teacher = make_engine(&d, 5);
     sg_train_opts o;
-    stage1_opts(&o, 6, 5);
+    fx_stage1_opts(&o, 6, 5);
     cr_assert_eq(sg_engine_train(teacher, &d, &o, MPI_COMM_WORLD, &err), SG_OK, "%s", err.msg);
     const sg_engine *tl[1] = {teacher};
     /* three students from the same start and batches: no teacher, a teacher at
@@ -82,7 +69,7 @@ Test(synth_distill, student_moves_toward_its_teacher) {
     sg_engine *s[3];
     for (int k = 0; k < 3; k++) {
         s[k] = make_engine(&d, 7);
-        stage1_opts(&o, 2, 8);
+        fx_stage1_opts(&o, 2, 8);
         if (k > 0) {
             o.teachers = tl;
             o.n_teachers = 1;
@@ -103,7 +90,7 @@ Test(synth_distill, student_moves_toward_its_teacher) {
               kl_plain);
     /* the teacher is read only */
     sg_engine *t2 = make_engine(&d, 5);
-    stage1_opts(&o, 6, 5);
+    fx_stage1_opts(&o, 6, 5);
     cr_assert_eq(sg_engine_train(t2, &d, &o, MPI_COMM_WORLD, &err), SG_OK, "%s", err.msg);
     cr_assert_eq(sg_engine_params_crc(t2), sg_engine_params_crc(teacher), "teaching changed the teacher");
     for (int k = 0; k < 3; k++) sg_engine_free(s[k]);
@@ -141,7 +128,7 @@ Test(synth_distill, teacher_that_does_not_fit_is_refused) {
     for (int k = 0; k < 4; k++) {
         const sg_engine *tl[2] = {make_engine(&d, 2), bad[k]}; /* the second of two */
         sg_train_opts o;
-        stage1_opts(&o, 1, 3);
+        fx_stage1_opts(&o, 1, 3);
         o.teachers = tl;
         o.n_teachers = 2;
         if (k == 3) o.kd_weight = 1.5f;
@@ -166,7 +153,7 @@ Test(synth_distill, teachers_are_part_of_the_training_state) {
     sg_engine *e = make_engine(&d, 7), *t1 = make_engine(&d, 1), *t2 = make_engine(&d, 2);
     const sg_engine *one[1] = {t1}, *other[1] = {t2}, *both[2] = {t1, t2};
     sg_train_opts o;
-    stage1_opts(&o, 1, 3);
+    fx_stage1_opts(&o, 1, 3);
     uint64_t plain = sg_train_config_hash(e, &d, &o);
     o.teachers = one;
     o.n_teachers = 1;
