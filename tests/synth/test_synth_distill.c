@@ -24,7 +24,6 @@ static sg_engine *make_engine(const sg_dataset *d, uint64_t seed) {
     return fx_engine_for(d, c, seed);
 }
 
-
 /* Mean over the data's images of KL(teacher || student), both stage-1
  * classifiers at temperature t, eval mode. */
 static double mean_kl(const sg_engine *teacher, const sg_engine *student, const sg_dataset *d, float t) {
