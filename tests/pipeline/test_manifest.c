@@ -127,6 +127,33 @@ Test(pipeline, manifest_duplicate_keys) {
     free(dir);
 }
 
+/* A label mapped twice in a task's labels (or open_set.labels) is reported
+ * once, whatever the two values. */
+Test(pipeline, manifest_label_given_twice) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    const char *bad =
+        "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\",\n"
+        " \"tasks\": [\n"
+        "  {\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
+        "   \"shards\": \"shards/lab-000000.tar\", \"labels\": {\"x\": 0, \"y\": 1, \"x\": 1, \"x\": 0}}\n"
+        " ]}\n";
+    char *mp = fxp_path(dir, "lab2.json");
+    fxp_write(mp, bad, strlen(bad));
+    sg_diag d = {0};
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
+    dump(&d);
+    cr_assert(has(&d, "lab2.json: $.tasks[0].labels[\"x\"]: label given twice", SG_DIAG_ERROR));
+    cr_assert_eq(d.n, 1, "one message for the repeated label, nothing else");
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}
+
 /* The registry's own keys are checked like the manifest's: a misspelt or
  * repeated top-level key is reported, not ignored. */
 Test(pipeline, registry_top_level_keys) {
