@@ -30,6 +30,8 @@ int sg_cli_is_help(const char *arg);
 /* Parses a long option: returns 1 and sets *val when argv[*i] is `--name`
  * followed by a value or `--name=value`; advances *i. */
 int sg_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
+/* Numbers as typed: decimal, no leading space or '+'; an integer in [lo, hi];
+ * a float finite (no nan or inf). 0 when s is not one. */
 int sg_cli_parse_int(const char *s, long lo, long hi, long *out);
 /* The message for an argument the loop did not accept; i0 is where the
  * argument began (i > i0: the option argv[i0] took the bad value argv[i]).

@@ -2,6 +2,7 @@
 #include "sg_cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,9 +31,13 @@ int sg_cli_bad_arg(const char *cmd, char **argv, int i0, int i) {
     return 2;
 }
 
+/* A number as typed: no leading space or '+' (strtol and strtod would skip or take them). */
+static int plain_number(const char *s) { return s[0] == '-' || s[0] == '.' || (s[0] >= '0' && s[0] <= '9'); }
+
 int sg_cli_parse_int(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
+    if (!plain_number(s)) return 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) return 0;
     *out = v;
@@ -42,8 +47,9 @@ int sg_cli_parse_int(const char *s, long lo, long hi, long *out) {
 int sg_cli_parse_float(const char *s, double *out) {
     char *end;
     errno = 0;
+    if (!plain_number(s)) return 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end) return 0;
+    if (errno || end == s || *end || !isfinite(v)) return 0; /* not nan, inf */
     *out = v;
     return 1;
 }

@@ -112,6 +112,12 @@ grep -q -- "--bn-group 3 must divide the batch (8)" "$W/bng.txt" || fail "a bad 
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/bng.sgpe" --width 4 --img 16 \
   --epochs 1 --batch 8 --bn-group 4 --episodes 0 > "$W/bng.txt" 2>&1 || fail "train-engine --bn-group 4: $(cat "$W/bng.txt")"
 grep -q 'groups of 4 images, each group from one source set' "$W/bng.txt" || fail "--bn-group is not logged: $(cat "$W/bng.txt")"
+# numbers as typed: a leading space or '+', nan or inf are refused
+for arg in "--epochs= 3" "--epochs=+3" "--lr=+0.1" "--lr=inf" "--wd=nan"; do
+  "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/num.sgpe" "$arg" > /dev/null 2> "$W/num.txt"
+  [ $? -eq 2 ] || fail "train-engine '$arg': exit 2 expected"
+done
+[ ! -e "$W/num.sgpe" ] || fail "a refused number wrote an engine"
 # --teacher: stage 1 distilled from another stage-1 engine of the same data (sgd.sgpe above);
 # one of another input side, a missing file, or --kd-weight without a teacher is refused.
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/kd.sgpe" --width 4 --img 16 \
