@@ -596,23 +596,16 @@ done:
 static const char classify_help[] =
     "usage: sgps classify --model CLASSIFIER.sgpm [--] IMAGE [IMAGE ...]\n\n"
     "Prints, per image, the predicted class and every class probability (CSV:\n"
-    "path,predicted,p_<class>...; a field holding a comma or a quote is quoted). An\n"
-    "unreadable image is reported on stderr and skipped. Images named after -- may\n"
-    "begin with '-'. Exit status: 0 all classified; 1 some image or the model failed;\n"
-    "2 bad arguments.\n";
+    "path,predicted,p_<class>...; a field holding a comma or a quote is quoted, control\n"
+    "characters become '?', as in the run folder's CSV files). An unreadable image is\n"
+    "reported on stderr and skipped. Images named after -- may begin with '-'.\n"
+    "Exit status: 0 all classified; 1 some image or the model failed; 2 bad arguments.\n";
 
-/* One CSV field on stdout after prefix: quoted when it holds a comma, a quote or
- * a line break (a path or a class name may); other control characters become '?'. */
-static void print_csv_field(const char *prefix, const char *s) {
-    int q = strpbrk(s, ",\"\r\n") != NULL;
-    if (q) putchar('"');
-    fputs(prefix, stdout);
-    for (const char *p = s; *p; p++) {
-        char c = (unsigned char)*p < 0x20 && *p != '\n' && *p != '\r' ? '?' : *p;
-        if (c == '"') putchar('"');
-        putchar(c);
-    }
-    if (q) putchar('"');
+/* Writes the CSV row in b to stdout and empties b. */
+static void put_row(sg_buf *b) {
+    sg_buf_append(b, "\n", 1);
+    fwrite(b->data, 1, b->len, stdout);
+    b->len = 0;
 }
 
 int sg_cmd_classify(int argc, char **argv) {
@@ -651,12 +644,16 @@ int sg_cmd_classify(int argc, char **argv) {
     sg_ctx *ctx = sg_ctx_create(a, 1);
     float *x = sg_xalloc_floats((size_t)a->in_c * a->in_h * a->in_w), *p = sg_xalloc_floats((size_t)c->n_classes);
     int bad = 0;
-    printf("path,predicted");
+    /* one row at a time; names and paths go through the pipeline's CSV quoting */
+    sg_buf row = {0};
+    sg_buf_append(&row, "path,predicted", 14);
     for (int k = 0; k < c->n_classes; k++) {
-        putchar(',');
-        print_csv_field("p_", c->class_names[k]);
+        char name[1100];
+        snprintf(name, sizeof name, "p_%.1024s", c->class_names[k]);
+        sg_buf_append(&row, ",", 1);
+        sg_buf_csv_field(&row, name);
     }
-    printf("\n");
+    put_row(&row);
     for (int i = 0; i < n_imgs; i++) {
         sg_image im;
         sg_image_limits lim = sg_image_limits_default();
@@ -672,12 +669,16 @@ int sg_cmd_classify(int argc, char **argv) {
         int best = 0;
         for (int k = 1; k < c->n_classes; k++)
             if (p[k] > p[best]) best = k;
-        print_csv_field("", imgs[i]);
-        putchar(',');
-        print_csv_field("", c->class_names[best]);
-        for (int k = 0; k < c->n_classes; k++) printf(",%.5f", p[k]);
-        printf("\n");
+        sg_buf_csv_field(&row, imgs[i]);
+        sg_buf_append(&row, ",", 1);
+        sg_buf_csv_field(&row, c->class_names[best]);
+        for (int k = 0; k < c->n_classes; k++) {
+            char v[32];
+            sg_buf_append(&row, v, (size_t)snprintf(v, sizeof v, ",%.5f", p[k]));
+        }
+        put_row(&row);
     }
+    sg_buf_free(&row);
     sg_ctx_free(ctx);
     free(x);
     free(p);

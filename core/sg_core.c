@@ -70,6 +70,8 @@ char *sg_xstrdup(const char *s) {
     memcpy(d, s, n);
     return d;
 }
+
+int sg_cmp_strp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 float *sg_xalloc_floats(size_t n) {
     void *p = NULL;
     size_t bytes = (n ? n : 1) * sizeof(float);
@@ -200,6 +202,16 @@ void sg_buf_append(sg_buf *b, const void *data, size_t n) {
     sg_buf_reserve(b, n);
     if (n) memcpy(b->data + b->len, data, n);
     b->len += n;
+}
+void sg_buf_csv_field(sg_buf *b, const char *s) {
+    int q = strpbrk(s, ",\"") != NULL;
+    if (q) sg_buf_append(b, "\"", 1);
+    for (const char *p = s; *p; p++) {
+        char c = (unsigned char)*p < 0x20 ? '?' : *p;
+        if (c == '"') sg_buf_append(b, "\"", 1);
+        sg_buf_append(b, &c, 1);
+    }
+    if (q) sg_buf_append(b, "\"", 1);
 }
 void sg_buf_u32(sg_buf *b, uint32_t v) { sg_buf_reserve(b, 4); sg_put_u32le(b->data + b->len, v); b->len += 4; }
 void sg_buf_u64(sg_buf *b, uint64_t v) { sg_buf_reserve(b, 8); sg_put_u64le(b->data + b->len, v); b->len += 8; }

@@ -64,6 +64,8 @@ void *sg_xmalloc(size_t n);
 void *sg_xcalloc(size_t n, size_t size);
 void *sg_xrealloc(void *p, size_t n);
 char *sg_xstrdup(const char *s);
+/* qsort / bsearch comparison of two `char *` elements by strcmp. */
+int sg_cmp_strp(const void *a, const void *b);
 /* 64-byte aligned, zeroed; free with free(). */
 float *sg_xalloc_floats(size_t n);
 
@@ -126,6 +128,9 @@ typedef struct sg_buf {
 } sg_buf;
 void sg_buf_reserve(sg_buf *b, size_t extra);
 void sg_buf_append(sg_buf *b, const void *data, size_t n);
+/* Appends s as one CSV field: quoted (quotes doubled) when it holds a comma or
+ * a quote; control characters become '?', so a row stays one line. */
+void sg_buf_csv_field(sg_buf *b, const char *s);
 void sg_buf_u32(sg_buf *b, uint32_t v);
 void sg_buf_u64(sg_buf *b, uint64_t v);
 void sg_buf_f32(sg_buf *b, float v);

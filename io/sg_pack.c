@@ -86,7 +86,6 @@ static int is_image_name(const char *n) {
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int is_dir(const char *p) {
     struct stat st;
@@ -118,7 +117,7 @@ static sg_status list_folder(const char *src, pk_list *l, sg_err *err) {
         free(p);
     }
     closedir(d);
-    qsort(classes, nc, sizeof(char *), cmp_str);
+    qsort(classes, nc, sizeof(char *), sg_cmp_strp);
     sg_status s = SG_OK;
     for (size_t c = 0; c < nc && s == SG_OK; c++) {
         char *cd = join(root, classes[c]);
@@ -487,7 +486,7 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
     size_t nn = 0;
     for (size_t i = 0; i < l.n; i++)
         if (l.e[i].label) names[nn++] = l.e[i].label;
-    qsort(names, nn, sizeof(char *), cmp_str);
+    qsort(names, nn, sizeof(char *), sg_cmp_strp);
     for (size_t i = 0; i < nn; i++)
         if (res->n_classes == 0 || strcmp(res->classes[res->n_classes - 1], names[i]) != 0) {
             res->classes = sg_xrealloc(res->classes, sizeof(char *) * (res->n_classes + 1));
@@ -500,7 +499,7 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
             res->unlabelled++;
             continue;
         }
-        char **hit = bsearch(&l.e[i].label, res->classes, res->n_classes, sizeof(char *), cmp_str);
+        char **hit = bsearch(&l.e[i].label, res->classes, res->n_classes, sizeof(char *), sg_cmp_strp);
         SG_ASSERT(hit);
         l.e[i].cls = (int)(hit - res->classes);
         res->class_counts[l.e[i].cls]++;

@@ -485,8 +485,6 @@ static void add_shards(loader *L, const char *jp, const char *key, const char *s
     *n = e->n;
 }
 
-static int cmp_label(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 /* A label map {shard label: class index | class id | null}. null (none of the
  * classes) only when allow_none. */
 static void parse_label_map(const sg_run_task *t, const char *mpath, const char *jp, const cJSON *map, int allow_none,
@@ -527,7 +525,7 @@ static void parse_label_map(const sg_run_task *t, const char *mpath, const char 
     /* a label given twice: the parser keeps one, so the other would be silently lost */
     char **sorted = sg_xmalloc(sizeof(char *) * ((size_t)*n_map + 1));
     memcpy(sorted, *keys, sizeof(char *) * (size_t)*n_map);
-    qsort(sorted, (size_t)*n_map, sizeof *sorted, cmp_label);
+    qsort(sorted, (size_t)*n_map, sizeof *sorted, sg_cmp_strp);
     for (int i = 1; i < *n_map; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0 && (i < 2 || strcmp(sorted[i - 2], sorted[i]) != 0))
             sg_diag_add(d, SG_DIAG_ERROR, "%s: %s[\"%s\"]: label given twice (only one is read)", mpath, jp, sorted[i]);

@@ -85,18 +85,6 @@ static void sanitize(char *s) {
         if (*s == '\n' || *s == '\r' || *s == '\t') *s = ' ';
 }
 
-/* CSV field: quoted when it holds a comma or a quote; control characters become '?'. */
-static void csv_field(sg_buf *b, const char *s) {
-    int q = strpbrk(s, ",\"") != NULL;
-    if (q) sg_buf_append(b, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        char c = (unsigned char)*p < 0x20 ? '?' : *p;
-        if (c == '"') sg_buf_append(b, "\"", 1);
-        sg_buf_append(b, &c, 1);
-    }
-    if (q) sg_buf_append(b, "\"", 1);
-}
-
 /* ---- part files ---- */
 
 typedef struct part_header {
@@ -433,9 +421,9 @@ static void batch_flush(batch *b, const sg_classifier *c, sg_ctx *ctx, const sg_
         int best = 0;
         for (int k = 1; k < K; k++)
             if (p[k] > p[best]) best = k;
-        csv_field(rows, b->key[i]);
+        sg_buf_csv_field(rows, b->key[i]);
         sg_buf_append(rows, ",", 1);
-        csv_field(rows, shard_name);
+        sg_buf_csv_field(rows, shard_name);
         const char *lab = b->label[i] >= 0 ? t->class_ids[b->label[i]] : b->label[i] == SG_LABEL_NONE ? SG_OPEN_SET_NONE : "";
         sg_buf_printf(rows, ",%s,%s", lab, t->class_ids[best]);
         for (int k = 0; k < K; k++) sg_buf_printf(rows, ",%.6f", (double)p[k]);
@@ -947,8 +935,6 @@ static void remove_final_outputs(const sg_manifest *m, const char *dir) {
         }
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 /* Folders under RUN/tasks/ that no task of this manifest writes (a folder
  * reused with another manifest): left as they are, but said, since only this
  * manifest's tasks are in the summary and the report. Returns how many. */
@@ -964,13 +950,13 @@ static size_t warn_foreign_tasks(const sg_manifest *m, const char *dir) {
         char *sl = strchr(first[t], '/');
         if (sl) *sl = 0;
     }
-    qsort(first, (size_t)m->n_tasks, sizeof *first, cmp_str);
+    qsort(first, (size_t)m->n_tasks, sizeof *first, sg_cmp_strp);
     size_t n = 0;
     char names[512] = "";
     struct dirent *de;
     while ((de = readdir(dd)) != NULL) {
         const char *nm = de->d_name;
-        if (nm[0] == '.' || bsearch(&nm, first, (size_t)m->n_tasks, sizeof *first, cmp_str)) continue;
+        if (nm[0] == '.' || bsearch(&nm, first, (size_t)m->n_tasks, sizeof *first, sg_cmp_strp)) continue;
         if (n < 5) snprintf(names + strlen(names), sizeof names - strlen(names), "%s%.100s", n ? ", " : "", nm);
         n++;
     }

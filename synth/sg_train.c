@@ -593,12 +593,19 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     if (st == SG_OK && total1 > 0 && start1 >= 0 && start1 < total1) {
         sg_ctx *ctx = sg_ctx_create(&e->base_cls, Bl);
         float *x = sg_xalloc_floats((size_t)Bl * isz), *dl = sg_xalloc_floats((size_t)Bl * d->n_classes);
-        /* distillation: each teacher's workspace, its tempered logits and probabilities, their mean, the KD gradient */
+        /* distillation: each teacher's workspace; a teacher's tempered logits and
+           probabilities, the teachers' mean (the target) and the distillation gradient */
         int K = d->n_classes, kd = o->n_teachers > 0 && o->kd_weight > 0;
         float wce = kd ? 1 - o->kd_weight : 1;
         sg_ctx **tctx = sg_xcalloc((size_t)(o->n_teachers > 0 ? o->n_teachers : 1), sizeof *tctx);
-        float *kbuf = kd ? sg_xalloc_floats((size_t)4 * Bl * K) : NULL;
-        for (int t = 0; kd && t < o->n_teachers; t++) tctx[t] = sg_ctx_create(&o->teachers[t]->base_cls, Bl);
+        float *t_logit = NULL, *t_prob = NULL, *target = NULL, *dkd = NULL;
+        if (kd) {
+            t_logit = sg_xalloc_floats((size_t)Bl * K);
+            t_prob = sg_xalloc_floats((size_t)Bl * K);
+            target = sg_xalloc_floats((size_t)Bl * K);
+            dkd = sg_xalloc_floats((size_t)Bl * K);
+            for (int t = 0; t < o->n_teachers; t++) tctx[t] = sg_ctx_create(&o->teachers[t]->base_cls, Bl);
+        }
         int *lab = sg_xmalloc(sizeof(int) * (size_t)B), *idx = sg_xmalloc(sizeof(int) * (size_t)B);
         if (rank == 0)
             sg_log(SG_LOG_INFO, "stage 1: supervised pretraining on %d classes (%ld images), %d epochs x %ld steps, batch %d over %d rank(s), %s lr %.2g",
@@ -631,11 +638,10 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                     /* scale so that the summed gradient is the global-batch mean */
                     float lg = wce * sg_softmax_xent(ng, K, out, lab + lo + g0, wce * (float)ng / (float)B, dl, NULL);
                     if (kd) {
-                        float *q = kbuf + (size_t)2 * Bl * K, *dk = kbuf + (size_t)3 * Bl * K;
-                        teacher_targets(o, tctx, ng, K, x + (size_t)g0 * isz, kbuf, kbuf + (size_t)Bl * K, q);
-                        lg += o->kd_weight *
-                              sg_softmax_distill(ng, K, out, q, o->kd_temp, o->kd_weight * (float)ng / (float)B, dk);
-                        for (size_t i = 0; i < (size_t)ng * K; i++) dl[i] += dk[i];
+                        teacher_targets(o, tctx, ng, K, x + (size_t)g0 * isz, t_logit, t_prob, target);
+                        lg += o->kd_weight * sg_softmax_distill(ng, K, out, target, o->kd_temp,
+                                                                o->kd_weight * (float)ng / (float)B, dkd);
+                        for (size_t i = 0; i < (size_t)ng * K; i++) dl[i] += dkd[i];
                     }
                     loss += (float)ng / (float)nb * lg;
                     for (int i = 0; i < ng; i++) {
@@ -707,7 +713,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         }
         sg_ctx_free(ctx);
         for (int t = 0; t < o->n_teachers; t++) sg_ctx_free(tctx[t]);
-        free(tctx); free(kbuf);
+        free(tctx); free(t_logit); free(t_prob); free(target); free(dkd);
         free(x); free(dl); free(lab); free(idx);
         if (st == SG_OK && best_val >= 0) {
             memcpy(e->params, best, sizeof(float) * np);

@@ -7,6 +7,18 @@
 
 #include <criterion/criterion.h>
 
+/* Writes text to dir/name as a manifest and loads it (deep), which must be
+ * refused as malformed; its diagnostics go to d. */
+static void load_refused(const char *dir, const char *name, const char *text, sg_diag *d) {
+    char *mp = fxp_path(dir, name);
+    fxp_write(mp, text, strlen(text));
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, d), SG_ERR_FORMAT, "%s was not refused", name);
+    dump(d);
+    sg_manifest_free(m);
+    free(mp);
+}
+
 Test(pipeline, manifest_good) {
     fxp_opts o;
     fxp_opts_default(&o);
@@ -110,19 +122,13 @@ Test(pipeline, manifest_duplicate_keys) {
         "   \"shards\": \"shards/lab-000000.tar\", \"threshold\": 0.5, \"threshold\": 0.9,"
         "   \"open_set\": {\"threshold\": 0.6, \"threshold\": 0.7}}\n"
         " ]}\n";
-    char *mp = fxp_path(dir, "dup.json");
-    fxp_write(mp, bad, strlen(bad));
     sg_diag d = {0};
-    sg_manifest *m;
-    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
-    dump(&d);
+    load_refused(dir, "dup.json", bad, &d);
     cr_assert(has(&d, "dup.json: $.output: key given twice", SG_DIAG_ERROR));
     cr_assert(has(&d, "dup.json: $.tasks[0].threshold: key given twice", SG_DIAG_ERROR));
     cr_assert(has(&d, "dup.json: $.tasks[0].open_set.threshold: key given twice", SG_DIAG_ERROR));
     cr_assert_eq(d.n, 3, "each repeated key once, nothing else");
-    sg_manifest_free(m);
     sg_diag_free(&d);
-    free(mp);
     rmrf(dir);
     free(dir);
 }
@@ -139,17 +145,11 @@ Test(pipeline, manifest_label_given_twice) {
         "  {\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
         "   \"shards\": \"shards/lab-000000.tar\", \"labels\": {\"x\": 0, \"y\": 1, \"x\": 1, \"x\": 0}}\n"
         " ]}\n";
-    char *mp = fxp_path(dir, "lab2.json");
-    fxp_write(mp, bad, strlen(bad));
     sg_diag d = {0};
-    sg_manifest *m;
-    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
-    dump(&d);
+    load_refused(dir, "lab2.json", bad, &d);
     cr_assert(has(&d, "lab2.json: $.tasks[0].labels[\"x\"]: label given twice", SG_DIAG_ERROR));
     cr_assert_eq(d.n, 1, "one message for the repeated label, nothing else");
-    sg_manifest_free(m);
     sg_diag_free(&d);
-    free(mp);
     rmrf(dir);
     free(dir);
 }
@@ -168,17 +168,11 @@ Test(pipeline, registry_top_level_keys) {
         "{\"engine\": \"engine.sgpe\", \"registry\": \"reg2.json\", \"output\": \"r\",\n"
         " \"tasks\": [{\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 0,"
         "   \"shards\": \"shards/lab-000000.tar\"}]}\n";
-    char *mp = fxp_path(dir, "m2.json");
-    fxp_write(mp, man, strlen(man));
     sg_diag d = {0};
-    sg_manifest *m;
-    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
-    dump(&d);
+    load_refused(dir, "m2.json", man, &d);
     cr_assert(has(&d, "reg2.json: $.disease: unknown key", SG_DIAG_ERROR));
     cr_assert(has(&d, "reg2.json: $.version: key given twice", SG_DIAG_ERROR));
-    sg_manifest_free(m);
     sg_diag_free(&d);
-    free(mp);
     free(rp);
     rmrf(dir);
     free(dir);
