@@ -3,10 +3,13 @@
  * engine architecture (Conv4-64 at 40 px) or a trained engine given as the
  * first argument. Prints the median over repeats (default synthesis, and
  * without its support normalization, interleaved; with mirrored support
- * views, off by default) and the FLOP floor: the forward passes of
+ * views, off by default; with the direct kernel for every convolution
+ * instead of Winograd for the pooled 64-channel units, interleaved) and the
+ * FLOP floor: the forward passes of
  * the support images (prototypes through the synthesized network; the task
  * summary through the base network when a generator weight reads it)
  * dominate. */
+#include "sg_model_impl.h"
 #include "sg_synth.h"
 
 #include <cblas.h>
@@ -82,14 +85,18 @@ int main(int argc, char **argv) {
     /* the default (one view per support image, the support normalization)
      * and without the normalization, interleaved so that both see the same
      * machine */
-    double full = 0, plain = 0;
+    double full = 0, plain = 0, direct = 0;
     for (int k = 0; k < 3; k++) {
         o.support_norm = SG_SUPPORT_NORM_DEFAULT;
         double a = run(e, &t, &o, reps);
+        sg_conv2d_set_winograd(0);
+        double d = run(e, &t, &o, reps);
+        sg_conv2d_set_winograd(1);
         o.support_norm = 0;
         double b = run(e, &t, &o, reps);
         if (k == 0 || a < full) full = a;
         if (k == 0 || b < plain) plain = b;
+        if (k == 0 || d < direct) direct = d;
     }
     o.support_norm = SG_SUPPORT_NORM_DEFAULT;
     o.flip_aug = 1;
@@ -116,6 +123,8 @@ int main(int argc, char **argv) {
            "  normalization's statistics, +25 for the task summary when the generator reads it)\n", reps, 1e3 * full);
     printf("synthesis without the support normalization (--support-norm 0): %.1f ms; default / that: %.2f\n",
            1e3 * plain, full / plain);
+    printf("synthesis with the direct kernel for every convolution (no Winograd): %.1f ms; default / that: %.2f\n",
+           1e3 * direct, full / direct);
     printf("synthesis with mirrored support views: %.1f ms (50 forwards, +25 for the summary)\n", 1e3 * flip);
     printf("synthesis, text only: %.2f ms\n", 1e3 * textonly);
     printf("FLOP floor: %.0f MFLOP per image forward; 25 forwards = %.2f GFLOP\n", mflop, 25 * mflop / 1e3);

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """forward_torch.py — the PyTorch peer of bench_forward: the same Conv4-64
 network (4 x [conv3x3 64 no bias, BatchNorm, ReLU, maxpool 2], GAP, linear 5)
-at 3x64x64, batch 256, eval mode, NCHW and channels_last.
+at 3xSIDExSIDE (default 64), batch 256, eval mode, NCHW and channels_last.
 
-usage: OPENBLAS_NUM_THREADS=N /usr/bin/python3 forward_torch.py THREADS [REPS]
+usage: OPENBLAS_NUM_THREADS=N /usr/bin/python3 forward_torch.py THREADS [REPS [SIDE]]
 Prints one line per memory format: "torch <format> <threads> <images/s>".
 """
 import sys
@@ -25,10 +25,11 @@ def conv4(width=64, classes=5):
 def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    side = int(sys.argv[3]) if len(sys.argv) > 3 else 64
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = conv4().eval()
-    x = torch.randn(256, 3, 64, 64)
+    x = torch.randn(256, 3, side, side)
     for fmt, mf in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
         m = net.to(memory_format=mf)
         xi = x.contiguous(memory_format=mf)

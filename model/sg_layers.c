@@ -53,7 +53,8 @@ size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     /* forward: col + out (+ one padded input image); backward: col + dcol + dy gathered */
     size_t padded = (size_t)c->cin * (h + 2 * c->pad) * (w + 2 * c->pad);
     size_t gemm = 2 * kk * g * p + (size_t)c->cout * g * p + (padded > kk * g * p ? padded : 0) + 16;
-    size_t direct = direct_work_floats(c, h, w);
+    size_t direct = direct_work_floats(c, h, w), wino = sg_conv2d_winograd_work_floats(c, n, h, w);
+    if (wino > direct) direct = wino;
     return gemm > direct ? gemm : direct;
 }
 
@@ -622,7 +623,9 @@ void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float 
 void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                              const float *restrict wt, const float *restrict scale, const float *restrict shift,
                              int relu, int pool2, float *restrict y, float *restrict work) {
-    if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work, 0, NULL, NULL);
+    if (pool2 && sg_conv2d_uses_winograd(c, h, w))
+        sg_conv2d_forward_winograd(c, n, h, w, x, wt, scale, shift, relu, y, work, 0, NULL, NULL);
+    else if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work, 0, NULL, NULL);
     else sg_conv2d_forward_fused_im2col(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work);
 }
 
@@ -652,7 +655,8 @@ void sg_channel_moments(int C, double m, const double *s, const double *ss, doub
 size_t sg_conv2d_pool_stats_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
     size_t plain = sg_conv2d_work_floats(c, n, h, w) + (size_t)n * c->cout * oh * ow;
-    size_t direct = direct_work_floats(c, h, w);
+    size_t direct = direct_work_floats(c, h, w), wino = sg_conv2d_winograd_work_floats(c, n, h, w);
+    if (wino > direct) direct = wino;
     return plain > direct ? plain : direct;
 }
 
@@ -663,6 +667,10 @@ void sg_conv2d_forward_pool_stats(const sg_conv2d_cfg *c, int n, int h, int w, c
     SG_ASSERT(oh >= 2 && ow >= 2 && oh % 2 == 0 && ow % 2 == 0);
     ptrdiff_t half = (ptrdiff_t)n * c->cout * (oh / 2) * (ow / 2);
     float *ymax = y, *ymin = y + half;
+    if (sg_conv2d_uses_winograd(c, h, w)) {
+        sg_conv2d_forward_winograd(c, n, h, w, x, wt, NULL, NULL, 2, ymax, work, half, sum, sumsq);
+        return;
+    }
     if (conv_use_direct(c)) {
         conv_direct(c, n, h, w, x, wt, NULL, NULL, 2, 1, ymax, work, half, sum, sumsq);
         return;

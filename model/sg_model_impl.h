@@ -6,6 +6,8 @@
 
 #include "sg_model.h"
 
+#include <stddef.h>
+
 /* Eval-mode conv with its epilogue applied while the GEMM output is still in
  * cache: y = pool2(relu(conv(x) * scale[o] + shift[o])).
  * x (N, cin, H, W), wt (cout, cin, k, k); scale (cout) or NULL (1), shift
@@ -29,6 +31,23 @@ void sg_conv2d_forward_fused_im2col(const sg_conv2d_cfg *c, int n, int h, int w,
 /* 1 when the forwards of c take the direct path (AVX2+FMA build, stride 1,
  * kernel > 1, OpenBLAS on one thread), 0 for im2col + SGEMM. */
 int sg_conv2d_uses_direct(const sg_conv2d_cfg *c);
+
+/* The pooled 3×3 units (stride 1, padding 1, ≥ 8 input channels, followed by
+ * the 2×2 max pool) run Winograd F(2×2, 3×3) in sg_conv2d_forward_fused and
+ * sg_conv2d_forward_pool_stats (sg_conv_winograd.c) when the build has
+ * AVX2+FMA and OpenBLAS is on one thread. sg_conv2d_uses_winograd says
+ * whether a unit on h×w input would; sg_conv2d_set_winograd(0) turns the
+ * path off (benchmarks and tests compare the two), 1 back on (the default).
+ * sg_conv2d_forward_winograd has the direct kernel's pooled contract (relu 2:
+ * the statistics mode, min at y + ymo, sums added to sum and sumsq);
+ * its work is sg_conv2d_winograd_work_floats floats. */
+int sg_conv2d_uses_winograd(const sg_conv2d_cfg *c, int h, int w);
+void sg_conv2d_set_winograd(int on);
+size_t sg_conv2d_winograd_work_floats(const sg_conv2d_cfg *c, int n, int h, int w);
+void sg_conv2d_forward_winograd(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                                const float *restrict wt, const float *restrict scale, const float *restrict shift,
+                                int relu, float *restrict y, float *restrict work, ptrdiff_t ymo, double *sum,
+                                double *sumsq);
 
 /* Per-layer seconds of eval-mode forwards (accumulated). A layer computed
  * inside another's fused op has fused_into = that layer's index and no time

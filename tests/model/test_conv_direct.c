@@ -1,5 +1,7 @@
 /* test_conv_direct.c — the direct convolution path of sg_conv2d_forward and
- * sg_conv2d_forward_fused against the im2col + SGEMM reference
+ * sg_conv2d_forward_fused, and the Winograd F(2×2, 3×3) path of the pooled
+ * 3×3 units (model/sg_conv_winograd.c; each pooled case runs with it on and
+ * off), against the im2col + SGEMM reference
  * (sg_conv2d_forward_im2col, then the affine / ReLU / max-pool ops one by
  * one), on random inputs: odd sizes, channel counts that leave partial
  * register tiles, padding 0/1/2, kernels 2/3/5, batch 1 and many; pooled
@@ -54,6 +56,12 @@ static const conv_case CASES[] = {
     {64, 13, 3, 1, 0, 7, 7, 3},   /* no padding: a 5×5 map, one 4×4 tile */
     {64, 64, 3, 1, 1, 2, 2, 3},   /* a 2×2 map pooled to 1×1 (a fifth stage at 40 px) */
     {64, 13, 3, 1, 1, 3, 3, 2},   /* 3×3 pooled to 1×1 */
+    /* Winograd: chunks of 16 tiles across images, a group of several images */
+    {64, 64, 3, 1, 1, 20, 20, 8}, /* unit 2 of Conv4-64 at 40 px, an eval chunk */
+    {64, 64, 3, 1, 1, 5, 5, 17},  /* unit 4: 4 tiles per image, 17 images */
+    {8, 10, 3, 1, 1, 6, 6, 7},    /* the fewest input channels it takes, 9 tiles per image */
+    {7, 5, 3, 1, 1, 8, 8, 2},     /* one channel fewer: the direct kernel */
+    {9, 7, 3, 1, 1, 23, 37, 3},   /* odd sizes: 11 × 18 tiles, the last row and column dropped */
     {3, 5, 3, 2, 1, 9, 9, 3},     /* stride 2: im2col path */
     {4, 6, 1, 1, 0, 7, 7, 2},     /* 1×1: im2col path */
 };
@@ -106,11 +114,27 @@ Test(conv_direct, forward_matches_im2col) {
     }
 }
 
-/* Fused: pool2(relu(conv · scale + shift)) against the ops one by one. */
-Test(conv_direct, fused_matches_layer_ops) {
+/* Winograd is compiled into AVX2+FMA builds too; there the pooled 3×3
+ * units with at least 8 input channels take it unless it is turned off. */
+static void expect_winograd_dispatch(const sg_conv2d_cfg *cc, int h, int w, int on) {
+#if defined(__AVX2__) && defined(__FMA__)
+    int want = on && cc->k == 3 && cc->stride == 1 && cc->pad == 1 && cc->cin >= 8 && h >= 2 && w >= 2;
+#else
+    int want = 0;
+    (void)on;
+#endif
+    cr_assert_eq(sg_conv2d_uses_winograd(cc, h, w), want, "Winograd dispatch for cin %d k %d stride %d pad %d %dx%d",
+                 cc->cin, cc->k, cc->stride, cc->pad, h, w);
+}
+
+/* Fused: pool2(relu(conv · scale + shift)) against the ops one by one,
+ * with the Winograd path on (the default) and off. */
+static void fused_cases(int wino) {
     openblas_set_num_threads(1);
+    sg_conv2d_set_winograd(wino);
     sg_rng g;
     sg_rng_seed(&g, 12);
+    int wino_cases = 0;
     for (size_t ci = 0; ci < N_CASES; ci++) {
         const conv_case *c = &CASES[ci];
         sg_conv2d_cfg cc = {c->cin, c->cout, c->k, c->stride, c->pad};
@@ -122,6 +146,8 @@ Test(conv_direct, fused_matches_layer_ops) {
         float *act = sg_xalloc_floats(ny), *ref = sg_xalloc_floats(ny), *y = sg_xalloc_floats(ny);
         float *work = sg_xalloc_floats(nwork);
         int32_t *am = sg_xcalloc(ny, sizeof(int32_t));
+        expect_winograd_dispatch(&cc, c->h, c->w, wino);
+        wino_cases += sg_conv2d_uses_winograd(&cc, c->h, c->w);
         fill(&g, x, nx, 1);
         fill(&g, wt, nw, 0.5f);
         fill(&g, sc, (size_t)c->cout, 1); /* negative scales too */
@@ -156,7 +182,14 @@ Test(conv_direct, fused_matches_layer_ops) {
         }
         free(x); free(wt); free(sc); free(sh); free(conv); free(aff); free(act); free(ref); free(y); free(work); free(am);
     }
+    sg_conv2d_set_winograd(1);
+#if defined(__AVX2__) && defined(__FMA__)
+    if (wino) cr_assert(wino_cases >= 15, "only %d cases took the Winograd path", wino_cases);
+#endif
 }
+
+Test(conv_direct, fused_matches_layer_ops) { fused_cases(1); }
+Test(conv_direct, fused_matches_layer_ops_without_winograd) { fused_cases(0); }
 
 /* The direct kernel is single-threaded: with several BLAS threads the
  * forwards go back to im2col + SGEMM, which OpenBLAS parallelizes. */
@@ -174,8 +207,9 @@ Test(conv_direct, several_blas_threads_use_im2col) {
  * path, bit for bit the fused convolution once any affine is applied to
  * them; on the im2col path (several BLAS threads) the same within float
  * tolerance. Every case whose output sizes are even. */
-static void pool_stats_cases(int threads) {
+static void pool_stats_cases(int threads, int wino) {
     openblas_set_num_threads(threads);
+    sg_conv2d_set_winograd(wino);
     sg_rng g;
     sg_rng_seed(&g, 13);
     int tested = 0;
@@ -247,8 +281,10 @@ static void pool_stats_cases(int threads) {
         free(sumsq);
     }
     openblas_set_num_threads(1);
+    sg_conv2d_set_winograd(1);
     cr_assert(tested >= 15, "only %d cases with even output sizes", tested);
 }
 
-Test(conv_direct, pool_stats_matches_layer_ops) { pool_stats_cases(1); }
-Test(conv_direct, pool_stats_im2col_path) { pool_stats_cases(2); }
+Test(conv_direct, pool_stats_matches_layer_ops) { pool_stats_cases(1, 1); }
+Test(conv_direct, pool_stats_without_winograd) { pool_stats_cases(1, 0); }
+Test(conv_direct, pool_stats_im2col_path) { pool_stats_cases(2, 1); }
