@@ -74,13 +74,16 @@ static wino_geom wino_geometry(const sg_conv2d_cfg *c, int n, int h, int w) {
     return g;
 }
 
-static int wino_on = 1;
+/* A process-wide kernel choice, like OpenBLAS's thread count that the
+ * dispatch also reads: benchmarks and tests time and check both paths in one
+ * process. Nothing else sets it. */
+static int g_wino_on = 1;
 
-void sg_conv2d_set_winograd(int on) { wino_on = on != 0; }
+void sg_conv2d_set_winograd(int on) { g_wino_on = on != 0; }
 
 int sg_conv2d_uses_winograd(const sg_conv2d_cfg *c, int h, int w) {
 #if SG_WINO
-    return wino_on && c->k == 3 && c->stride == 1 && c->pad == 1 && c->cin >= WINO_MIN_CIN && h >= 2 && w >= 2 &&
+    return g_wino_on && c->k == 3 && c->stride == 1 && c->pad == 1 && c->cin >= WINO_MIN_CIN && h >= 2 && w >= 2 &&
            openblas_get_num_threads() == 1;
 #else
     (void)c, (void)h, (void)w;
