@@ -41,9 +41,11 @@
 #define WINO_LANES 16 /* tiles per register tile: two vectors */
 #define WINO_MIN_CIN 8 /* fewer input channels (RGB): the direct kernel is better */
 
-static size_t wround16(size_t v) { return (v + 15) & ~(size_t)15; }
-
 #define WINO_GROUP_TILES 128 /* tiles transformed at a time: V stays in L2 */
+
+/* Floats per row of the zero-padded input plane: room for the transform's
+ * vectors of eight tiles (16 + 2 columns) up to pw rounded up to 8. */
+static int wino_pp_stride(int pw) { return 2 * ((pw + 7) / 8 * 8) + 4; }
 
 typedef struct wino_geom {
     int ph, pw, cbn, group; /* group: images whose tiles are transformed together */
@@ -62,15 +64,15 @@ static wino_geom wino_geometry(const sg_conv2d_cfg *c, int n, int h, int w) {
      * lines apart, and ξ planes not a multiple of 4 KiB apart, so that a
      * chunk's 16 lanes of every row (and the transform's 16 store streams)
      * fall in different L1 sets. */
-    g.ld = wround16((size_t)g.group * g.op + 8);
+    g.ld = sg_round16((size_t)g.group * g.op + 8);
     if ((g.ld / 16) % 2 == 0) g.ld += 16;
     g.xs = (size_t)c->cin * g.ld + 16;
     g.cbn = (c->cout + WINO_CB - 1) / WINO_CB;
-    g.u_f = wround16((size_t)16 * g.cbn * WINO_CB * c->cin);
-    g.v_f = wround16((size_t)16 * g.xs);
+    g.u_f = sg_round16((size_t)16 * g.cbn * WINO_CB * c->cin);
+    g.v_f = sg_round16((size_t)16 * g.xs);
     g.m_f = (size_t)16 * g.cbn * WINO_CB * WINO_LANES;
-    g.s_f = wround16(2 * (size_t)g.cbn * WINO_CB);
-    g.p_f = wround16((size_t)(h + 2) * (2 * ((g.pw + 7) / 8 * 8) + 4));
+    g.s_f = sg_round16(2 * (size_t)g.cbn * WINO_CB);
+    g.p_f = sg_round16((size_t)(h + 2) * wino_pp_stride(g.pw));
     return g;
 }
 
@@ -144,8 +146,6 @@ static inline __attribute__((always_inline)) void wino_deinterleave(const float 
  * are the even and odd columns from 2tx and from 2tx + 2. A row's last vector
  * runs past its pw tiles into the next row's (written after it) or past the
  * last tile (ld leaves room; the caller zeroes those lanes). */
-static int wino_pp_stride(int pw) { return 2 * ((pw + 7) / 8 * 8) + 4; }
-
 __attribute__((noinline)) static void wino_input(const float *restrict x, int n, int cin, int h, int w, int ph,
                                                  int pw, size_t ld, size_t xs, float *restrict pp,
                                                  float *restrict v) {
@@ -206,18 +206,16 @@ __attribute__((noinline)) static void wino_gemm(int cin, const float *restrict u
         WINO_FMA(5)
 #undef WINO_FMA
     }
-    _mm256_storeu_ps(m + 0, a00);
-    _mm256_storeu_ps(m + 8, a01);
-    _mm256_storeu_ps(m + 16, a10);
-    _mm256_storeu_ps(m + 24, a11);
-    _mm256_storeu_ps(m + 32, a20);
-    _mm256_storeu_ps(m + 40, a21);
-    _mm256_storeu_ps(m + 48, a30);
-    _mm256_storeu_ps(m + 56, a31);
-    _mm256_storeu_ps(m + 64, a40);
-    _mm256_storeu_ps(m + 72, a41);
-    _mm256_storeu_ps(m + 80, a50);
-    _mm256_storeu_ps(m + 88, a51);
+#define WINO_STORE(r)                                                                                                \
+    _mm256_storeu_ps(m + 16 * (r), a##r##0);                                                                         \
+    _mm256_storeu_ps(m + 16 * (r) + 8, a##r##1);
+    WINO_STORE(0)
+    WINO_STORE(1)
+    WINO_STORE(2)
+    WINO_STORE(3)
+    WINO_STORE(4)
+    WINO_STORE(5)
+#undef WINO_STORE
 }
 
 /* The 2×2 raw outputs of 8 lanes of channel row r: Aᵀ M A, Aᵀ = [1 1 1 0; 0 1 −1 −1].

@@ -276,8 +276,6 @@ typedef struct direct_geom {
     size_t xp_f, wpk_f;   /* work segments (floats) */
 } direct_geom;
 
-static size_t round16(size_t v) { return (v + 15) & ~(size_t)15; }
-
 static direct_geom direct_geometry(const sg_conv2d_cfg *c, int h, int w) {
     direct_geom g;
     g.hp = h + 2 * c->pad;
@@ -292,8 +290,8 @@ static direct_geom direct_geometry(const sg_conv2d_cfg *c, int h, int w) {
      * than wp + 16 floats (a two-row tile on the last, odd row), or by at
      * most 2·wp + 2 (a 4×4 tile whose lower two rows are past the pooled
      * height, 2 columns past the row end). */
-    g.xp_f = round16((size_t)c->cin * g.ps + 2 * (size_t)g.wp + 16);
-    g.wpk_f = round16((size_t)g.cbn * DIRECT_CB * g.kk);
+    g.xp_f = sg_round16((size_t)c->cin * g.ps + 2 * (size_t)g.wp + 16);
+    g.wpk_f = sg_round16((size_t)g.cbn * DIRECT_CB * g.kk);
     return g;
 }
 
@@ -302,7 +300,7 @@ static size_t direct_work_floats(const sg_conv2d_cfg *c, int h, int w) {
     direct_geom g = direct_geometry(c, h, w);
     /* + scale and shift per (padded) channel, + offsets (int32) */
     /* + statistics-mode lane sums (16 per padded channel) */
-    return g.xp_f + g.wpk_f + round16(2 * (size_t)g.cbn * DIRECT_CB) + round16((size_t)g.kk) +
+    return g.xp_f + g.wpk_f + sg_round16(2 * (size_t)g.cbn * DIRECT_CB) + sg_round16((size_t)g.kk) +
            (size_t)g.cbn * DIRECT_CB * 16;
 }
 
@@ -520,8 +518,8 @@ static void conv_direct(const sg_conv2d_cfg *c, int n, int h, int w, const float
     SG_ASSERT(g.xp_f < (size_t)INT_MAX); /* tap offsets are int */
     const int k = c->k, kk = g.kk, cout = c->cout;
     float *xp = work, *wpk = xp + g.xp_f, *sc = wpk + g.wpk_f, *sh = sc + (size_t)g.cbn * DIRECT_CB;
-    int *offs = (int *)(sc + round16(2 * (size_t)g.cbn * DIRECT_CB));
-    float *acc = (float *)offs + round16((size_t)kk);
+    int *offs = (int *)(sc + sg_round16(2 * (size_t)g.cbn * DIRECT_CB));
+    float *acc = (float *)offs + sg_round16((size_t)kk);
     for (int ch = 0; ch < c->cin; ch++)
         for (int ki = 0; ki < k; ki++)
             for (int kj = 0; kj < k; kj++) offs[(ch * k + ki) * k + kj] = (int)(ch * g.ps + (size_t)ki * g.wp + kj);

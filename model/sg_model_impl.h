@@ -8,6 +8,9 @@
 
 #include <stddef.h>
 
+/* v rounded up to a multiple of 16 (floats: one 64-byte line). */
+static inline size_t sg_round16(size_t v) { return (v + 15) & ~(size_t)15; }
+
 /* Eval-mode conv with its epilogue applied while the GEMM output is still in
  * cache: y = pool2(relu(conv(x) * scale[o] + shift[o])).
  * x (N, cin, H, W), wt (cout, cin, k, k); scale (cout) or NULL (1), shift
