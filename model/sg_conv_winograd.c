@@ -48,8 +48,9 @@
 static int wino_pp_stride(int pw) { return 2 * ((pw + 7) / 8 * 8) + 4; }
 
 typedef struct wino_geom {
-    int ph, pw, cbn, group; /* group: images whose tiles are transformed together */
-    size_t op, ld, xs;      /* tiles per image; V's row stride (per input channel) and ξ stride */
+    int ph, pw, cbn;
+    int group, band;   /* images whose tiles are transformed together; tile rows at a time (one image) */
+    size_t op, ld, xs; /* tiles per image; V's row stride (per input channel) and ξ stride */
     size_t u_f, v_f, m_f, s_f, p_f;
 } wino_geom;
 
@@ -58,13 +59,19 @@ static wino_geom wino_geometry(const sg_conv2d_cfg *c, int n, int h, int w) {
     g.ph = h / 2; /* k 3, stride 1, pad 1: the output is h × w */
     g.pw = w / 2;
     g.op = (size_t)g.ph * g.pw;
+    /* Small maps: whole images, enough of them for WINO_GROUP_TILES tiles. Large
+     * maps: one image at a time, in bands of tile rows, so V stays in L2
+     * whatever the input side. */
     g.group = g.op >= WINO_GROUP_TILES ? 1 : (int)(WINO_GROUP_TILES / g.op);
     if (g.group > n) g.group = n > 0 ? n : 1;
+    g.band = g.op >= WINO_GROUP_TILES ? (int)(WINO_GROUP_TILES / (size_t)g.pw) : g.ph;
+    if (g.band < 1) g.band = 1;
+    if (g.band > g.ph) g.band = g.ph;
     /* + the last row's vector past its end. Rows an odd number of 64-byte
      * lines apart, and ξ planes not a multiple of 4 KiB apart, so that a
      * chunk's 16 lanes of every row (and the transform's 16 store streams)
      * fall in different L1 sets. */
-    g.ld = sg_round16((size_t)g.group * g.op + 8);
+    g.ld = sg_round16((size_t)g.group * g.band * g.pw + 8);
     if ((g.ld / 16) % 2 == 0) g.ld += 16;
     g.xs = (size_t)c->cin * g.ld + 16;
     g.cbn = (c->cout + WINO_CB - 1) / WINO_CB;
@@ -72,7 +79,7 @@ static wino_geom wino_geometry(const sg_conv2d_cfg *c, int n, int h, int w) {
     g.v_f = sg_round16((size_t)16 * g.xs);
     g.m_f = (size_t)16 * g.cbn * WINO_CB * WINO_LANES;
     g.s_f = sg_round16(2 * (size_t)g.cbn * WINO_CB);
-    g.p_f = sg_round16((size_t)(h + 2) * wino_pp_stride(g.pw));
+    g.p_f = sg_round16((size_t)(2 * g.band + 2) * wino_pp_stride(g.pw));
     return g;
 }
 
@@ -102,7 +109,8 @@ size_t sg_conv2d_winograd_work_floats(const sg_conv2d_cfg *c, int n, int h, int 
 #if SG_WINO
 /* U_ξ for every (output, input) channel pair: G g Gᵀ, G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
  * laid out (ξ, channel block, cin, WINO_CB); channels past cout get zeros. */
-__attribute__((noinline)) static void wino_weights(const sg_conv2d_cfg *c, const float *restrict wt, int cbn, float *restrict u) {
+__attribute__((noinline)) static void wino_weights(const sg_conv2d_cfg *c, const float *restrict wt, int cbn,
+                                                   float *restrict u) {
     const int cin = c->cin;
     for (int b = 0; b < cbn; b++)
         for (int r = 0; r < WINO_CB; r++) {
@@ -139,26 +147,33 @@ static inline __attribute__((always_inline)) void wino_deinterleave(const float 
     *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
 }
 
-/* V_ξ of every tile of the n images: Bᵀ d B, Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0;
- * 0 1 0 −1], d the tile's 4×4 patch of the zero-padded plane pp (rows of
- * wino_pp_stride floats). Written as v[ξ·xs + ci·ld + tile], tile = im·op +
- * ty·pw + tx, eight tiles of a row at a time: tile tx's patch columns 2tx … 2tx+3
+/* V_ξ of tile rows ty0 … ty0 + nr − 1 of the n images: Bᵀ d B, Bᵀ = [1 0 −1 0;
+ * 0 1 1 0; 0 −1 1 0; 0 1 0 −1], d the tile's 4×4 patch of the zero-padded rows
+ * in pp (rows of wino_pp_stride floats; pp row q is padded row 2·ty0 + q). Written
+ * as v[ξ·xs + ci·ld + tile], tile = im·nr·pw + (ty − ty0)·pw + tx, eight tiles of
+ * a row at a time: tile tx's patch columns 2tx … 2tx+3
  * are the even and odd columns from 2tx and from 2tx + 2. A row's last vector
  * runs past its pw tiles into the next row's (written after it) or past the
  * last tile (ld leaves room; the caller zeroes those lanes). */
-__attribute__((noinline)) static void wino_input(const float *restrict x, int n, int cin, int h, int w, int ph,
-                                                 int pw, size_t ld, size_t xs, float *restrict pp,
+__attribute__((noinline)) static void wino_input(const float *restrict x, int n, int cin, int h, int w, int ty0,
+                                                 int nr, int pw, size_t ld, size_t xs, float *restrict pp,
                                                  float *restrict v) {
     const int wp = wino_pp_stride(pw);
-    const size_t plane = (size_t)h * w, op = (size_t)ph * pw;
-    memset(pp, 0, sizeof(float) * (size_t)(h + 2) * wp);
+    const size_t plane = (size_t)h * w, bt = (size_t)nr * pw;
+    memset(pp, 0, sizeof(float) * (size_t)(2 * nr + 2) * wp); /* borders; rows are rewritten below */
     for (int im = 0; im < n; im++)
         for (int ci = 0; ci < cin; ci++) {
             const float *restrict src = x + ((size_t)im * cin + ci) * plane;
-            for (int i = 0; i < h; i++)
-                for (int j = 0; j < w; j++) pp[(size_t)(i + 1) * wp + j + 1] = src[(size_t)i * w + j];
-            float *restrict vt = v + (size_t)ci * ld + (size_t)im * op;
-            for (int ty = 0; ty < ph; ty++)
+            for (int q = 0; q < 2 * nr + 2; q++) {
+                int i = 2 * ty0 + q - 1; /* the input row of pp row q */
+                float *restrict d = pp + (size_t)q * wp + 1;
+                if (i >= 0 && i < h)
+                    for (int j = 0; j < w; j++) d[j] = src[(size_t)i * w + j];
+                else
+                    for (int j = 0; j < w; j++) d[j] = 0;
+            }
+            float *restrict vt = v + (size_t)ci * ld + (size_t)im * bt;
+            for (int ty = 0; ty < nr; ty++)
                 for (int tx = 0; tx < pw; tx += 8) {
                     const float *r = pp + (size_t)2 * ty * wp + 2 * tx;
                     __m256 t[4][4];
@@ -243,6 +258,63 @@ static float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* A chunk's outputs from M (ξ, cbn·WINO_CB, 16 lanes): per output channel the
+ * output transform, then the fused mode (affine, 2×2 max, ReLU to y) or the
+ * statistics mode (relu 2: raw sums added to sum and sumsq, 2×2 max to y and
+ * min to y + ymo). Lane l is tile lane_t[l] of image lane_img[l]; nt lanes. */
+static void wino_epilogue(const float *restrict m, int cbn, int cout, int nt, int relu, const float *restrict sc,
+                          const float *restrict sh, const int *lane_img, const size_t *lane_t, size_t op,
+                          float *restrict y, ptrdiff_t ymo, double *sum, double *sumsq) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256i lane_ix = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int contiguous = lane_img[0] == lane_img[nt - 1]; /* one image's consecutive tiles */
+    for (int o = 0; o < cout; o++) {
+        __m256 s = _mm256_set1_ps(sc[o]), t = _mm256_set1_ps(sh[o]), ssum = zero, ssq = zero;
+        for (int half = 0; half < 2 && nt > 8 * half; half++) {
+            int n0 = nt - 8 * half > 8 ? 8 : nt - 8 * half;
+            __m256 y00, y01, y10, y11;
+            wino_output(m + (size_t)o * WINO_LANES + 8 * half, (size_t)cbn * WINO_CB * WINO_LANES, &y00, &y01, &y10,
+                        &y11);
+            float out[2][8];
+            int nout = 1;
+            if (relu == 2) {
+                __m256 in = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n0), lane_ix));
+                __m256 a = _mm256_add_ps(_mm256_add_ps(y00, y01), _mm256_add_ps(y10, y11));
+                ssum = _mm256_add_ps(ssum, _mm256_and_ps(a, in));
+                __m256 q = _mm256_fmadd_ps(y00, y00, _mm256_mul_ps(y01, y01));
+                q = _mm256_fmadd_ps(y10, y10, q);
+                q = _mm256_fmadd_ps(y11, y11, q);
+                ssq = _mm256_add_ps(ssq, _mm256_and_ps(q, in));
+                _mm256_storeu_ps(out[0], _mm256_max_ps(_mm256_max_ps(y00, y01), _mm256_max_ps(y10, y11)));
+                _mm256_storeu_ps(out[1], _mm256_min_ps(_mm256_min_ps(y00, y01), _mm256_min_ps(y10, y11)));
+                nout = 2;
+            } else {
+                /* the affine before the max: a negative scale reverses the order */
+                __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_fmadd_ps(y00, s, t), _mm256_fmadd_ps(y01, s, t)),
+                                          _mm256_max_ps(_mm256_fmadd_ps(y10, s, t), _mm256_fmadd_ps(y11, s, t)));
+                if (relu) mx = _mm256_max_ps(mx, zero);
+                _mm256_storeu_ps(out[0], mx);
+            }
+            for (int k = 0; k < nout; k++) {
+                float *yk = y + (k ? ymo : 0);
+                if (contiguous) {
+                    memcpy(yk + ((size_t)lane_img[0] * cout + o) * op + lane_t[8 * half], out[k],
+                           sizeof(float) * (size_t)n0);
+                    continue;
+                }
+                for (int l = 0; l < n0; l++) {
+                    int L = 8 * half + l;
+                    yk[((size_t)lane_img[L] * cout + o) * op + lane_t[L]] = out[k][l];
+                }
+            }
+        }
+        if (relu == 2) {
+            sum[o] += hsum8(ssum);
+            sumsq[o] += hsum8(ssq);
+        }
+    }
+}
+
 /* Same contract as the direct kernel's pooled modes (relu 0/1: fused, the
  * pooled outputs to y; relu 2: the statistics mode, pooled max to y, pooled
  * min to y + ymo, raw sums added to sum and sumsq). */
@@ -262,83 +334,30 @@ void sg_conv2d_forward_winograd(const sg_conv2d_cfg *c, int n, int h, int w, con
         sh[o] = shift && o < cout ? shift[o] : 0.0f;
     }
     const size_t in_sz = (size_t)cin * h * w, op = g.op, ld = g.ld, xs = g.xs;
-    const __m256 zero = _mm256_setzero_ps();
-    const __m256i lane_ix = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int im0 = 0; im0 < n; im0 += g.group) {
-        int gn = n - im0 < g.group ? n - im0 : g.group;
-        size_t tiles = (size_t)gn * op, tend = ld;
-        wino_input(x + (size_t)im0 * in_sz, gn, cin, h, w, g.ph, g.pw, ld, xs, pp, v);
-        for (int xi = 0; xi < 16; xi++) /* lanes past the last tile: 0 */
-            for (int ci = 0; ci < cin; ci++)
-                for (size_t t = tiles; t < tend; t++) v[(size_t)xi * xs + (size_t)ci * ld + t] = 0;
-        for (size_t g0 = 0; g0 < tiles; g0 += WINO_LANES) {
-            int nt = tiles - g0 < WINO_LANES ? (int)(tiles - g0) : WINO_LANES;
-            int lane_img[WINO_LANES];
-            size_t lane_t[WINO_LANES];
-            for (int l = 0; l < nt; l++) {
-                lane_img[l] = im0 + (int)((g0 + l) / op);
-                lane_t[l] = (g0 + l) % op;
-            }
-            /* one image's consecutive tiles: contiguous outputs */
-            int contiguous = lane_img[0] == lane_img[nt - 1];
-            /* ξ by ξ over every channel block: the chunk's V_ξ (16 lanes × cin) stays in L1 */
-            for (int xi = 0; xi < 16; xi++)
-                for (int b = 0; b < cbn; b++)
-                    wino_gemm(cin, u + ((size_t)xi * cbn + b) * cin * WINO_CB, v + (size_t)xi * xs + g0, ld,
-                              m + ((size_t)xi * cbn + b) * WINO_CB * WINO_LANES);
-            {
-                for (int o = 0; o < cout; o++) {
-                    int r = o;
-                    __m256 s = _mm256_set1_ps(sc[o]), t = _mm256_set1_ps(sh[o]), ssum = zero, ssq = zero;
-                    for (int half = 0; half < 2; half++) {
-                        int n0 = nt - 8 * half;
-                        if (n0 <= 0) break;
-                        if (n0 > 8) n0 = 8;
-                        __m256 y00, y01, y10, y11;
-                        wino_output(m + (size_t)r * WINO_LANES + 8 * half, (size_t)cbn * WINO_CB * WINO_LANES, &y00,
-                                    &y01, &y10, &y11);
-                        float out[2][8];
-                        int nout = 1;
-                        if (relu == 2) {
-                            __m256 in = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n0), lane_ix));
-                            __m256 a = _mm256_add_ps(_mm256_add_ps(y00, y01), _mm256_add_ps(y10, y11));
-                            ssum = _mm256_add_ps(ssum, _mm256_and_ps(a, in));
-                            __m256 q = _mm256_fmadd_ps(y00, y00, _mm256_mul_ps(y01, y01));
-                            q = _mm256_fmadd_ps(y10, y10, q);
-                            q = _mm256_fmadd_ps(y11, y11, q);
-                            ssq = _mm256_add_ps(ssq, _mm256_and_ps(q, in));
-                            _mm256_storeu_ps(out[0], _mm256_max_ps(_mm256_max_ps(y00, y01), _mm256_max_ps(y10, y11)));
-                            _mm256_storeu_ps(out[1], _mm256_min_ps(_mm256_min_ps(y00, y01), _mm256_min_ps(y10, y11)));
-                            nout = 2;
-                        } else {
-                            /* the affine before the max: a negative scale reverses the order */
-                            __m256 mx = _mm256_max_ps(
-                                _mm256_max_ps(_mm256_fmadd_ps(y00, s, t), _mm256_fmadd_ps(y01, s, t)),
-                                _mm256_max_ps(_mm256_fmadd_ps(y10, s, t), _mm256_fmadd_ps(y11, s, t)));
-                            if (relu) mx = _mm256_max_ps(mx, zero);
-                            _mm256_storeu_ps(out[0], mx);
-                        }
-                        for (int k = 0; k < nout; k++) {
-                            float *yk = y + (k ? ymo : 0);
-                            if (contiguous) {
-                                float *d = yk + ((size_t)lane_img[0] * cout + o) * op + lane_t[8 * half];
-                                memcpy(d, out[k], sizeof(float) * (size_t)n0);
-                            } else {
-                                for (int l = 0; l < n0; l++) {
-                                    int L = 8 * half + l;
-                                    yk[((size_t)lane_img[L] * cout + o) * op + lane_t[L]] = out[k][l];
-                                }
-                            }
-                        }
-                    }
-                    if (relu == 2) {
-                        sum[o] += hsum8(ssum);
-                        sumsq[o] += hsum8(ssq);
-                    }
+    for (int im0 = 0; im0 < n; im0 += g.group)
+        for (int ty0 = 0; ty0 < g.ph; ty0 += g.band) {
+            int gn = n - im0 < g.group ? n - im0 : g.group, nr = g.ph - ty0 < g.band ? g.ph - ty0 : g.band;
+            size_t bt = (size_t)nr * g.pw, tiles = (size_t)gn * bt, tend = ld; /* per image, in all */
+            wino_input(x + (size_t)im0 * in_sz, gn, cin, h, w, ty0, nr, g.pw, ld, xs, pp, v);
+            for (int xi = 0; xi < 16; xi++) /* lanes past the last tile: 0 */
+                for (int ci = 0; ci < cin; ci++)
+                    for (size_t t = tiles; t < tend; t++) v[(size_t)xi * xs + (size_t)ci * ld + t] = 0;
+            for (size_t g0 = 0; g0 < tiles; g0 += WINO_LANES) {
+                int nt = tiles - g0 < WINO_LANES ? (int)(tiles - g0) : WINO_LANES;
+                int lane_img[WINO_LANES];
+                size_t lane_t[WINO_LANES];
+                for (int l = 0; l < nt; l++) {
+                    lane_img[l] = im0 + (int)((g0 + l) / bt);
+                    lane_t[l] = (size_t)ty0 * g.pw + (g0 + l) % bt;
                 }
+                /* ξ by ξ over every channel block: the chunk's V_ξ (16 lanes × cin) stays in L1 */
+                for (int xi = 0; xi < 16; xi++)
+                    for (int b = 0; b < cbn; b++)
+                        wino_gemm(cin, u + ((size_t)xi * cbn + b) * cin * WINO_CB, v + (size_t)xi * xs + g0, ld,
+                                  m + ((size_t)xi * cbn + b) * WINO_CB * WINO_LANES);
+                wino_epilogue(m, cbn, cout, nt, relu, sc, sh, lane_img, lane_t, op, y, ymo, sum, sumsq);
             }
         }
-    }
 }
 #else
 void sg_conv2d_forward_winograd(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,

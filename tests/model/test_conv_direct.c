@@ -62,6 +62,9 @@ static const conv_case CASES[] = {
     {8, 10, 3, 1, 1, 6, 6, 7},    /* the fewest input channels it takes, 9 tiles per image */
     {7, 5, 3, 1, 1, 8, 8, 2},     /* one channel fewer: the direct kernel */
     {9, 7, 3, 1, 1, 23, 37, 3},   /* odd sizes: 11 × 18 tiles, the last row and column dropped */
+    {16, 8, 3, 1, 1, 40, 40, 2},  /* 400 tiles per image: bands of 6 tile rows (6, 6, 6, 2) */
+    {9, 7, 3, 1, 1, 39, 41, 2},   /* bands 6, 6, 6, 1 of 20 tiles, odd sizes */
+    {8, 6, 3, 1, 1, 6, 300, 1},   /* 150 tiles per row: bands of one row */
     {3, 5, 3, 2, 1, 9, 9, 3},     /* stride 2: im2col path */
     {4, 6, 1, 1, 0, 7, 7, 2},     /* 1×1: im2col path */
 };
