@@ -241,14 +241,20 @@ static void write_screen_manifest(const bench *b, const char *path, const char *
     sg_buf m = {0};
     sg_buf_printf(&m, "{\"version\": 1, \"engine\": \"%s\", \"registry\": \"registry.json\", \"output\": \"run\",\n"
                       " \"batch\": 64, \"tasks\": [\n", b->engine);
+    /* Beyond the 6 classes the tasks repeat them under new ids (screen-mel-2 …),
+     * as a registry of many diseases screened over one cohort would. */
     int t = 0;
-    for (int k = 0; k < N_HAM && t < n_tasks; k++) {
-        if (strcmp(ham_classes[k], "nv") == 0) continue;
-        sg_buf_printf(&m, "%s  {\"id\": \"screen-%s\", \"kind\": \"screen\", \"classes\": [\"ham:%s\", \"ham:nv\"],"
-                          " \"reference\": \"ham:nv\", \"shots\": %d, \"text\": %s, \"shards\": \"%s\"}",
-                      t ? ",\n" : "", ham_classes[k], ham_classes[k], shots, text ? "true" : "false", index);
-        t++;
-    }
+    for (int round = 1; t < n_tasks; round++)
+        for (int k = 0; k < N_HAM && t < n_tasks; k++) {
+            if (strcmp(ham_classes[k], "nv") == 0) continue;
+            char id[64];
+            if (round == 1) snprintf(id, sizeof id, "screen-%s", ham_classes[k]);
+            else snprintf(id, sizeof id, "screen-%s-%d", ham_classes[k], round);
+            sg_buf_printf(&m, "%s  {\"id\": \"%s\", \"kind\": \"screen\", \"classes\": [\"ham:%s\", \"ham:nv\"],"
+                              " \"reference\": \"ham:nv\", \"shots\": %d, \"text\": %s, \"shards\": \"%s\"}",
+                          t ? ",\n" : "", id, ham_classes[k], shots, text ? "true" : "false", index);
+            t++;
+        }
     sg_buf_printf(&m, "\n]}\n");
     write_file(path, m.data, m.len);
     sg_buf_free(&m);
@@ -532,7 +538,7 @@ static const char usage[] =
     "  ENGINE     an .sgpe engine (e.g. the real-data engine)\n\n"
     "  --only a,b,c        parts to run (default all): a throughput, b per-unit cost, c dry run at scale\n"
     "  --reps R            best of R runs for every figure (default 1)\n"
-    "  --tasks N           (a) screening tasks, 1..6 (default 6)\n"
+    "  --tasks N           (a) screening tasks, 1..60 (default 6; past 6 the classes repeat as new tasks)\n"
     "  --units U           (b) one-image units (default 200)\n"
     "  --dry-tasks LIST    (c) task counts (default 1000,2500,5000,10000)\n"
     "  --dry-refs N        (c) shard references per task (default 1000)\n"
@@ -599,7 +605,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (b.reps < 1 || b.tasks_a < 1 || b.tasks_a > 6 || b.tiny_units < 2 || b.dry_refs < 1 || !b.n_dry_tasks) {
+    if (b.reps < 1 || b.tasks_a < 1 || b.tasks_a > 60 || b.tiny_units < 2 || b.dry_refs < 1 || !b.n_dry_tasks) {
         fprintf(stderr, "bench_pipeline: bad option value\n%s", usage);
         return 2;
     }

@@ -1,25 +1,24 @@
-/* sg_hash.c — CRC-32 (IEEE, reflected), SHA-256 (FIPS 180-4) and FNV-1a.
- * Written by hand: none of the project's libraries exposes SHA-256. */
+/* sg_hash.c — CRC-32 (IEEE, reflected; zlib's), SHA-256 (FIPS 180-4) and
+ * FNV-1a. SHA-256 is written by hand: none of the project's libraries
+ * exposes it. */
 #include "sg_core.h"
 
 #include <errno.h>
 #include <string.h>
+#include <zlib.h>
 
-/* Bitwise CRC-32 a byte at a time with a nibble table: no lazily built
- * global table, so no data race between threads. */
-static const uint32_t crc_nibble[16] = {0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC, 0x76DC4190, 0x6B6B51F4,
-                                        0x4DB26158, 0x5005713C, 0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
-                                        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
-
+/* CRC-32 is zlib's (libpng's own dependency): the engine file's check over
+ * 5 MB took 21 ms a nibble at a time, under 1 ms there. */
 uint32_t sg_crc32(uint32_t crc, const void *data, size_t n) {
-    const uint8_t *p = data;
-    crc = ~crc;
-    for (size_t i = 0; i < n; i++) {
-        crc ^= p[i];
-        crc = crc_nibble[crc & 15] ^ (crc >> 4);
-        crc = crc_nibble[crc & 15] ^ (crc >> 4);
+    const unsigned char *p = data;
+    uLong c = crc;
+    while (n > 0) { /* zlib's length is a uInt: chunks of at most 1 GiB */
+        uInt k = n > (size_t)1 << 30 ? 1u << 30 : (uInt)n;
+        c = crc32(c, p, k);
+        p += k;
+        n -= k;
     }
-    return ~crc;
+    return (uint32_t)c;
 }
 
 static const uint32_t K[64] = {

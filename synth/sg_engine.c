@@ -92,7 +92,7 @@ void sg_engine_layout(sg_engine *e) {
     e->n_params = off;
 }
 
-sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
+sg_engine *sg_engine_alloc(const sg_engine_config *cfg) {
     sg_engine *e = sg_xcalloc(1, sizeof *e);
     e->cfg = *cfg;
     SG_ASSERT(cfg->stages >= 1 && cfg->stages <= SG_ENGINE_MAX_STAGES);
@@ -104,6 +104,11 @@ sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
         e->mean[i] = 0.5f;
         e->std[i] = 0.25f;
     }
+    return e;
+}
+
+sg_engine *sg_engine_create(const sg_engine_config *cfg, uint64_t seed) {
+    sg_engine *e = sg_engine_alloc(cfg);
     sg_rng r;
     sg_rng_seed(&r, seed);
     sg_arch_init_params(&e->base_cls, e->params, &r);

@@ -153,7 +153,7 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
     if (need > len)
         return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated: the configuration needs %zu bytes of parameters, the file has %zu",
                           name, need, len);
-    sg_engine *e = sg_engine_create(&c, 0);
+    sg_engine *e = sg_engine_alloc(&c);
     uint64_t np, ns;
     if (sg_rd_u64(&r, &np) || np != e->n_params || sg_rd_f32s(&r, e->params, e->n_params) || sg_rd_u64(&r, &ns) ||
         ns != e->base.n_state || sg_rd_f32s(&r, e->state, e->base.n_state) || r.pos != r.len) {

@@ -40,6 +40,11 @@ const char *sg_engine_check_state(const sg_engine *e);
 
 /* Fills the architectures and parameter offsets from e->cfg (no allocation). */
 void sg_engine_layout(sg_engine *e);
+/* An engine of configuration cfg laid out, its parameters and state zero
+ * and nothing initialized: what sg_engine_create initializes and
+ * sg_engine_deserialize fills from a file (drawing the 1.2 M random start
+ * values it would overwrite took half of loading an engine). */
+sg_engine *sg_engine_alloc(const sg_engine_config *cfg);
 
 /* A workspace for arch a with room for n images, reused while big enough. */
 sg_ctx *sg_engine_ws(sg_ctx **slot, const sg_arch *a, int n);
