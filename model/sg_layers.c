@@ -45,6 +45,13 @@ static int conv_is_pointwise(const sg_conv2d_cfg *c) { return c->k == 1 && c->st
 
 static size_t direct_work_floats(const sg_conv2d_cfg *c, int h, int w);
 
+/* What the register-tiled paths need: the direct kernel or, for pooled 3×3
+ * units, Winograd (sg_conv_winograd.c), whichever the call takes. */
+static size_t fast_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
+    size_t direct = direct_work_floats(c, h, w), wino = sg_conv2d_winograd_work_floats(c, n, h, w);
+    return wino > direct ? wino : direct;
+}
+
 size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
     size_t p = (size_t)oh * ow;
@@ -53,9 +60,8 @@ size_t sg_conv2d_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     /* forward: col + out (+ one padded input image); backward: col + dcol + dy gathered */
     size_t padded = (size_t)c->cin * (h + 2 * c->pad) * (w + 2 * c->pad);
     size_t gemm = 2 * kk * g * p + (size_t)c->cout * g * p + (padded > kk * g * p ? padded : 0) + 16;
-    size_t direct = direct_work_floats(c, h, w), wino = sg_conv2d_winograd_work_floats(c, n, h, w);
-    if (wino > direct) direct = wino;
-    return gemm > direct ? gemm : direct;
+    size_t fast = fast_work_floats(c, n, h, w);
+    return gemm > fast ? gemm : fast;
 }
 
 /* col (cin*k*k, ld) at column offset: rows are (c, ki, kj), columns output
@@ -653,9 +659,8 @@ void sg_channel_moments(int C, double m, const double *s, const double *ss, doub
 size_t sg_conv2d_pool_stats_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     int oh = sg_conv2d_out_size(h, c->k, c->stride, c->pad), ow = sg_conv2d_out_size(w, c->k, c->stride, c->pad);
     size_t plain = sg_conv2d_work_floats(c, n, h, w) + (size_t)n * c->cout * oh * ow;
-    size_t direct = direct_work_floats(c, h, w), wino = sg_conv2d_winograd_work_floats(c, n, h, w);
-    if (wino > direct) direct = wino;
-    return plain > direct ? plain : direct;
+    size_t fast = fast_work_floats(c, n, h, w);
+    return plain > fast ? plain : fast;
 }
 
 void sg_conv2d_forward_pool_stats(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,

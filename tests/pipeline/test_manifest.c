@@ -19,6 +19,23 @@ static void load_refused(const char *dir, const char *name, const char *text, sg
     free(mp);
 }
 
+/* load_refused in a fresh default world, with one more file written beside
+ * the manifest first (extra_name NULL: none); the world is removed after. */
+static void refused_in_world(const char *extra_name, const char *extra_text, const char *name, const char *text,
+                             sg_diag *d) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    if (extra_name) {
+        char *ep = fxp_path(dir, extra_name);
+        fxp_write(ep, extra_text, strlen(extra_text));
+        free(ep);
+    }
+    load_refused(dir, name, text, d);
+    rmrf(dir);
+    free(dir);
+}
+
 Test(pipeline, manifest_good) {
     fxp_opts o;
     fxp_opts_default(&o);
@@ -112,9 +129,6 @@ Test(pipeline, manifest_every_problem_at_once) {
 /* The JSON parser keeps the first of two equal keys: a second one is refused, as an
  * unknown key is, rather than silently ignored. */
 Test(pipeline, manifest_duplicate_keys) {
-    fxp_opts o;
-    fxp_opts_default(&o);
-    char *dir = world(&o);
     const char *bad =
         "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\", \"output\": \"r2\",\n"
         " \"tasks\": [\n"
@@ -123,22 +137,17 @@ Test(pipeline, manifest_duplicate_keys) {
         "   \"open_set\": {\"threshold\": 0.6, \"threshold\": 0.7}}\n"
         " ]}\n";
     sg_diag d = {0};
-    load_refused(dir, "dup.json", bad, &d);
+    refused_in_world(NULL, NULL, "dup.json", bad, &d);
     cr_assert(has(&d, "dup.json: $.output: key given twice", SG_DIAG_ERROR));
     cr_assert(has(&d, "dup.json: $.tasks[0].threshold: key given twice", SG_DIAG_ERROR));
     cr_assert(has(&d, "dup.json: $.tasks[0].open_set.threshold: key given twice", SG_DIAG_ERROR));
     cr_assert_eq(d.n, 3, "each repeated key once, nothing else");
     sg_diag_free(&d);
-    rmrf(dir);
-    free(dir);
 }
 
 /* A label mapped twice in a task's labels (or open_set.labels) is reported
  * once, whatever the two values. */
 Test(pipeline, manifest_label_given_twice) {
-    fxp_opts o;
-    fxp_opts_default(&o);
-    char *dir = world(&o);
     const char *bad =
         "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\",\n"
         " \"tasks\": [\n"
@@ -146,36 +155,26 @@ Test(pipeline, manifest_label_given_twice) {
         "   \"shards\": \"shards/lab-000000.tar\", \"labels\": {\"x\": 0, \"y\": 1, \"x\": 1, \"x\": 0}}\n"
         " ]}\n";
     sg_diag d = {0};
-    load_refused(dir, "lab2.json", bad, &d);
+    refused_in_world(NULL, NULL, "lab2.json", bad, &d);
     cr_assert(has(&d, "lab2.json: $.tasks[0].labels[\"x\"]: label given twice", SG_DIAG_ERROR));
     cr_assert_eq(d.n, 1, "one message for the repeated label, nothing else");
     sg_diag_free(&d);
-    rmrf(dir);
-    free(dir);
 }
 
 /* The registry's own keys are checked like the manifest's: a misspelt or
  * repeated top-level key is reported, not ignored. */
 Test(pipeline, registry_top_level_keys) {
-    fxp_opts o;
-    fxp_opts_default(&o);
-    char *dir = world(&o);
     const char *reg = "{\"version\": 1, \"disease\": [], \"version\": 2,\n"
                       " \"diseases\": [{\"id\": \"orpha:1\", \"description\": \"x\"}, {\"id\": \"orpha:2\"}]}\n";
-    char *rp = fxp_path(dir, "reg2.json");
-    fxp_write(rp, reg, strlen(reg));
     const char *man =
         "{\"engine\": \"engine.sgpe\", \"registry\": \"reg2.json\", \"output\": \"r\",\n"
         " \"tasks\": [{\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 0,"
         "   \"shards\": \"shards/lab-000000.tar\"}]}\n";
     sg_diag d = {0};
-    load_refused(dir, "m2.json", man, &d);
+    refused_in_world("reg2.json", reg, "m2.json", man, &d);
     cr_assert(has(&d, "reg2.json: $.disease: unknown key", SG_DIAG_ERROR));
     cr_assert(has(&d, "reg2.json: $.version: key given twice", SG_DIAG_ERROR));
     sg_diag_free(&d);
-    free(rp);
-    rmrf(dir);
-    free(dir);
 }
 
 Test(pipeline, manifest_engine_and_registry_problems) {
