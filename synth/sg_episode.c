@@ -139,17 +139,37 @@ static void ridge_free(ridge_state *r) {
 }
 
 /* Head forward: prototypes from support features and text projections. */
+/* The class rows (N of them, zero past C) are allocated for the task's N
+ * classes, not for SG_MAX_WAY: a tiny engine's episode would otherwise spend
+ * its time zeroing and mapping half a megabyte it never reads. */
 typedef struct head_state {
     int N, C;
-    float proto[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
-    float tp[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
-    float v[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
-    float nrm[SG_MAX_WAY][SG_ENGINE_MAX_WIDTH];
+    float (*proto)[SG_ENGINE_MAX_WIDTH];
+    float (*tp)[SG_ENGINE_MAX_WIDTH];
+    float (*v)[SG_ENGINE_MAX_WIDTH];
+    float (*nrm)[SG_ENGINE_MAX_WIDTH];
     float m[SG_ENGINE_MAX_WIDTH];    /* centre used: κ · mean of the prototypes */
     float mraw[SG_ENGINE_MAX_WIDTH]; /* mean of the prototypes */
     float wc[SG_MAX_WAY];
     int has_img[SG_MAX_WAY], has_text[SG_MAX_WAY];
 } head_state;
+
+static head_state *head_create(int N, int C) {
+    head_state *h = sg_xcalloc(1, sizeof *h);
+    h->N = N;
+    h->C = C;
+    h->proto = sg_xcalloc((size_t)4 * N, sizeof *h->proto);
+    h->tp = h->proto + N;
+    h->v = h->tp + N;
+    h->nrm = h->v + N;
+    return h;
+}
+
+static void head_free(head_state *h) {
+    if (!h) return;
+    free(h->proto);
+    free(h);
+}
 
 static void text_project(const sg_engine *e, const float *code, float *out) {
     int C = e->cfg.width, T = e->cfg.code_dim;
@@ -204,10 +224,8 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
     sg_rng wr;
     sg_rng_seed2(&wr, ep->seed, 0x770D);
     int ntid[SG_MAX_WAY], n_text = 0;
-    float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *codes);
-    head_state *h = sg_xcalloc(1, sizeof *h);
-    h->N = N;
-    h->C = C;
+    float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc((size_t)N, sizeof *codes);
+    head_state *h = head_create(N, C);
     float *z = sg_xalloc_floats((size_t)Z);
     for (int c = 0; c < N; c++) {
         h->has_img[c] = ep->shots[c] > 0;
@@ -240,7 +258,7 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
      * synthesized net has no batch norm, so the modes compute the same). */
     int keep = grad != NULL;
     sg_ctx *cs = ns ? sg_engine_ws(&e->ws_sup, &e->syn, ns) : NULL, *cq = sg_engine_ws(&e->ws_qry, &e->syn, nq);
-    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
+    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc((size_t)N, sizeof *fimg);
     float *fsup = NULL; /* (ns, C) support features */
     if (ns) {
         const float *fs = sg_net_forward(&e->syn, cs, theta, NULL, xs, ns, keep);
@@ -303,8 +321,8 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
         }
         grad[e->off_logtau] += dlt;
         grad[e->off_rho] += drho;
-        float (*dn)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *dn);
-        float (*dv)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *dv);
+        float (*dn)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc((size_t)N, sizeof *dn);
+        float (*dv)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc((size_t)N, sizeof *dv);
         float *du = sg_xalloc_floats((size_t)nq * C), *dfq = sg_xalloc_floats((size_t)nq * C);
         float dm[SG_ENGINE_MAX_WIDTH] = {0};
         for (int q = 0; q < nq; q++)
@@ -341,7 +359,7 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
         }
         grad[e->off_kappa] += dk;
         float *dz = sg_xalloc_floats((size_t)Z);
-        float (*dcode)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *dcode);
+        float (*dcode)[SG_TEXT_MAX_DIM] = sg_xcalloc((size_t)N, sizeof *dcode);
         float *gP = grad + e->off_P, *gpb = gP + (size_t)C * T;
         const float *P = e->params + e->off_P;
         for (int c = 0, k0 = 0; c < N; c++) {
@@ -377,7 +395,7 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
         free(dn); free(dv); free(du); free(dfq); free(dz); free(dcode); free(dfs);
     }
     sg_gen_cache_free(gc);
-    free(xs); free(xq); free(codes); free(h); free(z); free(theta); free(dtheta); free(fimg);
+    free(xs); free(xq); free(codes); head_free(h); free(z); free(theta); free(dtheta); free(fimg);
     free(u); free(logits); free(dlog); free(l1); free(l2); free(us); free(ys); free(fsup);
     ridge_free(&rs);
     return loss;
@@ -535,10 +553,8 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
             for (int v = 0; v < views; v++)
                 sg_engine_prepare_image(e, task->classes[c].images + i * ssz, v, xs + ((size_t)k * views + v) * isz);
     float *z = sg_xalloc_floats((size_t)Z);
-    float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc(SG_MAX_WAY, sizeof *codes);
-    head_state *h = sg_xcalloc(1, sizeof *h);
-    h->N = N;
-    h->C = C;
+    float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc((size_t)N, sizeof *codes);
+    head_state *h = head_create(N, C);
     int *ids = sg_xmalloc(sizeof(int) * SG_TEXT_MAX_IDS);
     sg_text_cache tc;
     for (int c = 0; c < N; c++) {
@@ -572,7 +588,7 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
         support_renorm(e, gc, theta, ns * views, xs, bsup, fsup);
     }
     sg_gen_cache_free(gc);
-    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc(SG_MAX_WAY, sizeof *fimg);
+    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc((size_t)N, sizeof *fimg);
     int *ys = NULL;
     if (ns) {
         if (!fsup) { /* (support_renorm computed them on its way) */
@@ -617,7 +633,7 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     const char **names = sg_xcalloc((size_t)N, sizeof *names);
     for (int c = 0; c < N; c++) names[c] = task->classes[c].name ? task->classes[c].name : "";
     *out = sg_classifier_create(&a, e->mean, e->std, N, names, params, NULL);
-    free(names); free(params); free(theta); free(fimg); free(fsup); free(ys); free(h); free(codes); free(z); free(xs); free(ids);
+    free(names); free(params); free(theta); free(fimg); free(fsup); free(ys); head_free(h); free(codes); free(z); free(xs); free(ids);
     return SG_OK;
 }
 
