@@ -104,6 +104,10 @@ int sg_conv2d_uses_winograd(const sg_conv2d_cfg *c, int h, int w) {
 #endif
 }
 
+size_t sg_conv2d_winograd_weights_floats(const sg_conv2d_cfg *c) {
+    return sg_round16((size_t)16 * ((c->cout + WINO_CB - 1) / WINO_CB) * WINO_CB * c->cin);
+}
+
 size_t sg_conv2d_winograd_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
     if (c->k != 3 || c->stride != 1 || c->pad != 1 || h < 2 || w < 2) return 0;
     wino_geom g = wino_geometry(c, n, h, w);
@@ -322,17 +326,25 @@ static void wino_epilogue(const float *restrict m, int cbn, int cout, int nt, in
 /* Same contract as the direct kernel's pooled modes (relu 0/1: fused, the
  * pooled outputs to y; relu 2: the statistics mode, pooled max to y, pooled
  * min to y + ymo, raw sums added to sum and sumsq). */
+void sg_conv2d_winograd_weights(const sg_conv2d_cfg *c, const float *restrict wt, float *restrict u) {
+    wino_weights(c, wt, (c->cout + WINO_CB - 1) / WINO_CB, u);
+}
+
 void sg_conv2d_forward_winograd(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
-                                const float *restrict wt, const float *restrict scale, const float *restrict shift,
-                                int relu, float *restrict y, float *restrict work, ptrdiff_t ymo, double *sum,
-                                double *sumsq) {
+                                const float *restrict wt, const float *restrict u_pre, const float *restrict scale,
+                                const float *restrict shift, int relu, float *restrict y, float *restrict work,
+                                ptrdiff_t ymo, double *sum, double *sumsq) {
     SG_ASSERT(sg_conv2d_uses_winograd(c, h, w));
     SG_ASSERT(relu != 2 || (h % 2 == 0 && w % 2 == 0 && !scale && !shift));
     wino_geom g = wino_geometry(c, n, h, w);
     const int cin = c->cin, cout = c->cout, cbn = g.cbn;
-    float *u = work, *v = u + g.u_f, *m = v + g.v_f, *sc = m + g.m_f, *sh = sc + (size_t)cbn * WINO_CB;
+    float *uw = work, *v = uw + g.u_f, *m = v + g.v_f, *sc = m + g.m_f, *sh = sc + (size_t)cbn * WINO_CB;
     float *pp = sc + g.s_f;
-    wino_weights(c, wt, cbn, u);
+    const float *u = u_pre;
+    if (!u) {
+        wino_weights(c, wt, cbn, uw);
+        u = uw;
+    }
     for (int o = 0; o < cbn * WINO_CB; o++) {
         sc[o] = scale && o < cout ? scale[o] : 1.0f;
         sh[o] = shift && o < cout ? shift[o] : 0.0f;
@@ -364,11 +376,16 @@ void sg_conv2d_forward_winograd(const sg_conv2d_cfg *c, int n, int h, int w, con
         }
 }
 #else
+void sg_conv2d_winograd_weights(const sg_conv2d_cfg *c, const float *restrict wt, float *restrict u) {
+    (void)c, (void)wt, (void)u;
+    SG_ASSERT(!"Winograd convolution not compiled in");
+}
+
 void sg_conv2d_forward_winograd(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
-                                const float *restrict wt, const float *restrict scale, const float *restrict shift,
-                                int relu, float *restrict y, float *restrict work, ptrdiff_t ymo, double *sum,
-                                double *sumsq) {
-    (void)c, (void)n, (void)h, (void)w, (void)x, (void)wt, (void)scale, (void)shift, (void)relu, (void)y;
+                                const float *restrict wt, const float *restrict u_pre, const float *restrict scale,
+                                const float *restrict shift, int relu, float *restrict y, float *restrict work,
+                                ptrdiff_t ymo, double *sum, double *sumsq) {
+    (void)c, (void)n, (void)h, (void)w, (void)x, (void)wt, (void)u_pre, (void)scale, (void)shift, (void)relu, (void)y;
     (void)work, (void)ymo, (void)sum, (void)sumsq;
     SG_ASSERT(!"Winograd convolution not compiled in");
 }

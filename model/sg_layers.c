@@ -627,8 +627,15 @@ void sg_conv2d_forward(const sg_conv2d_cfg *c, int n, int h, int w, const float 
 void sg_conv2d_forward_fused(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
                              const float *restrict wt, const float *restrict scale, const float *restrict shift,
                              int relu, int pool2, float *restrict y, float *restrict work) {
+    sg_conv2d_forward_fused_pre(c, n, h, w, x, wt, NULL, scale, shift, relu, pool2, y, work);
+}
+
+void sg_conv2d_forward_fused_pre(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                                 const float *restrict wt, const float *restrict u_pre, const float *restrict scale,
+                                 const float *restrict shift, int relu, int pool2, float *restrict y,
+                                 float *restrict work) {
     if (pool2 && sg_conv2d_uses_winograd(c, h, w))
-        sg_conv2d_forward_winograd(c, n, h, w, x, wt, scale, shift, relu, y, work, 0, NULL, NULL);
+        sg_conv2d_forward_winograd(c, n, h, w, x, wt, u_pre, scale, shift, relu, y, work, 0, NULL, NULL);
     else if (conv_use_direct(c)) conv_direct(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work, 0, NULL, NULL);
     else sg_conv2d_forward_fused_im2col(c, n, h, w, x, wt, scale, shift, relu, pool2, y, work);
 }
@@ -671,7 +678,7 @@ void sg_conv2d_forward_pool_stats(const sg_conv2d_cfg *c, int n, int h, int w, c
     ptrdiff_t half = (ptrdiff_t)n * c->cout * (oh / 2) * (ow / 2);
     float *ymax = y, *ymin = y + half;
     if (sg_conv2d_uses_winograd(c, h, w)) {
-        sg_conv2d_forward_winograd(c, n, h, w, x, wt, NULL, NULL, 2, ymax, work, half, sum, sumsq);
+        sg_conv2d_forward_winograd(c, n, h, w, x, wt, NULL, NULL, NULL, 2, ymax, work, half, sum, sumsq);
         return;
     }
     if (conv_use_direct(c)) {

@@ -43,14 +43,26 @@ int sg_conv2d_uses_direct(const sg_conv2d_cfg *c);
  * path off (benchmarks and tests compare the two), 1 back on (the default).
  * sg_conv2d_forward_winograd has the direct kernel's pooled contract (relu 2:
  * the statistics mode, min at y + ymo, sums added to sum and sumsq);
- * its work is sg_conv2d_winograd_work_floats floats. */
+ * its work is sg_conv2d_winograd_work_floats floats. It transforms the
+ * weights wt itself unless u_pre holds them transformed already
+ * (sg_conv2d_winograd_weights, sg_conv2d_winograd_weights_floats floats):
+ * the eval forward transforms each unit's weights once per call rather than
+ * once per chunk of images. */
 int sg_conv2d_uses_winograd(const sg_conv2d_cfg *c, int h, int w);
 void sg_conv2d_set_winograd(int on);
 size_t sg_conv2d_winograd_work_floats(const sg_conv2d_cfg *c, int n, int h, int w);
+size_t sg_conv2d_winograd_weights_floats(const sg_conv2d_cfg *c);
+void sg_conv2d_winograd_weights(const sg_conv2d_cfg *c, const float *restrict wt, float *restrict u);
 void sg_conv2d_forward_winograd(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
-                                const float *restrict wt, const float *restrict scale, const float *restrict shift,
-                                int relu, float *restrict y, float *restrict work, ptrdiff_t ymo, double *sum,
-                                double *sumsq);
+                                const float *restrict wt, const float *restrict u_pre, const float *restrict scale,
+                                const float *restrict shift, int relu, float *restrict y, float *restrict work,
+                                ptrdiff_t ymo, double *sum, double *sumsq);
+/* sg_conv2d_forward_fused with the Winograd weights transformed already
+ * (u_pre, NULL: transform them if the call takes the Winograd path). */
+void sg_conv2d_forward_fused_pre(const sg_conv2d_cfg *c, int n, int h, int w, const float *restrict x,
+                                 const float *restrict wt, const float *restrict u_pre, const float *restrict scale,
+                                 const float *restrict shift, int relu, int pool2, float *restrict y,
+                                 float *restrict work);
 
 /* Per-layer seconds of eval-mode forwards (accumulated). A layer computed
  * inside another's fused op has fused_into = that layer's index and no time

@@ -247,6 +247,9 @@ struct sg_ctx {
     float *e0, *e1;    /* (chunk, max_act) inference ping-pong */
     int32_t *eargmax;  /* (chunk, max_act) argmax scratch of unfused max pools */
     float *escale;     /* (2, max channels) folded norm scale and shift */
+    float *wino_u[SG_MAX_LAYERS]; /* a Winograd unit's transformed weights, for
+                                   * the chunks of one eval forward; allocated
+                                   * on the first forward of more than a chunk */
     sg_net_profile *prof;
 };
 
@@ -295,6 +298,7 @@ void sg_ctx_free(sg_ctx *c) {
         free(c->act[i]);
         free(c->save[i]);
         free(c->argmax[i]);
+        free(c->wino_u[i]);
     }
     free(c->work);
     free(c->g0);
@@ -428,8 +432,16 @@ static void forward_eval(const sg_arch *a, sg_ctx *c, const float *params, float
             float *y = end == L ? c->act[L - 1] + i0 * out_f : (in == c->e0 ? c->e1 : c->e0);
             if (end > i + 1) {
                 sg_conv2d_cfg cc = {l->cin, l->cout, l->k, l->stride, l->pad};
-                sg_conv2d_forward_fused(&cc, cn, l->in_h, l->in_w, in, params + l->param_off, scale, shift, relu,
-                                        pool2, y, c->work);
+                /* more than one chunk: a Winograd unit's weights are transformed
+                 * at the first chunk and reused by the others */
+                const float *u_pre = NULL;
+                if (pool2 && n > c->chunk && sg_conv2d_uses_winograd(&cc, l->in_h, l->in_w)) {
+                    if (!c->wino_u[i]) c->wino_u[i] = sg_xalloc_floats(sg_conv2d_winograd_weights_floats(&cc));
+                    if (i0 == 0) sg_conv2d_winograd_weights(&cc, params + l->param_off, c->wino_u[i]);
+                    u_pre = c->wino_u[i];
+                }
+                sg_conv2d_forward_fused_pre(&cc, cn, l->in_h, l->in_w, in, params + l->param_off, u_pre, scale, shift,
+                                            relu, pool2, y, c->work);
             } else {
                 layer_forward(a, l, cn, params + l->param_off, state, NULL, c->eargmax, c->work, in, y, 0);
             }

@@ -2,7 +2,9 @@
  * conv fused with norm/ReLU/max pool) against the layer ops one by one, and
  * the lazily recomputed activations after it. */
 #include "sg_model.h"
+#include "sg_model_impl.h"
 
+#include <cblas.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -91,6 +93,47 @@ Test(eval_path, conv4_batchnorm_matches_layer_ops) {
     sg_arch a;
     sg_arch_conv4(&a, 3, 20, 6, 3, SG_LAYER_BATCHNORM, 4);
     compare(&a, 19, 1); /* several chunks and a partial one */
+}
+
+/* Wide enough (16 channels) for the Winograd units: a forward of several
+ * chunks transforms each unit's weights once and reuses them (sg_net.c);
+ * it must equal bit for bit the same images forwarded a chunk at a time
+ * (each call one chunk: the weights transformed in the call), and a second
+ * forward with other weights must not reuse the first's transform. */
+Test(eval_path, winograd_units_over_several_chunks) {
+    openblas_set_num_threads(1);
+    sg_arch a;
+    sg_arch_conv4(&a, 3, 20, 16, 3, SG_LAYER_BATCHNORM, 4);
+#if defined(__AVX2__) && defined(__FMA__)
+    sg_conv2d_cfg unit2 = {16, 16, 3, 1, 1};
+    cr_assert(sg_conv2d_uses_winograd(&unit2, 10, 10), "the 16-channel units must take the Winograd path here");
+#endif
+    compare(&a, 19, 4);
+    sg_rng g;
+    sg_rng_seed(&g, 5);
+    float *p = sg_xalloc_floats(a.n_params), *st = sg_xalloc_floats(a.n_state);
+    sg_arch_init_params(&a, p, &g);
+    sg_arch_init_state(&a, st);
+    int n = 19, F = sg_arch_out_features(&a);
+    size_t in1 = (size_t)a.in_c * a.in_h * a.in_w;
+    float *x = sg_xalloc_floats(n * in1), *one = sg_xalloc_floats((size_t)n * F);
+    for (size_t i = 0; i < n * in1; i++) x[i] = sg_rng_normal(&g);
+    sg_ctx *ctx = sg_ctx_create(&a, n);
+    const int chunk = 8; /* SG_EVAL_CHUNK */
+    for (int round = 0; round < 2; round++) {
+        if (round) /* other weights in the same context */
+            for (size_t i = 0; i < a.n_params; i++) p[i] *= 1.5f;
+        for (int i = 0; i < n; i += chunk) {
+            int b = n - i < chunk ? n - i : chunk;
+            memcpy(one + (size_t)i * F, sg_net_forward(&a, ctx, p, st, x + i * in1, b, 0), sizeof(float) * b * F);
+        }
+        const float *y = sg_net_forward(&a, ctx, p, st, x, n, 0);
+        for (size_t i = 0; i < (size_t)n * F; i++)
+            cr_assert(y[i] == one[i], "round %d output %zu: %.9g in one forward, %.9g a chunk at a time", round, i,
+                      y[i], one[i]);
+    }
+    sg_ctx_free(ctx);
+    free(p); free(st); free(x); free(one);
 }
 
 Test(eval_path, conv4_affine_matches_layer_ops) {
