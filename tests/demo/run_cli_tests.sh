@@ -19,6 +19,11 @@ mkdir -p "$W"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$SGPS" demo-world --help | grep -q -- '--images-per-class' || fail "--help does not describe the options"
+# --version names the commit of the tree it was built from (written at build
+# time: run.json records it); outside a git checkout, "unknown"
+if head=$(git -C "$here/../.." rev-parse --short=12 HEAD 2>/dev/null) && [ -n "$head" ]; then
+  "$SGPS" --version | grep -q "(git $head" || fail "--version does not name HEAD $head: $("$SGPS" --version)"
+fi
 "$SGPS" --help | grep -q 'demo-world' || fail "sgps --help does not list demo-world"
 "$SGPS" demo-world >/dev/null 2>&1; [ $? -eq 2 ] || fail "no OUT: exit 2 expected"
 "$SGPS" demo-world "$W/x" --diseases 5 >/dev/null 2>&1; [ $? -eq 2 ] || fail "--diseases 5: exit 2 expected"
