@@ -138,10 +138,10 @@ static void ridge_free(ridge_state *r) {
     free(r->w);
 }
 
-/* Head forward: prototypes from support features and text projections. */
-/* The class rows (N of them, zero past C) are allocated for the task's N
- * classes, not for SG_MAX_WAY: a tiny engine's episode would otherwise spend
- * its time zeroing and mapping half a megabyte it never reads. */
+/* Head forward: prototypes from support features and text projections. The
+ * class rows (N of them, zero past C) are allocated for the task's N classes,
+ * not for SG_MAX_WAY: a tiny engine's episode would otherwise spend its time
+ * zeroing and mapping half a megabyte it never reads. */
 typedef struct head_state {
     int N, C;
     float (*proto)[SG_ENGINE_MAX_WIDTH];
