@@ -58,6 +58,12 @@ typedef struct wino_geom {
     size_t u_f, v_f, m_f, s_f, p_f;
 } wino_geom;
 
+/* U: 16 values per (output, input) channel pair, output channels padded to
+ * whole blocks of WINO_CB. */
+size_t sg_conv2d_winograd_weights_floats(const sg_conv2d_cfg *c) {
+    return sg_round16((size_t)16 * ((c->cout + WINO_CB - 1) / WINO_CB) * WINO_CB * c->cin);
+}
+
 static wino_geom wino_geometry(const sg_conv2d_cfg *c, int n, int h, int w) {
     wino_geom g;
     g.ph = h / 2; /* k 3, stride 1, pad 1: the output is h × w */
@@ -79,7 +85,7 @@ static wino_geom wino_geometry(const sg_conv2d_cfg *c, int n, int h, int w) {
     if ((g.ld / 16) % 2 == 0) g.ld += 16;
     g.xs = (size_t)c->cin * g.ld + 16;
     g.cbn = (c->cout + WINO_CB - 1) / WINO_CB;
-    g.u_f = sg_round16((size_t)16 * g.cbn * WINO_CB * c->cin);
+    g.u_f = sg_conv2d_winograd_weights_floats(c);
     g.v_f = sg_round16((size_t)16 * g.xs);
     g.m_f = (size_t)16 * g.cbn * WINO_CB * WINO_LANES;
     g.s_f = sg_round16(2 * (size_t)g.cbn * WINO_CB);
@@ -102,10 +108,6 @@ int sg_conv2d_uses_winograd(const sg_conv2d_cfg *c, int h, int w) {
     (void)c, (void)h, (void)w;
     return 0;
 #endif
-}
-
-size_t sg_conv2d_winograd_weights_floats(const sg_conv2d_cfg *c) {
-    return sg_round16((size_t)16 * ((c->cout + WINO_CB - 1) / WINO_CB) * WINO_CB * c->cin);
 }
 
 size_t sg_conv2d_winograd_work_floats(const sg_conv2d_cfg *c, int n, int h, int w) {
