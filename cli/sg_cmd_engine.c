@@ -388,7 +388,8 @@ done:
 /* ---- synth ---- */
 
 static const char synth_help[] =
-    "usage: sgps synth --engine ENGINE.sgpe --task TASK.json -o OUT.sgpm [--no-text] [--no-images] [--no-adapt]\n\n"
+    "usage: sgps synth --engine ENGINE.sgpe --task TASK.json -o OUT.sgpm [--no-text] [--no-images] [--no-adapt]\n"
+    "                  [--support-norm B] [--no-check]\n\n"
     "Synthesizes a standalone classifier for one task, with no training. TASK.json:\n"
     "  {\"id\": \"...\", \"classes\": [{\"name\": \"...\", \"description\": \"...\",\n"
     "                               \"images\": [\"path.jpg\", \"shard.tar.zst#KEY\", ...]}, ...]}\n"
@@ -402,6 +403,11 @@ static const char synth_help[] =
     "               statistics + (1 - B) x the engine's, 0..1; 0: the engine's alone.\n"
     "               Default 0.25, or 0 for an engine made by adapt-engine or trained with\n"
     "               train-engine --bn-group (docs/engine.md)\n"
+    "  --no-check   skip the support check. By default each support image of a class\n"
+    "               with two or more is classified by the classifier synthesized without\n"
+    "               it (one more synthesis per image); the result is printed, with every\n"
+    "               image classified as another class, and kept in the classifier's\n"
+    "               metadata (docs/engine.md)\n"
     "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments or task.\n";
 
 /* A support image named SHARD#KEY, waiting for its shard to be read. */
@@ -473,10 +479,33 @@ static sg_status load_shard_refs(shard_ref *refs, int n, int side, int *bad, sg_
     return s;
 }
 
+/* The support check as `sgps synth` prints it: the count, then each image
+ * the others classified as another class, by its place and name in the task. */
+static void print_support_check(const sg_support_check *c, const sg_task *task, const sg_task_spec *ts) {
+    if (!c->checked) {
+        printf("support check: not run (it needs a class with at least two support images)\n");
+        return;
+    }
+    double acc = (double)c->correct / c->checked, chance = 1.0 / task->n_classes;
+    printf("support check: %d of %d support images classified as their own class by the classifier synthesized "
+           "without them (%.0f %%; chance %.0f %%)\n", c->correct, c->checked, 100 * acc, 100 * chance);
+    for (int ci = 0, first = 0; ci < task->n_classes; first += task->classes[ci].n_shots, ci++)
+        for (int i = 0; i < task->classes[ci].n_shots; i++) {
+            int p = c->pred[first + i];
+            if (p >= 0 && p != ci)
+                printf("  $.classes[%d].images[%d] (%s) of '%s' looks like '%s'\n", ci, i, ts->images[ci][i],
+                       task->classes[ci].name, task->classes[p].name);
+        }
+    if (acc <= chance)
+        printf("warning: the support images do not tell their classes apart better than chance; check them (a "
+               "mislabelled or atypical image) before using this classifier\n");
+}
+
 int sg_cmd_synth(int argc, char **argv) {
     const char *engine = NULL, *taskp = NULL, *out = NULL;
     sg_synth_opts so;
     sg_synth_opts_default(&so);
+    int check = 1;
     for (int i = 1; i < argc; i++) {
         const char *v;
         double x;
@@ -490,6 +519,7 @@ int sg_cmd_synth(int argc, char **argv) {
         else if (strcmp(argv[i], "--no-text") == 0) so.use_text = 0;
         else if (strcmp(argv[i], "--no-images") == 0) so.use_images = 0;
         else if (strcmp(argv[i], "--no-adapt") == 0) so.adapt = 0;
+        else if (strcmp(argv[i], "--no-check") == 0) check = 0;
         else if (sg_cli_opt(argc, argv, &i, "--support-norm", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x <= 1)
             so.support_norm = (float)x;
         else return sg_cli_bad_arg("synth", argv, i0, i);
@@ -571,14 +601,30 @@ int sg_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "sgps synth: %s: %s\n", taskp, err.msg);
         goto done;
     }
+    sg_support_check chk = {0};
+    if (check && so.use_images) {
+        if (sg_engine_support_check(e, &task, &so, &chk, &err) != SG_OK) {
+            fprintf(stderr, "sgps synth: %s: support check: %s\n", taskp, err.msg);
+            sg_classifier_free(out_c);
+            goto done;
+        }
+        char *js = sg_support_check_json(&chk, &task);
+        sg_buf meta = {0};
+        sg_buf_printf(&meta, "{\"support_check\": %s}", js);
+        sg_buf_append(&meta, "", 1);
+        out_c->meta_json = (char *)meta.data;
+        free(js);
+    }
     if (sg_classifier_save(out_c, out, &err) != SG_OK) {
         fprintf(stderr, "sgps synth: %s\n", err.msg);
         code = 1;
     } else {
         printf("wrote %s: %d classes, %zu parameters, written by the engine with no training (support normalization "
                "%g)\n", out, n, out_c->arch.n_params, (double)sg_synth_support_norm(e, &so, total));
+        if (check && so.use_images) print_support_check(&chk, &task, &ts);
         code = 0;
     }
+    sg_support_check_free(&chk);
     sg_classifier_free(out_c);
 done:
     for (int i = 0; i < n && imgs; i++) free(imgs[i]);

@@ -6,7 +6,9 @@
  * manifest, never of timings or ranks: the outputs are byte-identical for
  * any number of ranks. Numbers are printed with fixed precision (%.6f). */
 #include "sg_jobs.h"
+#include "sg_model.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,7 +103,73 @@ typedef struct task_out {
     sg_open_metrics om;
     uint8_t *rejected;       /* (rows.n) 1: reported as none */
     uint8_t *ref_rejected;   /* (ref.n) */
+    /* the support check of the task's classifier (NULL: none was run, or the
+       classifier is missing or of another configuration) */
+    cJSON *support;
+    int support_checked, support_correct;
+    double support_accuracy, support_chance;
 } task_out;
+
+/* The support check that synthesis wrote into the task's classifier.sgpm
+ * (pipeline/sg_run.c), when that classifier belongs to this configuration. */
+static void load_support_check(const sg_manifest *m, const char *dir, const sg_run_task *t, task_out *o) {
+    char path[8192];
+    snprintf(path, sizeof path, "%.4200s/tasks/%.1000s/classifier.sgpm", dir, t->id);
+    o->support_accuracy = NAN;
+    sg_classifier *c = NULL;
+    if (sg_classifier_load(path, &c, NULL) != SG_OK) return;
+    cJSON *meta = c->meta_json ? cJSON_Parse(c->meta_json) : NULL;
+    sg_classifier_free(c);
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(meta, "config");
+    cJSON *sc = cJSON_GetObjectItemCaseSensitive(meta, "support_check");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(sc, "checked"), *k = cJSON_GetObjectItemCaseSensitive(sc, "correct"),
+                *ch = cJSON_GetObjectItemCaseSensitive(sc, "chance"), *mis = cJSON_GetObjectItemCaseSensitive(sc, "misclassified");
+    if (cJSON_IsString(cfg) && strcmp(cfg->valuestring, m->config_hash) == 0 && cJSON_IsNumber(n) && cJSON_IsNumber(k) &&
+        cJSON_IsNumber(ch) && cJSON_IsArray(mis)) {
+        o->support = cJSON_DetachItemViaPointer(meta, sc);
+        o->support_checked = n->valueint;
+        o->support_correct = k->valueint;
+        o->support_chance = ch->valuedouble;
+        if (o->support_checked > 0) o->support_accuracy = (double)o->support_correct / o->support_checked;
+    }
+    cJSON_Delete(meta);
+}
+
+/* "support_check": {...} of metrics.json, or null. */
+static void support_json(const sg_manifest *m, const sg_run_task *t, const task_out *o, sg_buf *b) {
+    sg_buf_printf(b, "  \"support_check\": ");
+    if (!o->support) {
+        sg_buf_printf(b, "null,\n");
+        return;
+    }
+    sg_buf_printf(b, "{\"checked\": %d, \"correct\": %d, \"accuracy\": ", o->support_checked, o->support_correct);
+    jnum(b, o->support_accuracy);
+    sg_buf_printf(b, ", \"chance\": ");
+    jnum(b, o->support_chance);
+    sg_buf_printf(b, ", \"misclassified\": [");
+    int i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(o->support, "misclassified")) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(it, "class"), *im = cJSON_GetObjectItemCaseSensitive(it, "image"),
+                    *p = cJSON_GetObjectItemCaseSensitive(it, "predicted");
+        if (!cJSON_IsString(c) || !cJSON_IsNumber(im) || !cJSON_IsString(p)) continue;
+        sg_buf_printf(b, "%s{\"class\": ", i++ ? ", " : "");
+        jstr(b, c->valuestring);
+        sg_buf_printf(b, ", \"exemplar\": %d, \"path\": ", im->valueint);
+        const char *path = NULL;
+        for (int k = 0; k < t->n_classes && !path; k++) {
+            const sg_disease *d = &m->diseases[t->disease[k]];
+            if (strcmp(t->class_ids[k], c->valuestring) == 0 && im->valueint >= 0 && im->valueint < d->n_exemplars)
+                path = d->exemplars[im->valueint];
+        }
+        if (path) jstr(b, path);
+        else sg_buf_printf(b, "null");
+        sg_buf_printf(b, ", \"predicted\": ");
+        jstr(b, p->valuestring);
+        sg_buf_printf(b, "}");
+    }
+    sg_buf_printf(b, "]},\n");
+}
 
 /* A row as written in the part file with its predicted field (4th from the
  * left, k + 1-th from the right) replaced by pred. */
@@ -196,6 +264,7 @@ static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_bu
     jnum(b, t->threshold);
     sg_buf_printf(b, ",\n  \"decision\": \"argmax for confusion, accuracy, F1; score_k >= threshold for sensitivity, "
                      "specificity, flagged\",\n");
+    support_json(m, t, to, b);
     if (t->kind == SG_TASK_EVALUATE) {
         sg_buf_printf(b, "  \"accuracy\": ");
         jnum(b, x->accuracy);
@@ -381,6 +450,25 @@ static void html_task(sg_buf *b, const sg_manifest *m, int ti, const task_out *t
                   to->rows.units_missing);
     sg_buf_printf(b, "<p>%d shots per class, text %s, operating point %.3f.</p>\n", t->shots, t->use_text ? "on" : "off",
                   t->threshold);
+    if (to->support && to->support_checked > 0) {
+        sg_buf_printf(b, "<p>Support check: <b>%d of %d</b> exemplars classified as their own class by the classifier "
+                         "synthesized without them (chance %.0f %%)",
+                      to->support_correct, to->support_checked, 100 * to->support_chance);
+        const cJSON *it;
+        int i = 0;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(to->support, "misclassified")) {
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(it, "class"), *im = cJSON_GetObjectItemCaseSensitive(it, "image"),
+                        *p = cJSON_GetObjectItemCaseSensitive(it, "predicted");
+            if (!cJSON_IsString(c) || !cJSON_IsNumber(im) || !cJSON_IsString(p)) continue;
+            sg_buf_printf(b, "%s exemplar %d of ", i++ ? ";" : ":", im->valueint);
+            hstr(b, c->valuestring);
+            sg_buf_printf(b, " looks like ");
+            hstr(b, p->valuestring);
+        }
+        sg_buf_printf(b, ".%s</p>\n", to->support_accuracy <= to->support_chance
+                                           ? " <b style=\"color:#b00\">No better than chance: check the exemplars.</b>"
+                                           : "");
+    }
     if (t->open_set.enabled) {
         const sg_open_metrics *o = &to->om;
         sg_buf_printf(b, "<p>Open set: <b>%zu</b> of %zu images reported as none of these (best class probability "
@@ -485,6 +573,11 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
                         : "complete";
         sg_metrics_compute(o->rows.n, t->n_classes, o->rows.label, o->rows.pred, o->rows.score, t->threshold,
                            m->bootstrap, m->seed, sg_fnv1a64(t->id, strlen(t->id)), &o->met);
+        load_support_check(m, dir, t, o);
+        if (o->support && o->support_checked > 0 && o->support_accuracy <= o->support_chance)
+            sg_log(SG_LOG_WARN, "task %s: support check: only %d of %d exemplars classified as their own class by the "
+                   "classifier synthesized without them (chance %.0f %%): check the exemplars (metrics.json lists them)",
+                   t->id, o->support_correct, o->support_checked, 100 * o->support_chance);
         if (t->open_set.enabled) {
             float *best = sg_xmalloc((o->ref.n ? o->ref.n : 1) * sizeof *best);
             sg_open_set_best(o->ref.n, t->n_classes, o->ref.score, best);
@@ -545,7 +638,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
         sg_buf js = {0}, csv = {0}, h = {0};
         sg_buf_printf(&js, "{\n  \"config_hash\": \"%s\",\n  \"tasks\": [\n", m->config_hash);
         sg_buf_printf(&csv, "task,kind,status,units_ok,units_failed,units_missing,images,labelled,balanced_accuracy,"
-                            "macro_f1,mean_auroc,ece,flagged,rejected,open_set_threshold\n");
+                            "macro_f1,mean_auroc,ece,flagged,support_check,rejected,open_set_threshold\n");
         sg_buf_printf(&h, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sgps run report</title><style>"
                           "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:.5em 0}"
                           "td,th{border:1px solid #ccc;padding:2px 6px;font-size:12px;text-align:right}"
@@ -553,7 +646,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
                           "</style></head><body>\n<h1>sgps run report</h1>\n<p>configuration ");
         sg_buf_printf(&h, "%s; engine sha256 %s; %d tasks, %zu units.</p>\n<table><tr><th>task</th><th>kind</th>"
                           "<th>status</th><th>images</th><th>balanced acc.</th><th>macro-F1</th><th>mean AUROC</th>"
-                          "<th>ECE</th><th>flagged</th><th>none (open set)</th></tr>\n",
+                          "<th>ECE</th><th>flagged</th><th>support check</th><th>none (open set)</th></tr>\n",
                       m->config_hash, m->engine_sha256, m->n_tasks, m->n_units);
         for (int ti = 0; ti < m->n_tasks; ti++) {
             const sg_run_task *t = &m->tasks[ti];
@@ -577,7 +670,8 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
             jnum(&js, mauc);
             sg_buf_printf(&js, ", \"ece\": ");
             jnum(&js, x->ece);
-            sg_buf_printf(&js, ", \"flagged\": %lld", (long long)flagged);
+            sg_buf_printf(&js, ", \"flagged\": %lld, \"support_check\": ", (long long)flagged);
+            jnum(&js, o->support_accuracy);
             if (t->open_set.enabled) {
                 sg_buf_printf(&js, ", \"open_set\": {\"threshold\": ");
                 jnum(&js, o->cal.threshold);
@@ -597,6 +691,8 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
             sg_buf_printf(&csv, ",");
             fnum(&csv, x->ece);
             sg_buf_printf(&csv, ",%lld,", (long long)flagged);
+            fnum(&csv, o->support_accuracy);
+            sg_buf_printf(&csv, ",");
             if (t->open_set.enabled) {
                 sg_buf_printf(&csv, "%zu,", o->om.rejected);
                 fnum(&csv, o->cal.threshold);
@@ -614,6 +710,10 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
                 else sg_buf_printf(&h, "<td>%.3f</td>", v[i]);
             }
             sg_buf_printf(&h, "<td>%lld</td>", (long long)flagged);
+            if (o->support && o->support_checked > 0)
+                sg_buf_printf(&h, "<td%s>%d/%d</td>", o->support_accuracy <= o->support_chance ? " style=\"color:#b00\"" : "",
+                              o->support_correct, o->support_checked);
+            else sg_buf_printf(&h, "<td>–</td>");
             if (t->open_set.enabled) sg_buf_printf(&h, "<td>%zu</td></tr>\n", o->om.rejected);
             else sg_buf_printf(&h, "<td>–</td></tr>\n");
         }
@@ -638,6 +738,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
         sg_open_metrics_free(&to[ti].om);
         free(to[ti].rejected);
         free(to[ti].ref_rejected);
+        cJSON_Delete(to[ti].support);
     }
     free(to);
     return st;

@@ -781,6 +781,7 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
     m->seed = 1;
     m->bootstrap = 1000;
     m->batch = 64;
+    m->support_check = 1;
     char *mdir = dir_of(path);
     loader L;
     memset(&L, 0, sizeof L);
@@ -793,7 +794,7 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
         goto done;
     }
     static const char *const keys[] = {"version", "engine", "registry", "output", "tasks", "seed", "bootstrap", "batch",
-                                       NULL};
+                                       "support_check", NULL};
     check_keys(d, path, "$", root, keys);
     const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
     if (ver && (!cJSON_IsNumber(ver) || ver->valuedouble != 1))
@@ -813,6 +814,9 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
                bt->valuedouble != floor(bt->valuedouble)))
         sg_diag_add(d, SG_DIAG_ERROR, "%s: $.batch: must be an integer 1..4096", path);
     else if (bt) m->batch = (int)bt->valuedouble;
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(root, "support_check");
+    if (sc && !cJSON_IsBool(sc)) sg_diag_add(d, SG_DIAG_ERROR, "%s: $.support_check: must be true or false", path);
+    else if (sc) m->support_check = cJSON_IsTrue(sc);
 
     const char *eng = get_str(d, path, "$", root, "engine", 1);
     const char *reg = get_str(d, path, "$", root, "registry", 1);

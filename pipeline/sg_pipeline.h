@@ -144,6 +144,7 @@ typedef struct sg_manifest {
     uint64_t seed;      /* bootstrap seed (default 1) */
     int bootstrap;      /* resamples (default 1000) */
     int batch;          /* images per forward (default 64) */
+    int support_check;  /* 1: leave-one-out check of each task's exemplars at synthesis (default) */
     char manifest_sha256[65], engine_sha256[65];
     char config_hash[65]; /* sha256(manifest bytes, engine sha256): parts of other configurations are redone */
     size_t n_units;       /* sum over tasks of n_shards + open_set.n_ref_shards */

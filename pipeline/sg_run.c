@@ -213,13 +213,28 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
         sg_err e2;
         st = sg_engine_synthesize(e, &task, &so, out, &e2);
         if (st != SG_OK) sg_err_set(err, st, "synthesis: %s", e2.msg);
-        else {
+        char *check = NULL;
+        if (st == SG_OK && m->support_check && so.use_images && t->shots >= 2) { /* one exemplar per class: nothing to leave out */
+            sg_support_check chk;
+            st = sg_engine_support_check(e, &task, &so, &chk, &e2);
+            if (st != SG_OK) {
+                sg_err_set(err, st, "support check: %s", e2.msg);
+                sg_classifier_free(*out);
+                *out = NULL;
+            } else {
+                check = sg_support_check_json(&chk, &task);
+                sg_support_check_free(&chk);
+            }
+        }
+        if (st == SG_OK) {
             sg_buf meta = {0};
-            sg_buf_printf(&meta, "{\"task\": \"%s\", \"engine_sha256\": \"%s\", \"config\": \"%s\"}", t->id,
+            sg_buf_printf(&meta, "{\"task\": \"%s\", \"engine_sha256\": \"%s\", \"config\": \"%s\"", t->id,
                           m->engine_sha256, m->config_hash);
-            sg_buf_append(&meta, "", 1);
+            if (check) sg_buf_printf(&meta, ", \"support_check\": %s", check);
+            sg_buf_append(&meta, "}", 2);
             (*out)->meta_json = (char *)meta.data;
         }
+        free(check);
     }
     for (int c = 0; c < t->n_classes; c++) free(pix[c]);
     free(pix);

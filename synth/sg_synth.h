@@ -133,6 +133,25 @@ void sg_synth_opts_default(sg_synth_opts *o);
 sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_classifier **out,
                                sg_err *err);
 
+/* Leave-one-out check of the support images (sg_support_check.c): each image
+ * of a class with at least two is classified by the classifier synthesized
+ * with options o from the task without it. Images of classes with fewer, and
+ * every image when o->use_images is 0, are not checked. */
+typedef struct sg_support_check {
+    int checked, correct; /* images left out; those classified as their own class */
+    int n_classes;
+    int n_images;         /* the task's support images, class by class */
+    int *pred;            /* (n_images) the class each was classified as, -1 when not checked */
+} sg_support_check;
+
+sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o,
+                                  sg_support_check *out, sg_err *err);
+void sg_support_check_free(sg_support_check *c);
+/* {"checked", "correct", "accuracy" (null when nothing was checked), "chance",
+ * "misclassified": [{"class", "image" (index within its class), "predicted"}]};
+ * a string to free(). */
+char *sg_support_check_json(const sg_support_check *c, const sg_task *task);
+
 /* Normalizes uint8 (n, 3, store, store) images to floats (n, 3, img, img),
  * centre region resized (used by synthesis and evaluation). */
 void sg_engine_prepare_images(const sg_engine *e, int n, const uint8_t *images, float *out);

@@ -348,6 +348,34 @@ JSON
 grep -q 'wrote .*c1.sgpm: 3 classes.*(support normalization 0.25)$' "$W/syn.txt" || fail "synth: no summary line: $(cat "$W/syn.txt")"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c2.sgpm" > /dev/null 2>&1 || fail "synth (again)"
 cmp -s "$W/c1.sgpm" "$W/c2.sgpm" || fail "synth: the same task gave different bytes"
+# the support check: d009's two images, each classified by the classifier synthesized
+# without it, reported and kept in the classifier's metadata; --no-check skips it
+grep -q '^support check: [0-2] of 2 support images classified as their own class' "$W/syn.txt" ||
+  fail "synth: no support check line: $(cat "$W/syn.txt")"
+grep -aq '"support_check": {"checked":2,' "$W/c1.sgpm" || fail "synth: the classifier does not hold the support check"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/cnc.sgpm" --no-check > "$W/syn-nc.txt" 2>&1 ||
+  fail "synth --no-check: $(cat "$W/syn-nc.txt")"
+grep -q 'support check' "$W/syn-nc.txt" && fail "synth --no-check ran the check"
+grep -aq 'support_check' "$W/cnc.sgpm" && fail "synth --no-check: the classifier holds a check"
+# seven images checked: the count, one line per image classified as another class
+# (its place, file and both classes), and the warning exactly when no better than chance
+d10b=$(cd "$T/images/d010" && ls | head -4 | tail -3 | tr '\n' ' ')
+d9c=$(cd "$T/images/d009" && ls | head -3 | tr '\n' ' ')
+set -- $d9c $d10b
+cat > "$T/seven.json" <<JSON
+{"classes": [
+  {"name": "d009", "images": ["images/d009/$1", "images/d009/$2", "images/d009/$3", "images/d010/$d10"]},
+  {"name": "d010", "images": ["images/d010/$4", "images/d010/$5", "images/d010/$6"]}]}
+JSON
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/seven.json" -o "$W/c7.sgpm" > "$W/syn-7.txt" 2>&1 ||
+  fail "synth of a 4 + 3 image task: $(cat "$W/syn-7.txt")"
+k=$(sed -n 's/^support check: \([0-7]\) of 7 support images .*(\([0-9]*\) %; chance 50 %)$/\1/p' "$W/syn-7.txt")
+[ -n "$k" ] || fail "synth: no support check of 7 images: $(cat "$W/syn-7.txt")"
+[ "$(grep -c '^  [$][.]classes[[][01][]][.]images[[][0-3][]] (images/d0[01][09]/v[0-9]*[.]png) of .d0[01][09]. looks like .d0[01][09].$' "$W/syn-7.txt")" -eq $((7 - k)) ] ||
+  fail "synth: not $((7 - k)) misclassified images listed: $(cat "$W/syn-7.txt")"
+if [ $((2 * k)) -le 7 ]; then w=1; else w=0; fi
+[ "$(grep -c '^warning: the support images do not tell their classes apart' "$W/syn-7.txt")" -eq $w ] ||
+  fail "synth: warning expected $w time(s) with $k of 7: $(cat "$W/syn-7.txt")"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c3.sgpm" --no-text > /dev/null 2>&1
 [ $? -eq 2 ] || fail "synth --no-text with a text-only class: exit 2 expected"
 [ ! -e "$W/c3.sgpm" ] || fail "a refused synthesis wrote a classifier"

@@ -71,6 +71,26 @@ end_to_end)
         grep -q "\"$k\"" $R/tasks/diff3/metrics.json || fail "metrics.json lacks $k"
     done
     grep -q '"labelled": 107' $R/tasks/a-vs-ref/metrics.json || fail "a-vs-ref: string-label mapping (107 of 160 labelled)"
+    # the support check: each exemplar of a class with two or more classified by the
+    # classifier synthesized without it; kept in the classifier and reported
+    grep -q '"support_check": {"checked": 6, "correct": [0-6], "accuracy": [0-9.]*, "chance": 0.333333, "misclassified": \[' \
+        $R/tasks/diff3/metrics.json || fail "diff3: support check of 3 classes x 2 exemplars: $(grep support_check $R/tasks/diff3/metrics.json)"
+    grep -q '"support_check": {"checked": 6, .*"chance": 0.500000' $R/tasks/screen-b/metrics.json ||
+        fail "screen-b: support check of 2 classes x 3 exemplars"
+    grep -q '"support_check": null' $R/tasks/a-vs-ref/metrics.json || fail "a-vs-ref (one exemplar per class) has a support check"
+    n_ok=$(sed -n 's/.*"support_check": {"checked": 6, "correct": \([0-6]\).*/\1/p' $R/tasks/diff3/metrics.json)
+    grep -aq "\"support_check\": {\"checked\":6,\"correct\":$n_ok," $R/tasks/diff3/classifier.sgpm ||
+        fail "diff3: the classifier's metadata does not hold the reported support check"
+    head -1 $R/summary.csv | grep -q ',flagged,support_check,rejected,' || fail "summary.csv has no support_check column"
+    grep -q '^a-vs-ref,evaluate,complete,\([^,]*,\)\{10\},,$' $R/summary.csv || fail "summary.csv: a-vs-ref support_check not empty"
+    grep -q "^diff3,evaluate,complete,\\([^,]*,\\)\\{10\\}$(awk "BEGIN{printf \"%.6f\", $n_ok / 6}")," $R/summary.csv ||
+        fail "summary.csv: diff3 support_check is not $n_ok/6: $(grep ^diff3 $R/summary.csv)"
+    # "support_check": false turns it off
+    python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); m["support_check"] = False; m["output"] = "run-nocheck"; json.dump(m, open(sys.argv[2], "w"))' \
+        w/manifest.json w/nocheck.json || fail "no-check manifest"
+    mpi 1 run w/nocheck.json --quiet || fail "run with support_check false"
+    grep -q '"support_check": null' w/run-nocheck/tasks/diff3/metrics.json || fail "support_check false: diff3 still checked"
+    grep -aq '"support_check"' w/run-nocheck/tasks/diff3/classifier.sgpm && fail "support_check false: the classifier holds a check"
     grep -q '<svg' $R/report.html || fail "report has no inline SVG"
     grep -qE 'src=|<script|<link|@import|url\(' $R/report.html && fail "report.html loads external resources"
     no_tmp $R

@@ -50,6 +50,7 @@ Test(pipeline, manifest_good) {
     cr_assert_eq(m->n_units, 10);
     cr_assert_eq(m->batch, 16);
     cr_assert_eq(m->seed, 5);
+    cr_assert_eq(m->support_check, 1, "the support check is on by default");
     const sg_run_task *t = &m->tasks[1];
     cr_assert_str_eq(t->id, "a-vs-ref");
     cr_assert_eq(t->n_classes, 2);
@@ -87,6 +88,7 @@ Test(pipeline, manifest_every_problem_at_once) {
     char *dir = world(&o);
     const char *bad =
         "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\", \"bootstrap\": 10,\n"
+        " \"support_check\": 1,\n"
         " \"tasks\": [\n"
         "  {\"id\": \"ok\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
         "   \"shards\": \"shards/lab-{000000..000009}.tar\", \"support_norm\": 0.25},\n"
@@ -103,6 +105,7 @@ Test(pipeline, manifest_every_problem_at_once) {
     cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
     dump(&d);
     cr_assert(has(&d, "bad.json: $.bootstrap: must be an integer 1000..100000", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.support_check: must be true or false", SG_DIAG_ERROR));
     cr_assert(has(&d, "shards/lab-000004.tar: No such file or directory", SG_DIAG_DATA), "missing shard files are data problems");
     cr_assert(!has(&d, "lab-000003.tar", SG_DIAG_DATA), "existing shards are not reported");
     cr_assert(has(&d, "bad.json: $.tasks[1].id: duplicate task id 'ok'", SG_DIAG_ERROR));
@@ -118,7 +121,7 @@ Test(pipeline, manifest_every_problem_at_once) {
     cr_assert(has(&d, "bad.json: $.tasks[3].reference: 'orpha:2' is not among the task's classes", SG_DIAG_ERROR));
     cr_assert(has(&d, "registry.json: $.diseases[3].exemplars[0]: ", SG_DIAG_DATA), "a corrupt exemplar is a data problem");
     cr_assert(has(&d, "(used by task 'b')", SG_DIAG_DATA));
-    cr_assert_geq(d.n, 13);
+    cr_assert_geq(d.n, 14);
     sg_manifest_free(m);
     sg_diag_free(&d);
     free(mp);

@@ -1,0 +1,201 @@
+/* test_synth_support.c — the support check (synth/sg_support_check.c): each
+ * prediction is the one the classifier synthesized without that image makes;
+ * a planted exemplar of another class is found and named; classes with one
+ * image and text-only synthesis are not checked. */
+#include "sg_synth_fixtures.h"
+
+#include <criterion/criterion.h>
+
+static sg_engine *engine(uint64_t seed) {
+    sg_engine_config c = fx_tiny_config();
+    sg_engine *e = sg_engine_create(&c, seed);
+    fx_engine_perturb(e, seed + 1, 0.15f);
+    return e;
+}
+
+static const char *const NAMES[4] = {"alpha", "beta", "gamma", "delta"};
+
+/* Class k: shots[k] images of shape k, colour `colour[k]`; a planted image
+ * (plant_class >= 0) is drawn with the shape and colour of class plant_as and
+ * appended to plant_class's images. */
+typedef struct fix {
+    sg_task_class cls[4];
+    uint8_t *pix;
+    sg_task task;
+} fix;
+
+/* flat: plain images of each class's colour, each pixel's brightness jittered
+ * by up to 10 % (no shape, no background), for classes any base features tell apart */
+static void build(fix *f, const sg_engine_config *c, int n, const int *shots, const int *colour, int plant_class,
+                  int plant_as, uint64_t seed, int flat) {
+    size_t ssz = (size_t)3 * c->store * c->store;
+    int tot = 1;
+    for (int k = 0; k < n; k++) tot += shots[k];
+    f->pix = sg_xmalloc(ssz * (size_t)tot);
+    sg_rng r;
+    sg_rng_seed(&r, seed);
+    uint8_t *p = f->pix;
+    for (int k = 0; k < n; k++) {
+        int m = shots[k] + (k == plant_class);
+        f->cls[k].name = NAMES[k];
+        f->cls[k].text = "a lesion";
+        f->cls[k].n_shots = m;
+        f->cls[k].images = p;
+        for (int i = 0; i < m; i++, p += ssz) {
+            int as = i == shots[k] ? plant_as : k;
+            if (!flat) {
+                fx_draw(&r, as, colour[as], c->store, p);
+                continue;
+            }
+            size_t plane = (size_t)c->store * c->store;
+            for (int ch = 0; ch < 3; ch++)
+                for (size_t q = 0; q < plane; q++) {
+                    float v = 255 * fx_colour_rgb[colour[as]][ch] * (0.9f + 0.1f * sg_rng_uniform(&r));
+                    p[ch * plane + q] = (uint8_t)(v > 255 ? 255 : v);
+                }
+        }
+    }
+    f->task.n_classes = n;
+    f->task.classes = f->cls;
+}
+
+/* The class the classifier synthesized from `task` gives image img (store side). */
+static int classify_one(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, const uint8_t *img,
+                        float *margin) {
+    sg_classifier *m;
+    sg_err err = {{0}};
+    cr_assert(sg_engine_synthesize(e, task, o, &m, &err) == SG_OK, "%s", err.msg);
+    float *x = sg_xalloc_floats((size_t)3 * e->cfg.img * e->cfg.img);
+    sg_engine_prepare_image(e, img, 0, x);
+    sg_ctx *ctx = sg_ctx_create(&m->arch, 1);
+    const float *y = sg_net_forward(&m->arch, ctx, m->params, m->state, x, 1, 0);
+    int best = 0;
+    for (int k = 1; k < task->n_classes; k++)
+        if (y[k] > y[best]) best = k;
+    if (margin) {
+        float second = -INFINITY;
+        for (int k = 0; k < task->n_classes; k++)
+            if (k != best && y[k] > second) second = y[k];
+        *margin = y[best] - second;
+    }
+    sg_ctx_free(ctx);
+    free(x);
+    sg_classifier_free(m);
+    return best;
+}
+
+Test(support_check, each_prediction_is_the_classifier_synthesized_without_the_image) {
+    sg_engine *e = engine(41);
+    fix f;
+    static const int shots[3] = {3, 1, 2}, colour[3] = {0, 2, 1};
+    build(&f, &e->cfg, 3, shots, colour, -1, 0, 7, 0);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    sg_support_check chk;
+    sg_err err = {{0}};
+    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    cr_assert_eq(chk.n_images, 6);
+    cr_assert_eq(chk.checked, 5, "class beta has one image and is not checked: %d checked", chk.checked);
+    cr_assert_eq(chk.pred[3], -1, "the single image of beta was checked");
+    size_t ssz = (size_t)3 * e->cfg.store * e->cfg.store;
+    int correct = 0;
+    for (int c = 0, first = 0; c < 3; first += f.cls[c].n_shots, c++) {
+        if (f.cls[c].n_shots < 2) continue;
+        for (int i = 0; i < f.cls[c].n_shots; i++) {
+            /* the task without image i of class c, built independently of the check */
+            sg_task_class cls[3];
+            memcpy(cls, f.cls, sizeof cls);
+            uint8_t *rest = sg_xmalloc(ssz * (size_t)(f.cls[c].n_shots - 1));
+            for (int j = 0, k = 0; j < f.cls[c].n_shots; j++)
+                if (j != i) memcpy(rest + ssz * (size_t)k++, f.cls[c].images + ssz * (size_t)j, ssz);
+            cls[c].n_shots--;
+            cls[c].images = rest;
+            sg_task t = {3, cls};
+            int want = classify_one(e, &t, &o, f.cls[c].images + ssz * (size_t)i, NULL);
+            cr_assert_eq(chk.pred[first + i], want, "class %d image %d: check says %d, synthesis without it %d", c, i,
+                         chk.pred[first + i], want);
+            correct += want == c;
+            free(rest);
+        }
+    }
+    cr_assert_eq(chk.correct, correct);
+    /* deterministic */
+    sg_support_check again;
+    cr_assert(sg_engine_support_check(e, &f.task, &o, &again, &err) == SG_OK);
+    cr_assert(again.checked == chk.checked && memcmp(again.pred, chk.pred, sizeof(int) * 6) == 0);
+    sg_support_check_free(&again);
+    sg_support_check_free(&chk);
+    free(f.pix);
+    sg_engine_free(e);
+}
+
+Test(support_check, finds_and_names_a_planted_exemplar) {
+    sg_engine *e = engine(42);
+    fix f;
+    /* alpha: three red images and one planted blue one (beta's look); beta: three blue images */
+    static const int shots[2] = {3, 3}, colour[2] = {0, 2};
+    build(&f, &e->cfg, 2, shots, colour, 0, 1, 9, 1);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    o.use_text = 0;
+    sg_support_check chk;
+    sg_err err = {{0}};
+    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    cr_assert_eq(chk.checked, 7);
+    cr_assert_eq(chk.pred[3], 1, "the planted image was classified as %d, not as beta", chk.pred[3]);
+    cr_assert_eq(chk.correct, 6, "%d of 7 correct (only the planted image should be wrong)", chk.correct);
+    char *js = sg_support_check_json(&chk, &f.task);
+    cr_assert(strstr(js, "\"checked\":7") && strstr(js, "\"correct\":6"), "%s", js);
+    cr_assert(strstr(js, "\"misclassified\":[{\"class\":\"alpha\",\"image\":3,\"predicted\":\"beta\"}]"), "%s", js);
+    cr_assert(strstr(js, "\"chance\":0.5"), "%s", js);
+    free(js);
+    /* Every left-out image's class is clear-cut, not a near tie that rounding
+       (another instruction set) could flip. */
+    size_t ssz = (size_t)3 * e->cfg.store * e->cfg.store;
+    for (int ci = 0, first = 0; ci < 2; first += f.cls[ci].n_shots, ci++)
+        for (int i = 0; i < f.cls[ci].n_shots; i++) {
+            sg_task_class cls[2];
+            memcpy(cls, f.cls, sizeof cls);
+            uint8_t *rest = sg_xmalloc(ssz * (size_t)(f.cls[ci].n_shots - 1));
+            for (int j = 0, k = 0; j < f.cls[ci].n_shots; j++)
+                if (j != i) memcpy(rest + ssz * (size_t)k++, f.cls[ci].images + ssz * (size_t)j, ssz);
+            cls[ci].n_shots--;
+            cls[ci].images = rest;
+            sg_task t = {2, cls};
+            float margin;
+            cr_assert_eq(classify_one(e, &t, &o, f.cls[ci].images + ssz * (size_t)i, &margin), chk.pred[first + i]);
+            cr_assert(margin > 1, "class %d image %d: margin %g", ci, i, (double)margin);
+            free(rest);
+        }
+    sg_support_check_free(&chk);
+    free(f.pix);
+    sg_engine_free(e);
+}
+
+Test(support_check, nothing_to_check) {
+    sg_engine *e = engine(43);
+    fix f;
+    static const int shots[3] = {1, 1, 1}, colour[3] = {0, 1, 2};
+    build(&f, &e->cfg, 3, shots, colour, -1, 0, 11, 0);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    sg_support_check chk;
+    sg_err err = {{0}};
+    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    cr_assert(chk.checked == 0 && chk.correct == 0 && chk.n_images == 3);
+    for (int i = 0; i < 3; i++) cr_assert_eq(chk.pred[i], -1);
+    char *js = sg_support_check_json(&chk, &f.task);
+    cr_assert(strstr(js, "\"accuracy\":null") && strstr(js, "\"misclassified\":[]"), "%s", js);
+    free(js);
+    sg_support_check_free(&chk);
+    free(f.pix);
+    /* text-only synthesis: the images are not used, so none is checked */
+    static const int shots2[2] = {3, 3}, colour2[2] = {0, 2};
+    build(&f, &e->cfg, 2, shots2, colour2, -1, 0, 12, 0);
+    o.use_images = 0;
+    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    cr_assert(chk.checked == 0 && chk.n_images == 6 && chk.pred[0] == -1);
+    sg_support_check_free(&chk);
+    free(f.pix);
+    sg_engine_free(e);
+}
