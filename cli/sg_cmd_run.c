@@ -125,6 +125,18 @@ static int dry_run(const char *path, const sg_run_opts *o, int ranks) {
     printf("  data problems  %zu (units that need the files would fail)\n", sg_diag_count(&d, SG_DIAG_DATA));
     printf("  schedule       %d rank%s: %zu..%zu units per rank, %zu classifier syntheses\n", p.ranks,
            p.ranks == 1 ? "" : "s", p.units_per_rank_min, p.units_per_rank_max, p.syntheses);
+    int chk_tasks = 0;
+    size_t chk_images = 0;
+    for (int t = 0; m->support_check && t < m->n_tasks; t++)
+        if (m->tasks[t].shots >= 2) {
+            chk_tasks++;
+            chk_images += (size_t)m->tasks[t].n_classes * (size_t)m->tasks[t].shots;
+        }
+    if (m->support_check)
+        printf("  support check  %d task%s, %zu exemplars: one more synthesis each, wherever its task is synthesized\n",
+               chk_tasks, chk_tasks == 1 ? "" : "s", chk_images);
+    else
+        printf("  support check  off (\"support_check\": false)\n");
     printf("  time           validate %.3f s, plan %.3f s (part headers %.3f s, scheduling %.1f ns per unit)\n", t_load,
            t_plan, p.seconds_resume, p.units_to_run ? p.seconds_schedule * 1e9 / (double)p.units_to_run : 0.0);
     printf("  peak RSS       %.1f MB\n", peak_rss_mb());

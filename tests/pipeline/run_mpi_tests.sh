@@ -366,6 +366,8 @@ dry_run)
     grep -q 'units *25 (open-set reference 3); 25 to run, 0 kept' out.txt || { cat out.txt; fail "dry run: unit counts"; }
     grep -q 'shard files *8 distinct, 25 references' out.txt || { cat out.txt; fail "dry run: shard files"; }
     grep -q 'schedule *3 ranks' out.txt || fail "dry run: schedule"
+    # six tasks have two or more exemplars per class: 3 x 2 + 2 x 3 + 4 x (2 x 2)
+    grep -q 'support check *6 tasks, 28 exemplars' out.txt || { cat out.txt; fail "dry run: support check"; }
     grep -q 'peak RSS' out.txt || fail "dry run: peak RSS"
     # under mpirun only rank 0 prints
     "$MPIEXEC" -n 2 --oversubscribe "$SGPS" run w/manifest.json --dry-run > out2.txt 2>&1 || fail "dry run under mpirun"
