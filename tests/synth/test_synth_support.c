@@ -84,6 +84,23 @@ static int classify_one(const sg_engine *e, const sg_task *task, const sg_synth_
     return best;
 }
 
+/* The task of f without image i of class c, built independently of the check:
+ * cls (n_classes entries) and *rest (to free) hold it. */
+static sg_task without(const fix *f, size_t ssz, int c, int i, sg_task_class *cls, uint8_t **rest) {
+    memcpy(cls, f->cls, sizeof *cls * (size_t)f->task.n_classes);
+    *rest = sg_xmalloc(ssz * (size_t)(f->cls[c].n_shots - 1));
+    for (int j = 0, k = 0; j < f->cls[c].n_shots; j++)
+        if (j != i) memcpy(*rest + ssz * (size_t)k++, f->cls[c].images + ssz * (size_t)j, ssz);
+    cls[c].n_shots--;
+    cls[c].images = *rest;
+    return (sg_task){f->task.n_classes, cls};
+}
+
+static void check_ok(const sg_engine *e, const fix *f, const sg_synth_opts *o, sg_support_check *chk) {
+    sg_err err = {{0}};
+    cr_assert(sg_engine_support_check(e, &f->task, o, chk, &err) == SG_OK, "%s", err.msg);
+}
+
 Test(support_check, each_prediction_is_the_classifier_synthesized_without_the_image) {
     sg_engine *e = engine(41);
     fix f;
@@ -92,8 +109,7 @@ Test(support_check, each_prediction_is_the_classifier_synthesized_without_the_im
     sg_synth_opts o;
     sg_synth_opts_default(&o);
     sg_support_check chk;
-    sg_err err = {{0}};
-    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    check_ok(e, &f, &o, &chk);
     cr_assert_eq(chk.n_images, 6);
     cr_assert_eq(chk.checked, 5, "class beta has one image and is not checked: %d checked", chk.checked);
     cr_assert_eq(chk.pred[3], -1, "the single image of beta was checked");
@@ -102,15 +118,9 @@ Test(support_check, each_prediction_is_the_classifier_synthesized_without_the_im
     for (int c = 0, first = 0; c < 3; first += f.cls[c].n_shots, c++) {
         if (f.cls[c].n_shots < 2) continue;
         for (int i = 0; i < f.cls[c].n_shots; i++) {
-            /* the task without image i of class c, built independently of the check */
             sg_task_class cls[3];
-            memcpy(cls, f.cls, sizeof cls);
-            uint8_t *rest = sg_xmalloc(ssz * (size_t)(f.cls[c].n_shots - 1));
-            for (int j = 0, k = 0; j < f.cls[c].n_shots; j++)
-                if (j != i) memcpy(rest + ssz * (size_t)k++, f.cls[c].images + ssz * (size_t)j, ssz);
-            cls[c].n_shots--;
-            cls[c].images = rest;
-            sg_task t = {3, cls};
+            uint8_t *rest;
+            sg_task t = without(&f, ssz, c, i, cls, &rest);
             int want = classify_one(e, &t, &o, f.cls[c].images + ssz * (size_t)i, NULL);
             cr_assert_eq(chk.pred[first + i], want, "class %d image %d: check says %d, synthesis without it %d", c, i,
                          chk.pred[first + i], want);
@@ -121,7 +131,7 @@ Test(support_check, each_prediction_is_the_classifier_synthesized_without_the_im
     cr_assert_eq(chk.correct, correct);
     /* deterministic */
     sg_support_check again;
-    cr_assert(sg_engine_support_check(e, &f.task, &o, &again, &err) == SG_OK);
+    check_ok(e, &f, &o, &again);
     cr_assert(again.checked == chk.checked && memcmp(again.pred, chk.pred, sizeof(int) * 6) == 0);
     sg_support_check_free(&again);
     sg_support_check_free(&chk);
@@ -139,8 +149,7 @@ Test(support_check, finds_and_names_a_planted_exemplar) {
     sg_synth_opts_default(&o);
     o.use_text = 0;
     sg_support_check chk;
-    sg_err err = {{0}};
-    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    check_ok(e, &f, &o, &chk);
     cr_assert_eq(chk.checked, 7);
     cr_assert_eq(chk.pred[3], 1, "the planted image was classified as %d, not as beta", chk.pred[3]);
     cr_assert_eq(chk.correct, 6, "%d of 7 correct (only the planted image should be wrong)", chk.correct);
@@ -155,13 +164,8 @@ Test(support_check, finds_and_names_a_planted_exemplar) {
     for (int ci = 0, first = 0; ci < 2; first += f.cls[ci].n_shots, ci++)
         for (int i = 0; i < f.cls[ci].n_shots; i++) {
             sg_task_class cls[2];
-            memcpy(cls, f.cls, sizeof cls);
-            uint8_t *rest = sg_xmalloc(ssz * (size_t)(f.cls[ci].n_shots - 1));
-            for (int j = 0, k = 0; j < f.cls[ci].n_shots; j++)
-                if (j != i) memcpy(rest + ssz * (size_t)k++, f.cls[ci].images + ssz * (size_t)j, ssz);
-            cls[ci].n_shots--;
-            cls[ci].images = rest;
-            sg_task t = {2, cls};
+            uint8_t *rest;
+            sg_task t = without(&f, ssz, ci, i, cls, &rest);
             float margin;
             cr_assert_eq(classify_one(e, &t, &o, f.cls[ci].images + ssz * (size_t)i, &margin), chk.pred[first + i]);
             cr_assert(margin > 1, "class %d image %d: margin %g", ci, i, (double)margin);
@@ -180,8 +184,7 @@ Test(support_check, nothing_to_check) {
     sg_synth_opts o;
     sg_synth_opts_default(&o);
     sg_support_check chk;
-    sg_err err = {{0}};
-    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    check_ok(e, &f, &o, &chk);
     cr_assert(chk.checked == 0 && chk.correct == 0 && chk.n_images == 3);
     for (int i = 0; i < 3; i++) cr_assert_eq(chk.pred[i], -1);
     char *js = sg_support_check_json(&chk, &f.task);
@@ -193,7 +196,7 @@ Test(support_check, nothing_to_check) {
     static const int shots2[2] = {3, 3}, colour2[2] = {0, 2};
     build(&f, &e->cfg, 2, shots2, colour2, -1, 0, 12, 0);
     o.use_images = 0;
-    cr_assert(sg_engine_support_check(e, &f.task, &o, &chk, &err) == SG_OK, "%s", err.msg);
+    check_ok(e, &f, &o, &chk);
     cr_assert(chk.checked == 0 && chk.n_images == 6 && chk.pred[0] == -1);
     sg_support_check_free(&chk);
     free(f.pix);
