@@ -488,13 +488,15 @@ static void print_support_check(const sg_support_check *c, const sg_task *task, 
     }
     double acc = (double)c->correct / c->checked, chance = 1.0 / task->n_classes;
     printf("support check: %d of %d support images classified as their own class by the classifier synthesized "
-           "without them (%.0f %%; chance %.0f %%)\n", c->correct, c->checked, 100 * acc, 100 * chance);
+           "without them (%.0f %%; chance %.0f %%; mean probability of their own class %.2f)\n", c->correct, c->checked,
+           100 * acc, 100 * chance, c->mean_p_own);
     for (int ci = 0, first = 0; ci < task->n_classes; first += task->classes[ci].n_shots, ci++)
         for (int i = 0; i < task->classes[ci].n_shots; i++) {
             int p = c->pred[first + i];
             if (p >= 0 && p != ci)
-                printf("  $.classes[%d].images[%d] (%s) of '%s' looks like '%s'\n", ci, i, ts->images[ci][i],
-                       task->classes[ci].name, task->classes[p].name);
+                printf("  $.classes[%d].images[%d] (%s) of '%s' looks like '%s' (probability of '%s' %.2f)\n", ci, i,
+                       ts->images[ci][i], task->classes[ci].name, task->classes[p].name, task->classes[ci].name,
+                       (double)c->p_own[first + i]);
         }
     if (acc <= chance)
         printf("warning: the support images do not tell their classes apart better than chance; check them (a "

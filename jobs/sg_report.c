@@ -146,6 +146,9 @@ static void support_json(const sg_manifest *m, const sg_run_task *t, const task_
     jnum(b, o->support_accuracy);
     sg_buf_printf(b, ", \"chance\": ");
     jnum(b, o->support_chance);
+    const cJSON *mp = cJSON_GetObjectItemCaseSensitive(o->support, "mean_own_probability");
+    sg_buf_printf(b, ", \"mean_own_probability\": ");
+    jnum(b, cJSON_IsNumber(mp) ? mp->valuedouble : NAN);
     sg_buf_printf(b, ", \"misclassified\": [");
     int i = 0;
     const cJSON *it;
@@ -166,6 +169,9 @@ static void support_json(const sg_manifest *m, const sg_run_task *t, const task_
         else sg_buf_printf(b, "null");
         sg_buf_printf(b, ", \"predicted\": ");
         jstr(b, p->valuestring);
+        const cJSON *po = cJSON_GetObjectItemCaseSensitive(it, "own_probability");
+        sg_buf_printf(b, ", \"own_probability\": ");
+        jnum(b, cJSON_IsNumber(po) ? po->valuedouble : NAN);
         sg_buf_printf(b, "}");
     }
     sg_buf_printf(b, "]},\n");
@@ -451,9 +457,12 @@ static void html_task(sg_buf *b, const sg_manifest *m, int ti, const task_out *t
     sg_buf_printf(b, "<p>%d shots per class, text %s, operating point %.3f.</p>\n", t->shots, t->use_text ? "on" : "off",
                   t->threshold);
     if (to->support && to->support_checked > 0) {
+        const cJSON *mp = cJSON_GetObjectItemCaseSensitive(to->support, "mean_own_probability");
         sg_buf_printf(b, "<p>Support check: <b>%d of %d</b> exemplars classified as their own class by the classifier "
-                         "synthesized without them (chance %.0f %%)",
+                         "synthesized without them (chance %.0f %%; mean probability of their own class ",
                       to->support_correct, to->support_checked, 100 * to->support_chance);
+        hnum(b, cJSON_IsNumber(mp) ? mp->valuedouble : NAN);
+        sg_buf_printf(b, ")");
         const cJSON *it;
         int i = 0;
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(to->support, "misclassified")) {

@@ -12,12 +12,14 @@
 #include "sg_synth_impl.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 void sg_support_check_free(sg_support_check *c) {
     if (!c) return;
     free(c->pred);
+    free(c->p_own);
     memset(c, 0, sizeof *c);
 }
 
@@ -28,7 +30,11 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
     out->n_classes = N;
     for (int c = 0; c < N; c++) out->n_images += task->classes[c].n_shots;
     out->pred = sg_xmalloc(sizeof(int) * (size_t)(out->n_images ? out->n_images : 1));
-    for (int i = 0; i < out->n_images; i++) out->pred[i] = -1;
+    out->p_own = sg_xmalloc(sizeof(float) * (size_t)(out->n_images ? out->n_images : 1));
+    for (int i = 0; i < out->n_images; i++) {
+        out->pred[i] = -1;
+        out->p_own[i] = NAN;
+    }
     if (!o->use_images) return SG_OK;
     const sg_engine_config *cf = &e->cfg;
     size_t ssz = (size_t)3 * cf->store * cf->store, isz = (size_t)3 * cf->img * cf->img;
@@ -63,6 +69,10 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
             int best = 0;
             for (int j = 1; j < N; j++)
                 if (logit[j] > logit[best]) best = j;
+            double z = 0;
+            for (int j = 0; j < N; j++) z += exp((double)logit[j] - logit[best]);
+            out->p_own[first + i] = (float)(exp((double)logit[c] - logit[best]) / z);
+            out->mean_p_own += out->p_own[first + i];
             out->pred[first + i] = best;
             out->checked++;
             out->correct += best == c;
@@ -73,6 +83,7 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
     free(x);
     free(rest);
     free(cls);
+    out->mean_p_own = out->checked ? out->mean_p_own / out->checked : NAN;
     if (st != SG_OK) sg_support_check_free(out);
     return st;
 }
@@ -84,6 +95,8 @@ char *sg_support_check_json(const sg_support_check *c, const sg_task *task) {
     if (c->checked) cJSON_AddNumberToObject(j, "accuracy", (double)c->correct / c->checked);
     else cJSON_AddNullToObject(j, "accuracy");
     cJSON_AddNumberToObject(j, "chance", 1.0 / (c->n_classes > 0 ? c->n_classes : 1));
+    if (c->checked) cJSON_AddNumberToObject(j, "mean_own_probability", c->mean_p_own);
+    else cJSON_AddNullToObject(j, "mean_own_probability");
     cJSON *mis = cJSON_AddArrayToObject(j, "misclassified");
     for (int ci = 0, first = 0; ci < task->n_classes; first += task->classes[ci].n_shots, ci++)
         for (int i = 0; i < task->classes[ci].n_shots; i++) {
@@ -93,6 +106,7 @@ char *sg_support_check_json(const sg_support_check *c, const sg_task *task) {
             cJSON_AddStringToObject(m, "class", task->classes[ci].name ? task->classes[ci].name : "");
             cJSON_AddNumberToObject(m, "image", i);
             cJSON_AddStringToObject(m, "predicted", task->classes[p].name ? task->classes[p].name : "");
+            cJSON_AddNumberToObject(m, "own_probability", c->p_own[first + i]);
             cJSON_AddItemToArray(mis, m);
         }
     char *s = cJSON_PrintUnformatted(j);

@@ -142,13 +142,16 @@ typedef struct sg_support_check {
     int n_classes;
     int n_images;         /* the task's support images, class by class */
     int *pred;            /* (n_images) the class each was classified as, -1 when not checked */
+    float *p_own;         /* (n_images) the probability it gave the image's own class, NaN when not checked */
+    double mean_p_own;    /* mean of p_own over the checked images (NaN when none) */
 } sg_support_check;
 
 sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o,
                                   sg_support_check *out, sg_err *err);
 void sg_support_check_free(sg_support_check *c);
-/* {"checked", "correct", "accuracy" (null when nothing was checked), "chance",
- * "misclassified": [{"class", "image" (index within its class), "predicted"}]};
+/* {"checked", "correct", "accuracy" and "mean_own_probability" (null when nothing
+ * was checked), "chance", "misclassified": [{"class", "image" (index within its
+ * class), "predicted", "own_probability"}]};
  * a string to free(). */
 char *sg_support_check_json(const sg_support_check *c, const sg_task *task);
 

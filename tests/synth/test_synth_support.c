@@ -155,7 +155,19 @@ Test(support_check, finds_and_names_a_planted_exemplar) {
     cr_assert_eq(chk.correct, 6, "%d of 7 correct (only the planted image should be wrong)", chk.correct);
     char *js = sg_support_check_json(&chk, &f.task);
     cr_assert(strstr(js, "\"checked\":7") && strstr(js, "\"correct\":6"), "%s", js);
-    cr_assert(strstr(js, "\"misclassified\":[{\"class\":\"alpha\",\"image\":3,\"predicted\":\"beta\"}]"), "%s", js);
+    cr_assert(strstr(js, "\"misclassified\":[{\"class\":\"alpha\",\"image\":3,\"predicted\":\"beta\",\"own_probability\":"),
+              "%s", js);
+    cr_assert(strstr(js, "}]}"), "more than the planted image listed: %s", js);
+    /* the probabilities: the planted image's own class unlikely, the mean over all seven their definition */
+    cr_assert(chk.p_own[3] < 0.5f, "planted image: own-class probability %g", (double)chk.p_own[3]);
+    double mean = 0;
+    for (int i = 0; i < 7; i++) {
+        cr_assert(chk.p_own[i] >= 0 && chk.p_own[i] <= 1);
+        cr_assert((chk.p_own[i] > 0.5f) == (chk.pred[i] == (i < 4 ? 0 : 1)), "image %d: p_own %g, pred %d", i,
+                  (double)chk.p_own[i], chk.pred[i]);
+        mean += chk.p_own[i];
+    }
+    cr_assert(fabs(chk.mean_p_own - mean / 7) < 1e-6);
     cr_assert(strstr(js, "\"chance\":0.5"), "%s", js);
     free(js);
     /* Every left-out image's class is clear-cut, not a near tie that rounding
@@ -188,7 +200,10 @@ Test(support_check, nothing_to_check) {
     cr_assert(chk.checked == 0 && chk.correct == 0 && chk.n_images == 3);
     for (int i = 0; i < 3; i++) cr_assert_eq(chk.pred[i], -1);
     char *js = sg_support_check_json(&chk, &f.task);
-    cr_assert(strstr(js, "\"accuracy\":null") && strstr(js, "\"misclassified\":[]"), "%s", js);
+    cr_assert(strstr(js, "\"accuracy\":null") && strstr(js, "\"mean_own_probability\":null") &&
+                  strstr(js, "\"misclassified\":[]"),
+              "%s", js);
+    cr_assert(isnan(chk.p_own[0]) && isnan(chk.mean_p_own));
     free(js);
     sg_support_check_free(&chk);
     free(f.pix);
