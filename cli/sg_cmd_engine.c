@@ -646,7 +646,9 @@ static const char classify_help[] =
     "Prints, per image, the predicted class and every class probability (CSV:\n"
     "path,predicted,p_<class>...; a field holding a comma or a quote is quoted, control\n"
     "characters become '?', as in the run folder's CSV files). An unreadable image is\n"
-    "reported on stderr and skipped. Images named after -- may begin with '-'.\n"
+    "reported on stderr and skipped. Images named after -- may begin with '-'. A classifier\n"
+    "whose exemplars failed the support check at synthesis (no better than chance; kept\n"
+    "in its metadata) is named with a warning on stderr.\n"
     "Exit status: 0 all classified; 1 some image or the model failed; 2 bad arguments.\n";
 
 /* Writes the CSV row in b to stdout and empties b. */
@@ -654,6 +656,20 @@ static void put_row(sg_buf *b) {
     sg_buf_append(b, "\n", 1);
     fwrite(b->data, 1, b->len, stdout);
     b->len = 0;
+}
+
+/* A classifier whose exemplars did not pass the support check at synthesis
+ * (at or below chance; its metadata keeps the check) is named on stderr. */
+static void warn_support_check(const char *path, const sg_classifier *c) {
+    cJSON *meta = c->meta_json ? cJSON_Parse(c->meta_json) : NULL;
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(meta, "support_check");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(sc, "checked"), *k = cJSON_GetObjectItemCaseSensitive(sc, "correct");
+    if (cJSON_IsNumber(n) && cJSON_IsNumber(k) && n->valueint > 0 && c->n_classes > 0 &&
+        (double)k->valueint / n->valueint <= 1.0 / c->n_classes)
+        fprintf(stderr, "sgps classify: warning: %s: only %d of %d exemplars were classified as their own class by the "
+                        "classifier synthesized without them (support check at synthesis): its predictions may be "
+                        "unreliable\n", path, k->valueint, n->valueint);
+    cJSON_Delete(meta);
 }
 
 int sg_cmd_classify(int argc, char **argv) {
@@ -688,6 +704,7 @@ int sg_cmd_classify(int argc, char **argv) {
         free(imgs);
         return 1;
     }
+    warn_support_check(model, c);
     const sg_arch *a = &c->arch;
     sg_ctx *ctx = sg_ctx_create(a, 1);
     float *x = sg_xalloc_floats((size_t)a->in_c * a->in_h * a->in_w), *p = sg_xalloc_floats((size_t)c->n_classes);

@@ -376,6 +376,11 @@ k=$(sed -n 's/^support check: \([0-7]\) of 7 support images .*(\([0-9]*\) %; cha
 if [ $((2 * k)) -le 7 ]; then w=1; else w=0; fi
 [ "$(grep -c '^warning: the support images do not tell their classes apart' "$W/syn-7.txt")" -eq $w ] ||
   fail "synth: warning expected $w time(s) with $k of 7: $(cat "$W/syn-7.txt")"
+# classify repeats that warning from the classifier's metadata, on stderr
+"$SGPS" classify --model "$W/c7.sgpm" "$T/images/d009/$1" > "$W/cl-7.txt" 2> "$W/cl-7.err" || fail "classify with c7: $(cat "$W/cl-7.err")"
+[ "$(grep -c "^sgps classify: warning: .*c7.sgpm: only $k of 7 exemplars were classified as their own class" "$W/cl-7.err")" -eq $w ] ||
+  fail "classify: support-check warning expected $w time(s) with $k of 7: $(cat "$W/cl-7.err")"
+[ "$(wc -l < "$W/cl-7.txt")" -eq 2 ] || fail "classify with c7: not one row: $(cat "$W/cl-7.txt")"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c3.sgpm" --no-text > /dev/null 2>&1
 [ $? -eq 2 ] || fail "synth --no-text with a text-only class: exit 2 expected"
 [ ! -e "$W/c3.sgpm" ] || fail "a refused synthesis wrote a classifier"
