@@ -214,7 +214,8 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
         st = sg_engine_synthesize(e, &task, &so, out, &e2);
         if (st != SG_OK) sg_err_set(err, st, "synthesis: %s", e2.msg);
         char *check = NULL;
-        if (st == SG_OK && m->support_check && so.use_images && t->shots >= 2) { /* one exemplar per class: nothing to leave out */
+        /* the support check (one exemplar per class: nothing to leave out), kept in the metadata */
+        if (st == SG_OK && m->support_check && so.use_images && t->shots >= 2) {
             sg_support_check chk;
             st = sg_engine_support_check(e, &task, &so, &chk, &e2);
             if (st != SG_OK) {

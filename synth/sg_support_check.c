@@ -53,7 +53,8 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
         for (int i = 0; i < k->n_shots && st == SG_OK; i++) {
             memcpy(cls, task->classes, sizeof *cls * (size_t)N);
             if (i > 0) memcpy(rest, k->images, ssz * (size_t)i);
-            if (i + 1 < k->n_shots) memcpy(rest + ssz * (size_t)i, k->images + ssz * (size_t)(i + 1), ssz * (size_t)(k->n_shots - i - 1));
+            if (i + 1 < k->n_shots)
+                memcpy(rest + ssz * (size_t)i, k->images + ssz * (size_t)(i + 1), ssz * (size_t)(k->n_shots - i - 1));
             cls[c].n_shots = k->n_shots - 1;
             cls[c].images = rest;
             sg_task t = {N, cls};
