@@ -7,30 +7,96 @@
 #include "sg_jobs.h"
 #include "sg_pipeline.h"
 
+#include <cjson/cJSON.h>
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
 static const char validate_help[] =
-    "usage: sgps validate MANIFEST\n\n"
+    "usage: sgps validate MANIFEST [--check-exemplars]\n\n"
     "Checks a run manifest and its registry (docs/formats-manifest.md): JSON shape, task\n"
     "ids, registry ids, shots against exemplars, thresholds, label mappings, open_set\n"
     "(reference shards, labels, accept, rule, threshold), the engine\n"
     "(loaded: format and version), every exemplar the tasks use (decoded) and every\n"
-    "shard file. Prints every problem, one per line, as FILE: $.json.path: reason.\n"
+    "shard file. Prints every problem, one per line, as FILE: $.json.path: reason.\n\n"
+    "  --check-exemplars  also synthesize each task's classifier and run the support check\n"
+    "                     of its exemplars (each classified by the classifier synthesized\n"
+    "                     without it; tasks with two or more exemplars per class): the count\n"
+    "                     per task, each exemplar that looks like another class, and the\n"
+    "                     tasks no better than chance — what `sgps run` will report, before\n"
+    "                     any shard is read. Does not change the exit status.\n"
     "Exit status: 0 valid; 1 problems found (all printed); 2 bad arguments.\n";
 
 static void print_diag(const sg_diag *d, FILE *f) {
     for (size_t i = 0; i < d->n; i++) fprintf(f, "%s\n", d->msgs[i]);
 }
 
+/* --check-exemplars: the support check of every task, as `sgps run` would
+ * compute it, printed per task from the classifier's metadata. */
+static void check_exemplars(const sg_manifest *m) {
+    sg_engine *e;
+    sg_err err;
+    if (sg_engine_load(m->engine_path, &e, &err) != SG_OK) {
+        fprintf(stderr, "sgps validate: %s\n", err.msg);
+        return;
+    }
+    printf("support check (each exemplar classified by the classifier synthesized without it):\n");
+    int checked = 0, flagged = 0;
+    for (int ti = 0; ti < m->n_tasks; ti++) {
+        const sg_run_task *t = &m->tasks[ti];
+        if (t->shots < 2) {
+            printf("  %s: not checked (%s)\n", t->id, t->shots ? "one exemplar per class" : "text only");
+            continue;
+        }
+        sg_classifier *c;
+        if (sg_pipeline_synth_task(m, e, ti, 1, &c, &err) != SG_OK) {
+            printf("  %s: %s\n", t->id, err.msg);
+            continue;
+        }
+        cJSON *meta = cJSON_Parse(c->meta_json);
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(meta, "support_check");
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(sc, "checked"), *k = cJSON_GetObjectItemCaseSensitive(sc, "correct");
+        if (cJSON_IsNumber(n) && cJSON_IsNumber(k) && n->valueint > 0) {
+            int low = (double)k->valueint / n->valueint <= 1.0 / t->n_classes;
+            checked++;
+            flagged += low;
+            printf("  %s: %d of %d (chance %.0f %%)%s\n", t->id, k->valueint, n->valueint, 100.0 / t->n_classes,
+                   low ? ": warning: no better than chance" : "");
+            const cJSON *it;
+            cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(sc, "misclassified")) {
+                const cJSON *cl = cJSON_GetObjectItemCaseSensitive(it, "class"),
+                            *im = cJSON_GetObjectItemCaseSensitive(it, "image"),
+                            *pr = cJSON_GetObjectItemCaseSensitive(it, "predicted"),
+                            *po = cJSON_GetObjectItemCaseSensitive(it, "own_probability");
+                if (!cJSON_IsString(cl) || !cJSON_IsNumber(im) || !cJSON_IsString(pr) || !cJSON_IsNumber(po)) continue;
+                const char *path = "?";
+                for (int ci = 0; ci < t->n_classes; ci++) {
+                    const sg_disease *d = &m->diseases[t->disease[ci]];
+                    if (strcmp(t->class_ids[ci], cl->valuestring) == 0 && im->valueint >= 0 && im->valueint < d->n_exemplars)
+                        path = d->exemplars[im->valueint];
+                }
+                printf("    %s exemplar %d (%s) looks like %s (probability of its own class %.2f)\n", cl->valuestring,
+                       im->valueint, path, pr->valuestring, po->valuedouble);
+            }
+        }
+        cJSON_Delete(meta);
+        sg_classifier_free(c);
+    }
+    printf("%d task%s checked, %d no better than chance\n", checked, checked == 1 ? "" : "s", flagged);
+    sg_engine_free(e);
+}
+
 int sg_cmd_validate(int argc, char **argv) {
     const char *path = NULL;
+    int check = 0;
     for (int i = 1; i < argc; i++) {
         if (sg_cli_is_help(argv[i])) {
             fputs(validate_help, stdout);
             return 0;
+        } else if (strcmp(argv[i], "--check-exemplars") == 0) {
+            check = 1;
+            continue;
         } else if (argv[i][0] == '-' || path) {
             fprintf(stderr, "sgps validate: unexpected argument '%s' (see --help)\n", argv[i]);
             return 2;
@@ -48,6 +114,10 @@ int sg_cmd_validate(int argc, char **argv) {
     print_diag(&d, stderr);
     if (code) fprintf(stderr, "sgps validate: %s: %zu problem%s\n", path, d.n, d.n == 1 ? "" : "s");
     else printf("%s: valid: %d tasks, %zu units, %zu shard files\n", path, m->n_tasks, m->n_units, m->n_files);
+    if (!code && check) {
+        fflush(stdout);
+        check_exemplars(m);
+    }
     sg_manifest_free(m);
     sg_diag_free(&d);
     return code;

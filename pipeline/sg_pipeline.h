@@ -26,6 +26,8 @@
 #define SG_PIPELINE_H
 
 #include "sg_core.h"
+#include "sg_model.h"
+#include "sg_synth.h"
 
 #include <mpi.h>
 
@@ -230,6 +232,14 @@ typedef struct sg_run_plan {
  * run would keep; then hands every other unit out through the run's own
  * scheduler as if each unit took the same time. O(units + tasks). */
 sg_status sg_pipeline_plan(const sg_manifest *m, const sg_run_opts *o, int ranks, sg_run_plan *plan, sg_err *err);
+
+/* Task ti's classifier as `sgps run` synthesizes it (its exemplars, text and
+ * support_norm settings; metadata with the task id, engine hash and
+ * configuration), with check = 1 also the support check of its exemplars, kept
+ * in the metadata as "support_check" (tasks with two or more exemplars per
+ * class). */
+sg_status sg_pipeline_synth_task(const sg_manifest *m, const sg_engine *e, int ti, int check, sg_classifier **out,
+                                 sg_err *err);
 
 /* ---- reading a task's results back ------------------------------------------ */
 

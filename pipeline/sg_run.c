@@ -183,7 +183,8 @@ static sg_status part_write(const char *dir, const sg_manifest *m, const sg_run_
 
 /* ---- synthesis ---- */
 
-static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg_classifier **out, sg_err *err) {
+sg_status sg_pipeline_synth_task(const sg_manifest *m, const sg_engine *e, int ti, int check, sg_classifier **out,
+                                 sg_err *err) {
     const sg_run_task *t = &m->tasks[ti];
     int S = sg_engine_get_config(e)->store;
     size_t ssz = (size_t)3 * S * S;
@@ -213,9 +214,9 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
         sg_err e2;
         st = sg_engine_synthesize(e, &task, &so, out, &e2);
         if (st != SG_OK) sg_err_set(err, st, "synthesis: %s", e2.msg);
-        char *check = NULL;
+        char *check_json = NULL;
         /* the support check (one exemplar per class: nothing to leave out), kept in the metadata */
-        if (st == SG_OK && m->support_check && so.use_images && t->shots >= 2) {
+        if (st == SG_OK && check && so.use_images && t->shots >= 2) {
             sg_support_check chk;
             st = sg_engine_support_check(e, &task, &so, &chk, &e2);
             if (st != SG_OK) {
@@ -223,7 +224,7 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
                 sg_classifier_free(*out);
                 *out = NULL;
             } else {
-                check = sg_support_check_json(&chk, &task);
+                check_json = sg_support_check_json(&chk, &task);
                 sg_support_check_free(&chk);
             }
         }
@@ -231,11 +232,11 @@ static sg_status synth_task(const sg_manifest *m, const sg_engine *e, int ti, sg
             sg_buf meta = {0};
             sg_buf_printf(&meta, "{\"task\": \"%s\", \"engine_sha256\": \"%s\", \"config\": \"%s\"", t->id,
                           m->engine_sha256, m->config_hash);
-            if (check) sg_buf_printf(&meta, ", \"support_check\": %s", check);
+            if (check_json) sg_buf_printf(&meta, ", \"support_check\": %s", check_json);
             sg_buf_append(&meta, "}", 2);
             (*out)->meta_json = (char *)meta.data;
         }
-        free(check);
+        free(check_json);
     }
     for (int c = 0; c < t->n_classes; c++) free(pix[c]);
     free(pix);
@@ -360,7 +361,7 @@ static const sg_classifier *worker_classifier(worker *w, int t, const char **why
             w->cls_tried[lru] = 0;
             w->n_cached--;
         }
-        if (synth_task(w->m, w->engine, t, &w->cls[t], &err) != SG_OK) {
+        if (sg_pipeline_synth_task(w->m, w->engine, t, w->m->support_check, &w->cls[t], &err) != SG_OK) {
             w->cls[t] = NULL;
             w->cls_err[t] = sg_xstrdup(err.msg);
         } else {

@@ -85,6 +85,14 @@ end_to_end)
     grep -q '^a-vs-ref,evaluate,complete,\([^,]*,\)\{10\},,$' $R/summary.csv || fail "summary.csv: a-vs-ref support_check not empty"
     grep -q "^diff3,evaluate,complete,\\([^,]*,\\)\\{10\\}$(awk "BEGIN{printf \"%.6f\", $n_ok / 6}")," $R/summary.csv ||
         fail "summary.csv: diff3 support_check is not $n_ok/6: $(grep ^diff3 $R/summary.csv)"
+    # validate --check-exemplars computes the same check before any shard is read
+    "$SGPS" validate w/manifest.json --check-exemplars > chk.txt 2>&1 || fail "validate --check-exemplars: $(cat chk.txt)"
+    grep -qx "  diff3: $n_ok of 6 (chance 33 %)\(: warning: no better than chance\)\{0,1\}" chk.txt ||
+        fail "validate --check-exemplars: diff3 is not $n_ok of 6 as in the run: $(cat chk.txt)"
+    n_b=$(sed -n 's/.*"support_check": {"checked": 6, "correct": \([0-6]\).*/\1/p' $R/tasks/screen-b/metrics.json)
+    grep -q "^  screen-b: $n_b of 6 (chance 50 %)" chk.txt || fail "validate --check-exemplars: screen-b is not $n_b of 6"
+    grep -qx '  a-vs-ref: not checked (one exemplar per class)' chk.txt || fail "validate --check-exemplars: a-vs-ref"
+    grep -q '^2 tasks checked, [0-2] no better than chance$' chk.txt || fail "validate --check-exemplars: no total line"
     # "support_check": false turns it off
     python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); m["support_check"] = False; m["output"] = "run-nocheck"; json.dump(m, open(sys.argv[2], "w"))' \
         w/manifest.json w/nocheck.json || fail "no-check manifest"
