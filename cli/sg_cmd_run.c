@@ -70,14 +70,9 @@ static void check_exemplars(const sg_manifest *m) {
                             *pr = cJSON_GetObjectItemCaseSensitive(it, "predicted"),
                             *po = cJSON_GetObjectItemCaseSensitive(it, "own_probability");
                 if (!cJSON_IsString(cl) || !cJSON_IsNumber(im) || !cJSON_IsString(pr) || !cJSON_IsNumber(po)) continue;
-                const char *path = "?";
-                for (int ci = 0; ci < t->n_classes; ci++) {
-                    const sg_disease *d = &m->diseases[t->disease[ci]];
-                    if (strcmp(t->class_ids[ci], cl->valuestring) == 0 && im->valueint >= 0 && im->valueint < d->n_exemplars)
-                        path = d->exemplars[im->valueint];
-                }
+                const char *path = sg_task_exemplar(m, t, cl->valuestring, im->valueint);
                 printf("    %s exemplar %d (%s) looks like %s (probability of its own class %.2f)\n", cl->valuestring,
-                       im->valueint, path, pr->valuestring, po->valuedouble);
+                       im->valueint, path ? path : "?", pr->valuestring, po->valuedouble);
             }
         }
         cJSON_Delete(meta);

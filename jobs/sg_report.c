@@ -159,12 +159,7 @@ static void support_json(const sg_manifest *m, const sg_run_task *t, const task_
         sg_buf_printf(b, "%s{\"class\": ", i++ ? ", " : "");
         jstr(b, c->valuestring);
         sg_buf_printf(b, ", \"exemplar\": %d, \"path\": ", im->valueint);
-        const char *path = NULL;
-        for (int k = 0; k < t->n_classes && !path; k++) {
-            const sg_disease *d = &m->diseases[t->disease[k]];
-            if (strcmp(t->class_ids[k], c->valuestring) == 0 && im->valueint >= 0 && im->valueint < d->n_exemplars)
-                path = d->exemplars[im->valueint];
-        }
+        const char *path = sg_task_exemplar(m, t, c->valuestring, im->valueint);
         if (path) jstr(b, path);
         else sg_buf_printf(b, "null");
         sg_buf_printf(b, ", \"predicted\": ");

@@ -909,6 +909,14 @@ void sg_manifest_free(sg_manifest *m) {
 
 size_t sg_task_n_units(const sg_run_task *t) { return t->n_shards + t->open_set.n_ref_shards; }
 
+const char *sg_task_exemplar(const sg_manifest *m, const sg_run_task *t, const char *class_id, int i) {
+    for (int c = 0; c < t->n_classes; c++) {
+        const sg_disease *d = &m->diseases[t->disease[c]];
+        if (strcmp(t->class_ids[c], class_id) == 0) return i >= 0 && i < d->n_exemplars ? d->exemplars[i] : NULL;
+    }
+    return NULL;
+}
+
 const sg_shard_file *sg_task_shard(const sg_manifest *m, const sg_run_task *t, size_t s) {
     SG_ASSERT(s < sg_task_n_units(t));
     return &m->files[s < t->n_shards ? t->shard[s] : t->ref_shard[s - t->n_shards]];

@@ -167,6 +167,9 @@ void sg_manifest_unit(const sg_manifest *m, size_t u, int *task, size_t *shard);
 size_t sg_task_n_units(const sg_run_task *t);
 /* The shard file of the task's unit s (0 <= s < sg_task_n_units). */
 const sg_shard_file *sg_task_shard(const sg_manifest *m, const sg_run_task *t, size_t s);
+/* The path of exemplar i of the task's class with registry id class_id (as the
+ * support check names it), or NULL when there is no such class or exemplar. */
+const char *sg_task_exemplar(const sg_manifest *m, const sg_run_task *t, const char *class_id, int i);
 
 /* ---- the run ---------------------------------------------------------------- */
 
