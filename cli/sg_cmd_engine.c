@@ -498,7 +498,7 @@ static void print_support_check(const sg_support_check *c, const sg_task *task, 
                        ts->images[ci][i], task->classes[ci].name, task->classes[p].name, task->classes[ci].name,
                        (double)c->p_own[first + i]);
         }
-    if (acc <= chance)
+    if (sg_support_check_failed(c->correct, c->checked, task->n_classes))
         printf("warning: the support images do not tell their classes apart better than chance; check them (a "
                "mislabelled or atypical image) before using this classifier\n");
 }
@@ -664,8 +664,7 @@ static void warn_support_check(const char *path, const sg_classifier *c) {
     cJSON *meta = c->meta_json ? cJSON_Parse(c->meta_json) : NULL;
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(meta, "support_check");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(sc, "checked"), *k = cJSON_GetObjectItemCaseSensitive(sc, "correct");
-    if (cJSON_IsNumber(n) && cJSON_IsNumber(k) && n->valueint > 0 && c->n_classes > 0 &&
-        (double)k->valueint / n->valueint <= 1.0 / c->n_classes)
+    if (cJSON_IsNumber(n) && cJSON_IsNumber(k) && sg_support_check_failed(k->valueint, n->valueint, c->n_classes))
         fprintf(stderr, "sgps classify: warning: %s: only %d of %d exemplars were classified as their own class by the "
                         "classifier synthesized without them (support check at synthesis): its predictions may be "
                         "unreliable\n", path, k->valueint, n->valueint);

@@ -58,7 +58,7 @@ static void check_exemplars(const sg_manifest *m) {
         const cJSON *sc = cJSON_GetObjectItemCaseSensitive(meta, "support_check");
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(sc, "checked"), *k = cJSON_GetObjectItemCaseSensitive(sc, "correct");
         if (cJSON_IsNumber(n) && cJSON_IsNumber(k) && n->valueint > 0) {
-            int low = (double)k->valueint / n->valueint <= 1.0 / t->n_classes;
+            int low = sg_support_check_failed(k->valueint, n->valueint, t->n_classes);
             checked++;
             flagged += low;
             printf("  %s: %d of %d (chance %.0f %%)%s\n", t->id, k->valueint, n->valueint, 100.0 / t->n_classes,

@@ -106,7 +106,7 @@ typedef struct task_out {
     /* the support check of the task's classifier (NULL: none was run, or the
        classifier is missing or of another configuration) */
     cJSON *support;
-    int support_checked, support_correct;
+    int support_checked, support_correct, support_failed; /* failed: no better than chance */
     double support_accuracy, support_chance;
 } task_out;
 
@@ -131,6 +131,7 @@ static void load_support_check(const sg_manifest *m, const char *dir, const sg_r
         o->support_correct = k->valueint;
         o->support_chance = ch->valuedouble;
         if (o->support_checked > 0) o->support_accuracy = (double)o->support_correct / o->support_checked;
+        o->support_failed = sg_support_check_failed(o->support_correct, o->support_checked, t->n_classes);
     }
     cJSON_Delete(meta);
 }
@@ -469,7 +470,7 @@ static void html_task(sg_buf *b, const sg_manifest *m, int ti, const task_out *t
             sg_buf_printf(b, " looks like ");
             hstr(b, p->valuestring);
         }
-        sg_buf_printf(b, ".%s</p>\n", to->support_accuracy <= to->support_chance
+        sg_buf_printf(b, ".%s</p>\n", to->support_failed
                                            ? " <b style=\"color:#b00\">No better than chance: check the exemplars.</b>"
                                            : "");
     }
@@ -578,7 +579,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
         sg_metrics_compute(o->rows.n, t->n_classes, o->rows.label, o->rows.pred, o->rows.score, t->threshold,
                            m->bootstrap, m->seed, sg_fnv1a64(t->id, strlen(t->id)), &o->met);
         load_support_check(m, dir, t, o);
-        if (o->support && o->support_checked > 0 && o->support_accuracy <= o->support_chance)
+        if (o->support_failed)
             sg_log(SG_LOG_WARN, "task %s: support check: only %d of %d exemplars classified as their own class by the "
                    "classifier synthesized without them (chance %.0f %%): check the exemplars (metrics.json lists them)",
                    t->id, o->support_correct, o->support_checked, 100 * o->support_chance);
@@ -715,7 +716,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
             }
             sg_buf_printf(&h, "<td>%lld</td>", (long long)flagged);
             if (o->support && o->support_checked > 0)
-                sg_buf_printf(&h, "<td%s>%d/%d</td>", o->support_accuracy <= o->support_chance ? " style=\"color:#b00\"" : "",
+                sg_buf_printf(&h, "<td%s>%d/%d</td>", o->support_failed ? " style=\"color:#b00\"" : "",
                               o->support_correct, o->support_checked);
             else sg_buf_printf(&h, "<td>–</td>");
             if (t->open_set.enabled) sg_buf_printf(&h, "<td>%zu</td></tr>\n", o->om.rejected);

@@ -89,6 +89,10 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
     return st;
 }
 
+int sg_support_check_failed(int correct, int checked, int n_classes) {
+    return checked > 0 && n_classes > 0 && (double)correct / checked <= 1.0 / n_classes;
+}
+
 char *sg_support_check_json(const sg_support_check *c, const sg_task *task) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "checked", c->checked);

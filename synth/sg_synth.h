@@ -149,6 +149,9 @@ typedef struct sg_support_check {
 sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o,
                                   sg_support_check *out, sg_err *err);
 void sg_support_check_free(sg_support_check *c);
+/* 1 when a check of `checked` images with `correct` right is no better than
+ * chance (1/n_classes): the rule behind every support-check warning. */
+int sg_support_check_failed(int correct, int checked, int n_classes);
 /* {"checked", "correct", "accuracy" and "mean_own_probability" (null when nothing
  * was checked), "chance", "misclassified": [{"class", "image" (index within its
  * class), "predicted", "own_probability"}]};
