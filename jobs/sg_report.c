@@ -147,6 +147,10 @@ static void support_json(const sg_manifest *m, const sg_run_task *t, const task_
     jnum(b, o->support_accuracy);
     sg_buf_printf(b, ", \"chance\": ");
     jnum(b, o->support_chance);
+    const cJSON *me = cJSON_GetObjectItemCaseSensitive(o->support, "method");
+    sg_buf_printf(b, ", \"method\": ");
+    if (cJSON_IsString(me)) jstr(b, me->valuestring);
+    else sg_buf_printf(b, "null");
     const cJSON *mp = cJSON_GetObjectItemCaseSensitive(o->support, "mean_own_probability");
     sg_buf_printf(b, ", \"mean_own_probability\": ");
     jnum(b, cJSON_IsNumber(mp) ? mp->valuedouble : NAN);

@@ -218,7 +218,7 @@ sg_status sg_pipeline_synth_task(const sg_manifest *m, const sg_engine *e, int t
         /* the support check (one exemplar per class: nothing to leave out), kept in the metadata */
         if (st == SG_OK && check && so.use_images && t->shots >= 2) {
             sg_support_check chk;
-            st = sg_engine_support_check(e, &task, &so, &chk, &e2);
+            st = sg_engine_support_check(e, &task, &so, SG_SUPPORT_CHECK_EXACT_MAX, &chk, &e2);
             if (st != SG_OK) {
                 sg_err_set(err, st, "support check: %s", e2.msg);
                 sg_classifier_free(*out);

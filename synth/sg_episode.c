@@ -528,11 +528,31 @@ static void support_renorm(const sg_engine *e, const sg_gen_cache *gc, float *th
     memcpy(feat, in, sizeof(float) * (size_t)n * C);
 }
 
-sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_classifier **out,
+/* What synthesis computes for a task before its head: the synthesized
+ * backbone theta and the support features through it (ns · views rows, class
+ * by class, labels ys), the text codes and the head's per-class flags. */
+typedef struct synth_prep {
+    int N, C, ns, views;
+    float *theta, *fsup;
+    int *ys;
+    float (*codes)[SG_TEXT_MAX_DIM];
+    head_state *h;
+} synth_prep;
+
+static void synth_prep_free(synth_prep *p) {
+    free(p->theta);
+    free(p->fsup);
+    free(p->ys);
+    free(p->codes);
+    head_free(p->h);
+    memset(p, 0, sizeof *p);
+}
+
+static sg_status synth_prepare(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, synth_prep *p,
                                sg_err *err) {
     const sg_engine_config *cf = &e->cfg;
     int N = task->n_classes, C = cf->width, T = cf->code_dim, Z = e->zdim;
-    *out = NULL;
+    memset(p, 0, sizeof *p);
     if (N < 2 || N > SG_MAX_WAY) return sg_err_set(err, SG_ERR_ARG, "task has %d classes; 2..%d are supported", N, SG_MAX_WAY);
     size_t isz = (size_t)3 * cf->img * cf->img, ssz = (size_t)3 * cf->store * cf->store;
     int ns = 0, n_text = 0;
@@ -547,14 +567,18 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
         n_text += txt;
     }
     int views = o->flip_aug ? 2 : 1;
+    p->N = N;
+    p->C = C;
+    p->ns = ns;
+    p->views = views;
     float *xs = sg_xalloc_floats((size_t)(ns ? ns : 1) * views * isz);
     for (int c = 0, k = 0; c < N && o->use_images; c++)
         for (int i = 0; i < task->classes[c].n_shots; i++, k++)
             for (int v = 0; v < views; v++)
                 sg_engine_prepare_image(e, task->classes[c].images + i * ssz, v, xs + ((size_t)k * views + v) * isz);
     float *z = sg_xalloc_floats((size_t)Z);
-    float (*codes)[SG_TEXT_MAX_DIM] = sg_xcalloc((size_t)N, sizeof *codes);
-    head_state *h = head_create(N, C);
+    p->codes = sg_xcalloc((size_t)N, sizeof *p->codes);
+    head_state *h = p->h = head_create(N, C);
     int *ids = sg_xmalloc(sizeof(int) * SG_TEXT_MAX_IDS);
     sg_text_cache tc;
     for (int c = 0; c < N; c++) {
@@ -564,8 +588,8 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
         if (!h->has_text[c]) continue;
         int nid = sg_text_tokenize(k->text, cf->text_buckets, ids, SG_TEXT_MAX_IDS);
         sg_text_forward(e, ids, nid, NULL, &tc);
-        memcpy(codes[c], tc.code, sizeof(float) * (size_t)T);
-        for (int t = 0; t < T; t++) z[C + t] += codes[c][t] / (float)n_text;
+        memcpy(p->codes[c], tc.code, sizeof(float) * (size_t)T);
+        for (int t = 0; t < T; t++) z[C + t] += p->codes[c][t] / (float)n_text;
     }
     sg_engine *me = (sg_engine *)e; /* workspaces only */
     sg_ctx *ctx;
@@ -579,61 +603,125 @@ sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg
     }
     z[C + T] = ns > 0;
     z[C + T + 1] = n_text > 0;
-    float *theta = sg_xalloc_floats(e->syn.n_params);
+    p->theta = sg_xalloc_floats(e->syn.n_params);
     sg_gen_cache *gc = sg_gen_cache_create(e);
-    sg_gen_forward(e, z, o->adapt, gc, theta);
-    float *fsup = NULL, bsup = sg_synth_support_norm(e, o, ns);
+    sg_gen_forward(e, z, o->adapt, gc, p->theta);
+    float bsup = sg_synth_support_norm(e, o, ns);
     if (bsup > 0) {
-        fsup = sg_xalloc_floats((size_t)ns * views * C);
-        support_renorm(e, gc, theta, ns * views, xs, bsup, fsup);
+        p->fsup = sg_xalloc_floats((size_t)ns * views * C);
+        support_renorm(e, gc, p->theta, ns * views, xs, bsup, p->fsup);
     }
     sg_gen_cache_free(gc);
-    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc((size_t)N, sizeof *fimg);
-    int *ys = NULL;
     if (ns) {
-        if (!fsup) { /* (support_renorm computed them on its way) */
+        if (!p->fsup) { /* (support_renorm computed them on its way) */
             ctx = sg_engine_ws(&me->ws_sup, &e->syn, ns * views);
-            const float *fs = sg_net_forward(&e->syn, ctx, theta, NULL, xs, ns * views, 0);
-            fsup = sg_xalloc_floats((size_t)ns * views * C);
-            memcpy(fsup, fs, sizeof(float) * (size_t)ns * views * C);
+            const float *fs = sg_net_forward(&e->syn, ctx, p->theta, NULL, xs, ns * views, 0);
+            p->fsup = sg_xalloc_floats((size_t)ns * views * C);
+            memcpy(p->fsup, fs, sizeof(float) * (size_t)ns * views * C);
         }
-        ys = sg_xmalloc(sizeof(int) * (size_t)ns * views);
+        p->ys = sg_xmalloc(sizeof(int) * (size_t)ns * views);
         for (int c = 0, k = 0; c < N; c++)
-            for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots * views; i++) ys[k++] = c;
-        for (int c = 0, k = 0; c < N; c++)
-            for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots; i++, k++)
-                for (int v = 0; v < views; v++)
-                    for (int j = 0; j < C; j++)
-                        fimg[c][j] += fsup[((size_t)k * views + v) * C + j] / (float)(task->classes[c].n_shots * views);
+            for (int i = 0; h->has_img[c] && i < task->classes[c].n_shots * views; i++) p->ys[k++] = c;
     }
-    head_forward(e, h, fimg, codes);
+    free(z);
+    free(xs);
+    free(ids);
+    return SG_OK;
+}
 
+/* The head as synthesis writes it: the centre (p->h->m) and the weights
+ * W (N, C) = τ · normalized centred prototypes + ρ · ridge, from the support
+ * features with support image `skip` left out (its views; -1: none). */
+static void synth_head(const sg_engine *e, const sg_task *task, synth_prep *p, int skip, float *W) {
+    int N = p->N, C = p->C, views = p->views;
+    head_state *h = p->h;
+    float (*fimg)[SG_ENGINE_MAX_WIDTH] = sg_xcalloc((size_t)N, sizeof *fimg);
+    for (int c = 0, k = 0; c < N; c++) {
+        int n = task->classes[c].n_shots;
+        if (!h->has_img[c]) continue;
+        int used = n - (skip >= k && skip < k + n);
+        for (int i = 0; i < n; i++, k++)
+            for (int v = 0; k != skip && v < views; v++)
+                for (int j = 0; j < C; j++) fimg[c][j] += p->fsup[((size_t)k * views + v) * C + j] / (float)(used * views);
+    }
+    head_forward(e, h, fimg, p->codes);
+    free(fimg);
+    float tau = expf(e->params[e->off_logtau]), rho = e->params[e->off_rho];
+    for (int c = 0; c < N; c++)
+        for (int j = 0; j < C; j++) W[(size_t)c * C + j] = tau * h->nrm[c][j];
+    if (!p->ns || rho == 0) return;
+    /* plus the ridge-regression head over the centred support features (every view) */
+    int rows = (p->ns - (skip >= 0)) * views;
+    float *us = sg_xalloc_floats((size_t)rows * C);
+    const float *f = p->fsup;
+    int *ys = p->ys;
+    if (skip >= 0) { /* the rows of the other images */
+        float *fk = sg_xalloc_floats((size_t)rows * C);
+        ys = sg_xmalloc(sizeof(int) * (size_t)(rows ? rows : 1));
+        for (int k = 0, r = 0; k < p->ns * views; k++) {
+            if (k / views == skip) continue;
+            memcpy(fk + (size_t)r * C, p->fsup + (size_t)k * C, sizeof(float) * (size_t)C);
+            ys[r++] = p->ys[k];
+        }
+        f = fk;
+    }
+    sg_l2norm_forward(rows, C, f, h->m, SG_L2NORM_EPS, us);
+    if (f != p->fsup) free((float *)f);
+    ridge_state rs = {0};
+    ridge_forward(rows, N, C, us, ys, expf(e->params[e->off_loglam]), &rs);
+    for (size_t i = 0; i < (size_t)N * C; i++) W[i] += rho * rs.w[i];
+    ridge_free(&rs);
+    if (ys != p->ys) free(ys);
+    free(us);
+}
+
+sg_status sg_engine_synthesize(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_classifier **out,
+                               sg_err *err) {
+    *out = NULL;
+    synth_prep p;
+    sg_status st = synth_prepare(e, task, o, &p, err);
+    if (st != SG_OK) return st;
+    int N = p.N, C = p.C;
     /* The classifier: synthesized backbone, centred L2 norm, linear head
      * (cosine to the prototypes + ridge regression). */
     sg_arch a = e->syn;
     int li = sg_arch_add_l2norm(&a);
     int lh = sg_arch_add_linear(&a, N, 1);
     float *params = sg_xalloc_floats(a.n_params);
-    memcpy(params, theta, sizeof(float) * e->syn.n_params);
-    memcpy(params + a.layers[li].param_off, h->m, sizeof(float) * (size_t)C);
-    float tau = expf(e->params[e->off_logtau]), rho = e->params[e->off_rho];
-    float *W = params + a.layers[lh].param_off;
-    for (int c = 0; c < N; c++)
-        for (int j = 0; j < C; j++) W[(size_t)c * C + j] = tau * h->nrm[c][j];
-    if (ns && rho != 0) {
-        /* plus the ridge-regression head over the centred support features (every view) */
-        float *us = sg_xalloc_floats((size_t)ns * views * C);
-        sg_l2norm_forward(ns * views, C, fsup, h->m, SG_L2NORM_EPS, us);
-        ridge_state rs = {0};
-        ridge_forward(ns * views, N, C, us, ys, expf(e->params[e->off_loglam]), &rs);
-        for (size_t i = 0; i < (size_t)N * C; i++) W[i] += rho * rs.w[i];
-        ridge_free(&rs);
-        free(us);
-    }
+    memcpy(params, p.theta, sizeof(float) * e->syn.n_params);
+    synth_head(e, task, &p, -1, params + a.layers[lh].param_off);
+    memcpy(params + a.layers[li].param_off, p.h->m, sizeof(float) * (size_t)C);
     const char **names = sg_xcalloc((size_t)N, sizeof *names);
     for (int c = 0; c < N; c++) names[c] = task->classes[c].name ? task->classes[c].name : "";
     *out = sg_classifier_create(&a, e->mean, e->std, N, names, params, NULL);
-    free(names); free(params); free(theta); free(fimg); free(fsup); free(ys); head_free(h); free(codes); free(z); free(xs); free(ids);
+    free(names);
+    free(params);
+    synth_prep_free(&p);
+    return SG_OK;
+}
+
+sg_status sg_engine_support_loo_fast(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, float *logits,
+                                     sg_err *err) {
+    synth_prep p;
+    sg_status st = synth_prepare(e, task, o, &p, err);
+    if (st != SG_OK) return st;
+    int N = p.N, C = p.C;
+    float *W = sg_xalloc_floats((size_t)N * C), *u = sg_xalloc_floats((size_t)C);
+    for (int c = 0, k = 0; c < N; c++)
+        for (int i = 0; p.h->has_img[c] && i < task->classes[c].n_shots; i++, k++) {
+            if (task->classes[c].n_shots < 2) continue;
+            synth_head(e, task, &p, k, W);
+            /* the image as the whole task's classifier sees it: its unflipped view */
+            sg_l2norm_forward(1, C, p.fsup + (size_t)k * p.views * C, p.h->m, SG_L2NORM_EPS, u);
+            for (int j = 0; j < N; j++) {
+                float s = 0;
+                for (int q = 0; q < C; q++) s += W[(size_t)j * C + q] * u[q];
+                logits[(size_t)k * N + j] = s;
+            }
+        }
+    free(W);
+    free(u);
+    synth_prep_free(&p);
     return SG_OK;
 }
 

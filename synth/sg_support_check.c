@@ -8,7 +8,8 @@
  * around; this is the one quality signal a task without labelled images has.
  * On ham10000 mel-vs-nv tasks the check's accuracy follows the classifier's
  * accuracy on unseen images (docs/engine.md). Cost: one synthesis per
- * checked image. */
+ * checked image; a task of more than exact_max support images takes the fast
+ * check instead (about one synthesis in all; sg_synth.h). */
 #include "sg_synth_impl.h"
 
 #include <cjson/cJSON.h>
@@ -23,19 +24,24 @@ void sg_support_check_free(sg_support_check *c) {
     memset(c, 0, sizeof *c);
 }
 
-sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o,
-                                  sg_support_check *out, sg_err *err) {
-    memset(out, 0, sizeof *out);
+/* Records image k (of class c) given its logits. */
+static void record(sg_support_check *out, int k, int c, const float *logit) {
+    int N = out->n_classes, best = 0;
+    for (int j = 1; j < N; j++)
+        if (logit[j] > logit[best]) best = j;
+    double z = 0;
+    for (int j = 0; j < N; j++) z += exp((double)logit[j] - logit[best]);
+    out->p_own[k] = (float)(exp((double)logit[c] - logit[best]) / z);
+    out->mean_p_own += out->p_own[k];
+    out->pred[k] = best;
+    out->checked++;
+    out->correct += best == c;
+}
+
+/* The exact check: one synthesis per checked image. */
+static sg_status check_exact(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, sg_support_check *out,
+                             sg_err *err) {
     int N = task->n_classes;
-    out->n_classes = N;
-    for (int c = 0; c < N; c++) out->n_images += task->classes[c].n_shots;
-    out->pred = sg_xmalloc(sizeof(int) * (size_t)(out->n_images ? out->n_images : 1));
-    out->p_own = sg_xmalloc(sizeof(float) * (size_t)(out->n_images ? out->n_images : 1));
-    for (int i = 0; i < out->n_images; i++) {
-        out->pred[i] = -1;
-        out->p_own[i] = NAN;
-    }
-    if (!o->use_images) return SG_OK;
     const sg_engine_config *cf = &e->cfg;
     size_t ssz = (size_t)3 * cf->store * cf->store, isz = (size_t)3 * cf->img * cf->img;
     int kmax = 0;
@@ -66,17 +72,7 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
                 arch = m->arch;
             }
             sg_engine_prepare_image(e, k->images + ssz * (size_t)i, 0, x);
-            const float *logit = sg_net_forward(&m->arch, ctx, m->params, m->state, x, 1, 0);
-            int best = 0;
-            for (int j = 1; j < N; j++)
-                if (logit[j] > logit[best]) best = j;
-            double z = 0;
-            for (int j = 0; j < N; j++) z += exp((double)logit[j] - logit[best]);
-            out->p_own[first + i] = (float)(exp((double)logit[c] - logit[best]) / z);
-            out->mean_p_own += out->p_own[first + i];
-            out->pred[first + i] = best;
-            out->checked++;
-            out->correct += best == c;
+            record(out, first + i, c, sg_net_forward(&m->arch, ctx, m->params, m->state, x, 1, 0));
             sg_classifier_free(m);
         }
     }
@@ -84,6 +80,34 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
     free(x);
     free(rest);
     free(cls);
+    return st;
+}
+
+sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, int exact_max,
+                                  sg_support_check *out, sg_err *err) {
+    memset(out, 0, sizeof *out);
+    int N = task->n_classes;
+    out->n_classes = N;
+    for (int c = 0; c < N; c++) out->n_images += task->classes[c].n_shots;
+    out->pred = sg_xmalloc(sizeof(int) * (size_t)(out->n_images ? out->n_images : 1));
+    out->p_own = sg_xmalloc(sizeof(float) * (size_t)(out->n_images ? out->n_images : 1));
+    for (int i = 0; i < out->n_images; i++) {
+        out->pred[i] = -1;
+        out->p_own[i] = NAN;
+    }
+    if (!o->use_images) return SG_OK;
+    sg_status st;
+    if (out->n_images <= exact_max) {
+        st = check_exact(e, task, o, out, err);
+    } else {
+        out->fast = 1;
+        float *logits = sg_xalloc_floats((size_t)out->n_images * (N > 0 ? N : 1));
+        if ((st = sg_engine_support_loo_fast(e, task, o, logits, err)) == SG_OK)
+            for (int c = 0, first = 0; c < N; first += task->classes[c].n_shots, c++)
+                for (int i = 0; task->classes[c].n_shots >= 2 && i < task->classes[c].n_shots; i++)
+                    record(out, first + i, c, logits + (size_t)(first + i) * N);
+        free(logits);
+    }
     out->mean_p_own = out->checked ? out->mean_p_own / out->checked : NAN;
     if (st != SG_OK) sg_support_check_free(out);
     return st;
@@ -100,6 +124,7 @@ char *sg_support_check_json(const sg_support_check *c, const sg_task *task) {
     if (c->checked) cJSON_AddNumberToObject(j, "accuracy", (double)c->correct / c->checked);
     else cJSON_AddNullToObject(j, "accuracy");
     cJSON_AddNumberToObject(j, "chance", 1.0 / (c->n_classes > 0 ? c->n_classes : 1));
+    cJSON_AddStringToObject(j, "method", c->fast ? "fast" : "exact");
     if (c->checked) cJSON_AddNumberToObject(j, "mean_own_probability", c->mean_p_own);
     else cJSON_AddNullToObject(j, "mean_own_probability");
     cJSON *mis = cJSON_AddArrayToObject(j, "misclassified");

@@ -144,9 +144,19 @@ typedef struct sg_support_check {
     int *pred;            /* (n_images) the class each was classified as, -1 when not checked */
     float *p_own;         /* (n_images) the probability it gave the image's own class, NaN when not checked */
     double mean_p_own;    /* mean of p_own over the checked images (NaN when none) */
+    int fast;             /* 1: the fast check (see exact_max below) */
 } sg_support_check;
 
-sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o,
+/* exact_max: the exact check (one synthesis per image) for a task of at most
+ * this many support images; a larger one takes the fast check (out->fast):
+ * the task's classifier is synthesized once, and each image is scored, as
+ * that backbone computes its features, by the head rebuilt without it. The
+ * two differ only in the normalization's statistics and the generated
+ * kernels, which the exact check also recomputes without the image (with the
+ * support normalization's B = 0.25 that is a 1/(4n) share of the statistics);
+ * the fast one costs about one synthesis. */
+#define SG_SUPPORT_CHECK_EXACT_MAX 25
+sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, int exact_max,
                                   sg_support_check *out, sg_err *err);
 void sg_support_check_free(sg_support_check *c);
 /* 1 when a check of `checked` images with `correct` right is no better than

@@ -75,6 +75,14 @@ void sg_gen_cache_free(sg_gen_cache *gc);
 void sg_engine_image_summary(const sg_engine *e, sg_ctx *bctx, int n, const float *x, float *out);
 
 
+/* The fast support check (sg_support_check.c): the task's classifier is
+ * synthesized once; for each support image of a class with at least two, the
+ * head is rebuilt without it and scores the image's features as the whole
+ * task's backbone computes them. logits (n_images, N), class by class; rows of
+ * unchecked images are left as they are. */
+sg_status sg_engine_support_loo_fast(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, float *logits,
+                                     sg_err *err);
+
 /* Base-backbone features (eval mode) of n prepared images → (n, C). */
 void sg_engine_base_features(const sg_engine *e, int n, const float *x, float *feat);
 

@@ -381,6 +381,23 @@ if [ $((2 * k)) -le 7 ]; then w=1; else w=0; fi
 [ "$(grep -c "^sgps classify: warning: .*c7.sgpm: only $k of 7 exemplars were classified as their own class" "$W/cl-7.err")" -eq $w ] ||
   fail "classify: support-check warning expected $w time(s) with $k of 7: $(cat "$W/cl-7.err")"
 [ "$(wc -l < "$W/cl-7.txt")" -eq 2 ] || fail "classify with c7: not one row: $(cat "$W/cl-7.txt")"
+# --check: exact (the default for 7 images) and fast, each named in the metadata and
+# in the printed line (tests/synth: where the two agree, and by how much they may not)
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/seven.json" -o "$W/c7e.sgpm" --check exact > "$W/syn-7e.txt" 2>&1 ||
+  fail "synth --check exact: $(cat "$W/syn-7e.txt")"
+cmp -s "$W/c7.sgpm" "$W/c7e.sgpm" || fail "synth --check exact differs from the default for 7 images"
+grep -aq '"method":"exact"' "$W/c7.sgpm" || fail "synth: the metadata does not name the exact check"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/seven.json" -o "$W/c7f.sgpm" --check fast > "$W/syn-7f.txt" 2>&1 ||
+  fail "synth --check fast: $(cat "$W/syn-7f.txt")"
+grep -aq '"method":"fast"' "$W/c7f.sgpm" || fail "synth --check fast: the metadata does not name the fast check"
+kf=$(sed -n 's/^support check: \([0-7]\) of 7 support images classified as their own class by the classifier whose head was rebuilt (fast check) without them .*/\1/p' "$W/syn-7f.txt")
+[ -n "$kf" ] || fail "synth --check fast: no fast support check line: $(cat "$W/syn-7f.txt")"
+[ "$(grep -c '^  [$][.]classes' "$W/syn-7f.txt")" -eq $((7 - kf)) ] ||
+  fail "synth --check fast: not $((7 - kf)) misclassified images listed: $(cat "$W/syn-7f.txt")"
+"$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/seven.json" -o "$W/c7x.sgpm" --check slow > "$W/syn-7x.txt" 2>&1
+[ $? -eq 2 ] || fail "synth --check slow: exit 2 expected"
+grep -q -- '--check' "$W/syn-7x.txt" || fail "synth --check slow: the message does not name the option: $(cat "$W/syn-7x.txt")"
+[ ! -e "$W/c7x.sgpm" ] || fail "synth --check slow wrote a classifier"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c3.sgpm" --no-text > /dev/null 2>&1
 [ $? -eq 2 ] || fail "synth --no-text with a text-only class: exit 2 expected"
 [ ! -e "$W/c3.sgpm" ] || fail "a refused synthesis wrote a classifier"

@@ -73,7 +73,7 @@ end_to_end)
     grep -q '"labelled": 107' $R/tasks/a-vs-ref/metrics.json || fail "a-vs-ref: string-label mapping (107 of 160 labelled)"
     # the support check: each exemplar of a class with two or more classified by the
     # classifier synthesized without it; kept in the classifier and reported
-    grep -q '"support_check": {"checked": 6, "correct": [0-6], "accuracy": [0-9.]*, "chance": 0.333333, "mean_own_probability": [01]\.[0-9]*, "misclassified": \[' \
+    grep -q '"support_check": {"checked": 6, "correct": [0-6], "accuracy": [0-9.]*, "chance": 0.333333, "method": "exact", "mean_own_probability": [01]\.[0-9]*, "misclassified": \[' \
         $R/tasks/diff3/metrics.json || fail "diff3: support check of 3 classes x 2 exemplars: $(grep support_check $R/tasks/diff3/metrics.json)"
     grep -q '"support_check": {"checked": 6, .*"chance": 0.500000' $R/tasks/screen-b/metrics.json ||
         fail "screen-b: support check of 2 classes x 3 exemplars"

@@ -5,6 +5,7 @@
 #include "sg_synth_fixtures.h"
 
 #include <criterion/criterion.h>
+#include <limits.h>
 
 static sg_engine *engine(uint64_t seed) {
     sg_engine_config c = fx_tiny_config();
@@ -98,7 +99,7 @@ static sg_task without(const fix *f, size_t ssz, int c, int i, sg_task_class *cl
 
 static void check_ok(const sg_engine *e, const fix *f, const sg_synth_opts *o, sg_support_check *chk) {
     sg_err err = {{0}};
-    cr_assert(sg_engine_support_check(e, &f->task, o, chk, &err) == SG_OK, "%s", err.msg);
+    cr_assert(sg_engine_support_check(e, &f->task, o, INT_MAX, chk, &err) == SG_OK, "%s", err.msg);
 }
 
 Test(support_check, each_prediction_is_the_classifier_synthesized_without_the_image) {
@@ -214,6 +215,81 @@ Test(support_check, nothing_to_check) {
     check_ok(e, &f, &o, &chk);
     cr_assert(chk.checked == 0 && chk.n_images == 6 && chk.pred[0] == -1);
     sg_support_check_free(&chk);
+    free(f.pix);
+    sg_engine_free(e);
+}
+
+/* The fast check keeps the whole task's backbone and rebuilds only the head
+ * without the image. When nothing but the head depends on the support images
+ * (no support normalization, a generator that does not read the image
+ * summary), it must give exactly the exact check's classes and probabilities:
+ * the head left out (centre, prototypes, ridge rows) is the same. */
+Test(support_check, fast_equals_exact_when_only_the_head_depends_on_the_images) {
+    sg_engine *e = engine(44);
+    int C = e->cfg.width, Z = e->zdim, R = e->cfg.rank;
+    for (int s = 0; s < e->n_units; s++) { /* the image summary (z's first C entries) unread */
+        for (int o = 0; o < C; o++)
+            for (int j = 0; j < C; j++) e->params[e->off_gg[s] + (size_t)o * Z + j] = e->params[e->off_gb[s] + (size_t)o * Z + j] = 0;
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < C; j++) e->params[e->off_A[s] + (size_t)r * Z + j] = 0;
+    }
+    fix f;
+    static const int shots[3] = {4, 1, 3}, colour[3] = {0, 2, 1};
+    build(&f, &e->cfg, 3, shots, colour, -1, 0, 17, 0);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    o.support_norm = 0;
+    for (int flip = 0; flip < 2; flip++) {
+        o.flip_aug = flip;
+        sg_support_check ex, fa;
+        sg_err err = {{0}};
+        cr_assert(sg_engine_support_check(e, &f.task, &o, INT_MAX, &ex, &err) == SG_OK, "%s", err.msg);
+        cr_assert(sg_engine_support_check(e, &f.task, &o, 0, &fa, &err) == SG_OK, "%s", err.msg);
+        cr_assert(!ex.fast && fa.fast);
+        cr_assert(ex.checked == 7 && fa.checked == 7 && fa.correct == ex.correct, "exact %d/%d, fast %d/%d",
+                  ex.correct, ex.checked, fa.correct, fa.checked);
+        for (int i = 0; i < 8; i++) {
+            cr_assert_eq(fa.pred[i], ex.pred[i], "flip %d image %d: fast %d, exact %d", flip, i, fa.pred[i], ex.pred[i]);
+            cr_assert(i == 4 ? isnan(fa.p_own[i]) : fabsf(fa.p_own[i] - ex.p_own[i]) < 1e-5f,
+                      "flip %d image %d: own probability fast %g, exact %g", flip, i, (double)fa.p_own[i],
+                      (double)ex.p_own[i]);
+        }
+        sg_support_check_free(&ex);
+        sg_support_check_free(&fa);
+    }
+    free(f.pix);
+    sg_engine_free(e);
+}
+
+/* With everything on (support normalization, generated FiLM and kernels from
+ * the image summary) the fast check is an approximation: on the planted
+ * task, whose left-out images are clear-cut, it finds the same image; the
+ * threshold picks the method, and the JSON says which one ran. */
+Test(support_check, fast_finds_the_planted_exemplar_and_the_threshold_picks_it) {
+    sg_engine *e = engine(42);
+    fix f;
+    static const int shots[2] = {3, 3}, colour[2] = {0, 2};
+    build(&f, &e->cfg, 2, shots, colour, 0, 1, 9, 1);
+    sg_synth_opts o;
+    sg_synth_opts_default(&o);
+    o.use_text = 0;
+    sg_support_check ex, fa;
+    sg_err err = {{0}};
+    cr_assert(sg_engine_support_check(e, &f.task, &o, 7, &ex, &err) == SG_OK, "%s", err.msg);
+    cr_assert(sg_engine_support_check(e, &f.task, &o, 6, &fa, &err) == SG_OK, "%s", err.msg);
+    cr_assert(!ex.fast, "7 images, exact_max 7: exact");
+    cr_assert(fa.fast, "7 images, exact_max 6: fast");
+    cr_assert(fa.checked == 7 && fa.correct == 6 && fa.pred[3] == 1, "fast: %d of %d, planted image -> %d", fa.correct,
+              fa.checked, fa.pred[3]);
+    for (int i = 0; i < 7; i++) cr_assert_eq(fa.pred[i], ex.pred[i], "image %d", i);
+    char *js = sg_support_check_json(&fa, &f.task);
+    cr_assert(strstr(js, "\"method\":\"fast\""), "%s", js);
+    free(js);
+    js = sg_support_check_json(&ex, &f.task);
+    cr_assert(strstr(js, "\"method\":\"exact\""), "%s", js);
+    free(js);
+    sg_support_check_free(&ex);
+    sg_support_check_free(&fa);
     free(f.pix);
     sg_engine_free(e);
 }
