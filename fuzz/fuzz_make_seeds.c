@@ -7,7 +7,8 @@
  * an adapted one (12: the flags value, bit 0) and one also marked as trained
  * with batch-norm groups (bits 0 and 1); classifiers: what each synthesizes
  * for a task with images and for a text-only one. So the loaders' fuzzers
- * begin past the magic and the header. */
+ * begin past the magic and the header. Manifests: manifest + registry +
+ * shard index as fuzz_manifest_load reads them. */
 #include "sg_io.h"
 #include "sg_synth_fixtures.h" /* the tests' tiny engine configuration */
 
@@ -139,6 +140,65 @@ static int model_seeds(const char *out) {
     return rc;
 }
 
+/* Manifest seeds for fuzz_manifest_load: manifest, registry and shard index,
+ * separated by NUL bytes (the fixture world's shapes: labels, open set,
+ * reference class, brace patterns, an index, a bad task). */
+static int manifest_seeds(const char *root) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/manifest", root);
+    if (sg_mkdir_p(dir, NULL) != SG_OK) return 1;
+    static const char reg[] =
+        "{\"version\": 1, \"diseases\": ["
+        " {\"id\": \"orpha:1\", \"name\": \"disease A\", \"codes\": {\"orpha\": \"ORPHA:1\", \"icd10\": \"Q00.1\"},"
+        "  \"modality\": \"photo\", \"description\": \"a red round lesion\", \"exemplars\": [\"e/a0.png\", \"e/a1.jpg\"]},"
+        " {\"id\": \"orpha:2\", \"name\": \"disease B\", \"description\": \"a green lesion\","
+        "  \"exemplars\": [\"e/b0.png\", \"e/b1.png\", \"e/b2.png\"]},"
+        " {\"id\": \"ref:normal\", \"name\": \"no finding\", \"exemplars\": [\"e/n0.png\", \"e/n1.png\", \"e/n2.png\"]}]}";
+    static const char idx[] =
+        "{\"format\": \"sgps-shards\", \"version\": 1, \"classes\": [\"a\", \"b\", \"n\"], \"shards\": ["
+        "{\"path\": \"s/x-000000.tar.zst\", \"samples\": 10, \"bytes\": 100, \"sha256\": \"0000000000000000000000000000000000000000000000000000000000000000\"},"
+        "{\"path\": \"s/x-000001.tar.zst\", \"samples\": 3, \"bytes\": 30, \"sha256\": \"0000000000000000000000000000000000000000000000000000000000000001\"}], \"total_samples\": 13}";
+    static const char m0[] =
+        "{\"version\": 1, \"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"run\","
+        " \"seed\": 5, \"batch\": 16, \"bootstrap\": 2000, \"support_check\": false, \"tasks\": ["
+        " {\"id\": \"diff3\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\", \"ref:normal\"],"
+        "  \"shots\": 2, \"text\": true, \"shards\": \"s/lab-{000000..000003}.tar\", \"threshold\": 0.5,"
+        "  \"labels\": {\"0\": \"orpha:1\", \"1\": \"orpha:2\", \"2\": \"ref:normal\"}},"
+        " {\"id\": \"a-vs-ref\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"ref:normal\"],"
+        "  \"reference\": \"ref:normal\", \"shots\": 1, \"text\": false, \"support_norm\": 0,"
+        "  \"shards\": \"s/lab-{000000..000003}.tar\", \"threshold\": 0.4, \"labels\": {\"a\": 0, \"n\": 1}},"
+        " {\"id\": \"open-eval\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 2,"
+        "  \"shards\": \"s/lab-{0..10..5}.tar\", \"labels\": {\"a\": \"orpha:1\", \"b\": \"orpha:2\", \"n\": null},"
+        "  \"open_set\": {\"reference\": \"s/ref-{a,b}.tar\", \"labels\": {\"0\": 0, \"1\": \"orpha:2\", \"2\": null}}},"
+        " {\"id\": \"screen-b\", \"kind\": \"screen\", \"classes\": [\"orpha:2\", \"ref:normal\"],"
+        "  \"reference\": \"ref:normal\", \"shots\": 3, \"shards\": \"s/cohort-{000000..000001}.tar.zst\","
+        "  \"threshold\": 0.5, \"open_set\": {\"threshold\": 0.9}}]}";
+    static const char m1[] =
+        "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"o\", \"tasks\": ["
+        " {\"id\": \"idx\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\", \"ref:normal\"],"
+        "  \"shots\": 1, \"shards\": \"index.json\", \"labels\": {\"a\": 0, \"b\": 1, \"n\": 2},"
+        "  \"open_set\": {\"reference\": \"index.json\", \"accept\": 0.9}},"
+        " {\"id\": \"scr\", \"kind\": \"screen\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 2,"
+        "  \"shards\": \"index.json\", \"open_set\": true}]}";
+    static const char m2[] =
+        "{\"version\": 2, \"engine\": \"missing.sgpe\", \"registry\": \"registry.json\", \"tasks\": ["
+        " {\"id\": \"x\", \"classes\": [\"orpha:1\", \"orpha:9\"], \"shots\": 7, \"shards\": \"{1..2\"}]}";
+    static const char *const man[3] = {m0, m1, m2};
+    for (int i = 0; i < 3; i++) {
+        sg_buf b = {0};
+        sg_buf_append(&b, man[i], strlen(man[i]));
+        sg_buf_append(&b, "", 1);
+        sg_buf_append(&b, reg, strlen(reg));
+        sg_buf_append(&b, "", 1);
+        sg_buf_append(&b, idx, strlen(idx));
+        char name[32];
+        snprintf(name, sizeof name, "m%d.bin", i);
+        put(dir, name, b.data, b.len);
+        sg_buf_free(&b);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: fuzz_make_seeds OUT_DIR\n");
@@ -200,7 +260,7 @@ int main(int argc, char **argv) {
         sg_shard_writer_free(w);
     }
     for (int i = 0; i < n; i++) sg_buf_free(&ims[i]);
-    if (model_seeds(argv[1])) return 1;
-    printf("seeds: %d images, 3 shards, 3 engines, 6 classifiers in %s\n", n, argv[1]);
+    if (model_seeds(argv[1]) || manifest_seeds(argv[1])) return 1;
+    printf("seeds: %d images, 3 shards, 3 engines, 6 classifiers, 3 manifests in %s\n", n, argv[1]);
     return 0;
 }
