@@ -75,9 +75,8 @@ sg_status sg_registry_load_texts(const char *path, sg_registry_texts *rt, sg_err
         }
         rt->ids[i] = sg_xstrdup(id->valuestring);
         rt->texts[i] = sg_xstrdup(desc->valuestring);
-        i++;
+        rt->n = ++i; /* so that a later bad entry frees these */
     }
-    rt->n = i;
     cJSON_Delete(root);
     return SG_OK;
 }

@@ -855,12 +855,15 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
     sg_registry_texts rt = {0};
     if (registry && sg_registry_load_texts(registry, &rt, &err) != SG_OK) {
         sg_log(SG_LOG_ERROR, "%s", err.msg);
+        sg_engine_free(e);
         return finish_mpi(1);
     }
     sg_dataset d;
     char *dirs[1] = {(char *)data};
     if (sg_cli_load_sets(dirs, 1, sg_engine_get_config(e)->store, &rt, &d, &err) != SG_OK) {
         sg_log(SG_LOG_ERROR, "%s", err.msg);
+        sg_registry_texts_free(&rt);
+        sg_engine_free(e);
         return finish_mpi(1);
     }
     sg_buf md = {0}, js = {0};

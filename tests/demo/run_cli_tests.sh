@@ -10,9 +10,10 @@ set -u
 SGPS=$1
 W=$2
 # Under ASan: whole stacks, so Open MPI's leftovers from MPI_Init are suppressed
-# by name while leaks in sgps code are still reported.
+# by name while leaks in sgps code are still reported; a leak exits 86, so that a
+# refusal that leaks does not pass for the expected exit status 1 or 2.
 here=$(cd "$(dirname "$0")" && pwd)
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0:exitcode=86"
 export LSAN_OPTIONS="suppressions=$here/lsan-mpi.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 rm -rf "$W"
 mkdir -p "$W"
@@ -174,6 +175,21 @@ done
 [ ! -e "$W/st.sgpe" ] || fail "a refused --stage2-train wrote an engine"
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --val-episodes 0 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "--val-episodes 0: exit 2 expected"
+# a registry whose second entry has no description, and one that is not JSON: both
+# commands that read it refuse it, naming the file and the entry (and, under ASan,
+# free what the first entry had allocated)
+printf '{"diseases": [{"id": "train/d000", "description": "a lesion"}, {"id": "train/d001"}]}' > "$W/badreg.json"
+printf '{"diseases": [' > "$W/badreg2.json"
+for r in badreg:'badreg.json: $.diseases\[1\] needs string fields id and description' badreg2:'badreg2.json: not valid JSON'; do
+  "$SGPS" train-engine --data "$W/a/train" --registry "$W/${r%%:*}.json" -o "$W/br.sgpe" --epochs 1 > /dev/null 2> "$W/br.txt"
+  [ $? -eq 1 ] || fail "train-engine with ${r%%:*}.json: exit 1 expected: $(cat "$W/br.txt")"
+  grep -q "${r#*:}" "$W/br.txt" || fail "train-engine with ${r%%:*}.json: not explained: $(cat "$W/br.txt")"
+  "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --registry "$W/${r%%:*}.json" --episodes 2 \
+    > /dev/null 2> "$W/br.txt"
+  [ $? -eq 1 ] || fail "eval-fewshot with ${r%%:*}.json: exit 1 expected: $(cat "$W/br.txt")"
+  grep -q "${r#*:}" "$W/br.txt" || fail "eval-fewshot with ${r%%:*}.json: not explained: $(cat "$W/br.txt")"
+done
+[ ! -e "$W/br.sgpe" ] || fail "train-engine with a bad registry wrote an engine"
 # eval-fewshot on the held-out diseases with the untrained engine: every method,
 # the paired differences (the no-adaptation ablation equals SGPS exactly when the
 # generators are at zero and the support normalization is off), OUT.json and
