@@ -1,5 +1,6 @@
-/* sg_cli_data.c — loading labelled image sets (ImageFolder with labels.csv,
- * the layout of ../shared/data) and class descriptions from a registry into
+/* sg_cli_data.c — loading labelled image sets (a folder with labels.csv, the
+ * layout of ../shared/data; an ImageFolder of class subfolders; shards, by
+ * index JSON or brace pattern) and class descriptions from a registry into
  * the engine's in-memory dataset. Images are decoded by io/ and stored at
  * the engine's storage side as uint8 RGB planes. A bad image is skipped with
  * a warning naming the file; the rest of the set goes on. */
@@ -105,6 +106,191 @@ static const char *base_name(const char *dir) {
     return p;
 }
 
+static char *dup_n(const char *s, size_t n) {
+    char *r = sg_xmalloc(n + 1);
+    memcpy(r, s, n);
+    r[n] = 0;
+    return r;
+}
+
+/* A set's name (the SET of its SET/LABEL class ids): a folder's name; for a
+ * shard index "DIR/ham-index.json" or pattern "DIR/ham-{000000..000003}.tar.zst",
+ * its stem ("ham"), else DIR's name. */
+static char *set_name(const char *spec, int is_folder) {
+    const char *b = base_name(spec);
+    size_t n = strcspn(b, is_folder ? "/" : "{");
+    if (!is_folder) {
+        if (n > 5 && strncmp(b + n - 5, ".json", 5) == 0) n -= 5;
+        if (n >= 5 && strncmp(b + n - 5, "index", 5) == 0) n -= 5;
+        const char *dot = memchr(b, '.', n); /* a single shard: x.tar.zst */
+        if (dot) n = (size_t)(dot - b);
+        while (n > 0 && strchr("-_.", b[n - 1])) n--;
+    }
+    if (n > 0) return dup_n(b, n);
+    if (b == spec) return sg_xstrdup("shards");
+    char *dir = dup_n(spec, (size_t)(b - spec)), *r = sg_xstrdup(base_name(dir));
+    free(dir);
+    if (!r[0] || strcmp(r, "/") == 0) {
+        free(r);
+        r = sg_xstrdup("shards");
+    }
+    return r;
+}
+
+/* The class id of SET/label in set di, added when new. */
+static int class_of(sg_dataset *d, int di, const char *label, const sg_registry_texts *rt, int *ccap) {
+    char cname[512];
+    snprintf(cname, sizeof cname, "%s/%s", d->domain_names[di], label);
+    for (int c = 0; c < d->n_classes; c++)
+        if (d->class_domain[c] == di && strcmp(d->class_names[c], cname) == 0) return c;
+    if (d->n_classes == *ccap) {
+        *ccap *= 2;
+        d->class_names = sg_xrealloc(d->class_names, sizeof(char *) * (size_t)*ccap);
+        d->class_text = sg_xrealloc(d->class_text, sizeof(char *) * (size_t)*ccap);
+        d->class_domain = sg_xrealloc(d->class_domain, sizeof(int) * (size_t)*ccap);
+    }
+    int cls = d->n_classes++;
+    d->class_names[cls] = sg_xstrdup(cname);
+    const char *t = sg_registry_text(rt, cname);
+    d->class_text[cls] = t ? sg_xstrdup(t) : NULL;
+    d->class_domain[cls] = di;
+    return cls;
+}
+
+/* Room for one more image; returns its pixels. */
+static uint8_t *next_slot(sg_dataset *d, size_t *cap) {
+    size_t ssz = (size_t)3 * d->store * d->store;
+    if ((size_t)d->n == *cap) {
+        *cap *= 2;
+        d->pix = sg_xrealloc(d->pix, *cap * ssz);
+        d->label = sg_xrealloc(d->label, *cap * sizeof(int));
+    }
+    return d->pix + (size_t)d->n * ssz;
+}
+
+/* A folder with labels.csv (path,label,...; paths relative to the folder). */
+static sg_status load_csv_set(const char *dir, FILE *f, const char *path, int di, const sg_registry_texts *rt,
+                              sg_dataset *d, size_t *cap, int *ccap, long *skipped, sg_err *err) {
+    char line[8192];
+    char *fields[32];
+    int lineno = 0, path_col = -1, label_col = -1;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        int nf = csv_split(line, fields, 32);
+        if (lineno == 1) {
+            for (int k = 0; k < nf; k++) {
+                if (strcmp(fields[k], "path") == 0) path_col = k;
+                if (strcmp(fields[k], "label") == 0) label_col = k;
+            }
+            if (path_col < 0 || label_col < 0)
+                return sg_err_set(err, SG_ERR_FORMAT, "%s: header must name columns path and label", path);
+            continue;
+        }
+        if (nf <= path_col || nf <= label_col || !fields[label_col][0]) {
+            sg_log(SG_LOG_WARN, "%s:%d: missing path or label; line skipped", path, lineno);
+            (*skipped)++;
+            continue;
+        }
+        int cls = class_of(d, di, fields[label_col], rt, ccap);
+        uint8_t *px = next_slot(d, cap);
+        char ipath[4096];
+        snprintf(ipath, sizeof ipath, "%s/%s", dir, fields[path_col]);
+        sg_err e2;
+        if (sg_image_load_u8_planar(ipath, d->store, px, &e2) != SG_OK) {
+            sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
+            (*skipped)++;
+            continue;
+        }
+        d->label[d->n++] = cls;
+    }
+    return SG_OK;
+}
+
+/* An ImageFolder without labels.csv: DIR/images/<label>/x or DIR/<label>/x. */
+static sg_status load_folder_set(const char *dir, int di, const sg_registry_texts *rt, sg_dataset *d, size_t *cap,
+                                 int *ccap, long *skipped, sg_err *err) {
+    sg_image_folder fo;
+    sg_status st = sg_image_folder_list(dir, &fo, err);
+    if (st != SG_OK) return st;
+    for (size_t i = 0; i < fo.n; i++) {
+        int cls = class_of(d, di, fo.labels[i], rt, ccap);
+        sg_err e2;
+        if (sg_image_load_u8_planar(fo.paths[i], d->store, next_slot(d, cap), &e2) != SG_OK) {
+            sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
+            (*skipped)++;
+            continue;
+        }
+        d->label[d->n++] = cls;
+    }
+    sg_image_folder_free(&fo);
+    return SG_OK;
+}
+
+/* Shards (an index JSON or a brace pattern): each sample's image with its
+ * label: a string label as it is, an integer one through the index's class
+ * list (its decimal form without an index). A sample without a label, a bad
+ * image and a broken or unreadable shard are skipped with a warning. */
+static sg_status load_shard_set(const char *spec, int di, const sg_registry_texts *rt, sg_dataset *d, size_t *cap,
+                                int *ccap, long *skipped, sg_err *err) {
+    sg_shard_index *ix = NULL;
+    char **paths = NULL;
+    size_t n = 0;
+    size_t sl = strlen(spec);
+    int is_index = sl > 5 && strcmp(spec + sl - 5, ".json") == 0;
+    sg_status st = is_index ? sg_shard_index_load(spec, &ix, err) : sg_braces_expand(spec, &paths, &n, err);
+    if (st != SG_OK) return st;
+    if (is_index) {
+        n = ix->n_shards;
+        paths = sg_xcalloc(n ? n : 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++) paths[i] = sg_xstrdup(ix->shards[i].path);
+    }
+    sg_shard_reader_opts ro;
+    sg_shard_reader_opts_default(&ro);
+    if (ix) {
+        ro.classes = (const char *const *)ix->classes;
+        ro.n_classes = ix->n_classes;
+    }
+    long unlabelled = 0;
+    for (size_t k = 0; k < n; k++) {
+        sg_err e2;
+        sg_shard_reader *r = sg_shard_reader_open(paths[k], &ro, &e2);
+        if (!r) {
+            sg_log(SG_LOG_WARN, "%s; shard skipped", e2.msg);
+            (*skipped)++;
+            continue;
+        }
+        sg_sample *smp;
+        while (sg_shard_reader_next(r, &smp) == SG_OK && smp) {
+            char num[32];
+            const char *label = smp->label_str;
+            if (!label && smp->label >= 0) {
+                if (ix && (size_t)smp->label < ix->n_classes) label = ix->classes[smp->label];
+                else snprintf(num, sizeof num, "%d", smp->label), label = num;
+            }
+            if (!label) {
+                unlabelled++;
+                continue;
+            }
+            int cls = class_of(d, di, label, rt, ccap);
+            char name[4096];
+            snprintf(name, sizeof name, "%s: key %s", paths[k], smp->key);
+            if (sg_image_decode_u8_planar(smp->image, smp->image_len, name, d->store, next_slot(d, cap), &e2) != SG_OK) {
+                sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
+                (*skipped)++;
+                continue;
+            }
+            d->label[d->n++] = cls;
+        }
+        *skipped += (long)sg_shard_reader_n_skipped(r);
+        sg_shard_reader_free(r);
+    }
+    if (unlabelled)
+        sg_log(SG_LOG_WARN, "%s: %ld samples without a label skipped", spec, unlabelled), *skipped += unlabelled;
+    sg_strv_free(paths, n);
+    sg_shard_index_free(ix);
+    return SG_OK;
+}
+
 sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_texts *rt, sg_dataset *d, sg_err *err) {
     memset(d, 0, sizeof *d);
     d->store = side;
@@ -119,79 +305,84 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
     long skipped = 0;
     double t0 = sg_now();
     for (int di = 0; di < n_dirs; di++) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/labels.csv", dirs[di]);
-        FILE *f = fopen(path, "r");
-        if (!f) {
+        struct stat st;
+        int folder = stat(dirs[di], &st) == 0 && S_ISDIR(st.st_mode);
+        size_t sl = strlen(dirs[di]);
+        int shards = !folder && ((sl > 5 && strcmp(dirs[di] + sl - 5, ".json") == 0) || strstr(dirs[di], ".tar"));
+        if (!folder && !shards) {
             sg_dataset_free(d);
-            return sg_err_set(err, SG_ERR_IO, "%s: cannot open (expected an image set folder with labels.csv)", path);
+            return sg_err_set(err, SG_ERR_IO, "%s: %s (expected an image set: a folder with labels.csv or class "
+                              "subfolders, a shard index JSON or a shard pattern)", dirs[di],
+                              stat(dirs[di], &st) != 0 ? strerror(errno) : "not a folder");
         }
-        d->domain_names[di] = sg_xstrdup(base_name(dirs[di]));
+        d->domain_names[di] = set_name(dirs[di], folder);
         d->n_domains = di + 1;
-        char line[8192];
-        char *fields[32];
-        int lineno = 0, path_col = -1, label_col = -1;
-        while (fgets(line, sizeof line, f)) {
-            lineno++;
-            int nf = csv_split(line, fields, 32);
-            if (lineno == 1) {
-                for (int k = 0; k < nf; k++) {
-                    if (strcmp(fields[k], "path") == 0) path_col = k;
-                    if (strcmp(fields[k], "label") == 0) label_col = k;
-                }
-                if (path_col < 0 || label_col < 0) {
-                    fclose(f);
-                    sg_dataset_free(d);
-                    return sg_err_set(err, SG_ERR_FORMAT, "%s: header must name columns path and label", path);
-                }
-                continue;
+        for (int e = 0; e < di; e++)
+            if (strcmp(d->domain_names[e], d->domain_names[di]) == 0) {
+                sg_status s = sg_err_set(err, SG_ERR_ARG, "%s and %s are both named set '%s' (the SET of the SET/LABEL "
+                                         "class ids); give each set its own name", dirs[e], dirs[di], d->domain_names[di]);
+                sg_dataset_free(d);
+                return s;
             }
-            if (nf <= path_col || nf <= label_col || !fields[label_col][0]) {
-                sg_log(SG_LOG_WARN, "%s:%d: missing path or label; line skipped", path, lineno);
-                skipped++;
-                continue;
+        sg_status s = SG_OK;
+        const char *how = "shards";
+        if (folder) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/labels.csv", dirs[di]);
+            FILE *f = fopen(path, "r");
+            if (f) {
+                s = load_csv_set(dirs[di], f, path, di, rt, d, &cap, &ccap, &skipped, err);
+                fclose(f);
+                how = "labels.csv";
+            } else {
+                s = load_folder_set(dirs[di], di, rt, d, &cap, &ccap, &skipped, err);
+                how = "class folders";
             }
-            char cname[512];
-            snprintf(cname, sizeof cname, "%s/%s", d->domain_names[di], fields[label_col]);
-            int cls = -1;
-            for (int c = 0; c < d->n_classes; c++)
-                if (d->class_domain[c] == di && strcmp(d->class_names[c], cname) == 0) cls = c;
-            if (cls < 0) {
-                if (d->n_classes == ccap) {
-                    ccap *= 2;
-                    d->class_names = sg_xrealloc(d->class_names, sizeof(char *) * (size_t)ccap);
-                    d->class_text = sg_xrealloc(d->class_text, sizeof(char *) * (size_t)ccap);
-                    d->class_domain = sg_xrealloc(d->class_domain, sizeof(int) * (size_t)ccap);
-                }
-                cls = d->n_classes++;
-                d->class_names[cls] = sg_xstrdup(cname);
-                const char *t = sg_registry_text(rt, cname);
-                d->class_text[cls] = t ? sg_xstrdup(t) : NULL;
-                d->class_domain[cls] = di;
-            }
-            if ((size_t)d->n == cap) {
-                cap *= 2;
-                d->pix = sg_xrealloc(d->pix, cap * ssz);
-                d->label = sg_xrealloc(d->label, cap * sizeof(int));
-            }
-            char ipath[4096];
-            snprintf(ipath, sizeof ipath, "%s/%s", dirs[di], fields[path_col]);
-            sg_err e2;
-            if (sg_image_load_u8_planar(ipath, side, d->pix + (size_t)d->n * ssz, &e2) != SG_OK) {
-                sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
-                skipped++;
-                continue;
-            }
-            d->label[d->n++] = cls;
+        } else {
+            s = load_shard_set(dirs[di], di, rt, d, &cap, &ccap, &skipped, err);
         }
-        fclose(f);
-        sg_log(SG_LOG_INFO, "loaded %s: %d images so far, %d classes (%.1fs)", dirs[di], d->n, d->n_classes, sg_now() - t0);
+        if (s != SG_OK) {
+            sg_dataset_free(d);
+            return s;
+        }
+        sg_log(SG_LOG_INFO, "loaded %s (%s, set '%s'): %d images so far, %d classes (%.1fs)", dirs[di], how,
+               d->domain_names[di], d->n, d->n_classes, sg_now() - t0);
     }
     if (skipped) sg_log(SG_LOG_WARN, "%ld images or lines skipped (see above)", skipped);
     if (d->n == 0) {
         sg_dataset_free(d);
         return sg_err_set(err, SG_ERR_FORMAT, "no images loaded");
     }
+    return SG_OK;
+}
+
+/* sg_cli_load_images for a folder of class subfolders (labels ignored). */
+static sg_status load_folder_images(const char *dir, int side, long max_images, uint8_t **pix, int *n_out, sg_err *err) {
+    sg_image_folder fo;
+    sg_status st = sg_image_folder_list(dir, &fo, err);
+    if (st != SG_OK) return st;
+    size_t stride = max_images > 0 && fo.n > (size_t)max_images ? (fo.n + (size_t)max_images - 1) / (size_t)max_images : 1;
+    size_t ssz = (size_t)3 * side * side, want = (fo.n + stride - 1) / stride;
+    uint8_t *buf = sg_xmalloc(ssz * (want ? want : 1));
+    int n = 0;
+    long skipped = 0;
+    for (size_t i = 0; i < fo.n; i += stride) {
+        sg_err e2;
+        if (sg_image_load_u8_planar(fo.paths[i], side, buf + (size_t)n * ssz, &e2) != SG_OK) {
+            sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
+            skipped++;
+            continue;
+        }
+        n++;
+    }
+    sg_image_folder_free(&fo);
+    if (skipped) sg_log(SG_LOG_WARN, "%s: %ld images skipped (see above)", dir, skipped);
+    if (n == 0) {
+        free(buf);
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: no images loaded", dir);
+    }
+    *pix = buf;
+    *n_out = n;
     return SG_OK;
 }
 
@@ -212,6 +403,7 @@ sg_status sg_cli_load_images(const char *spec, int side, long max_images, uint8_
         else snprintf(dir, sizeof dir, ".");
     }
     FILE *f = fopen(csv, "r");
+    if (!f && S_ISDIR(st.st_mode)) return load_folder_images(spec, side, max_images, pix, n_out, err);
     if (!f) return sg_err_set(err, SG_ERR_IO, "%s: cannot open (expected a CSV with a path column, or a folder with labels.csv)", csv);
     size_t cap = 256, ssz = (size_t)3 * side * side;
     uint8_t *buf = sg_xmalloc(cap * ssz);

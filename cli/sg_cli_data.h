@@ -16,13 +16,21 @@ sg_status sg_registry_load_texts(const char *path, sg_registry_texts *rt, sg_err
 const char *sg_registry_text(const sg_registry_texts *rt, const char *id);
 void sg_registry_texts_free(sg_registry_texts *rt);
 
-/* Loads image sets (folders with labels.csv: path,label,...). Class ids are
- * "<folder name>/<label>"; descriptions come from rt (may be NULL). */
+/* Loads labelled image sets, each one of: a folder with labels.csv
+ * (path,label,...), a folder of class subfolders (DIR/images/<label>/x or
+ * DIR/<label>/x, as sgps pack reads it), or shards (an index JSON or a brace
+ * pattern; labels from .cls through the index's class list, or .json "label").
+ * Class ids are "<set>/<label>", the set being the folder's name or the
+ * shards' stem (ham-index.json, ham-{000000..000003}.tar.zst: "ham");
+ * descriptions come from rt (may be NULL). Bad images, unlabelled samples and
+ * broken shards are skipped with a warning; two sets of one name, an
+ * unreadable set or no image at all are errors. */
 sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_texts *rt, sg_dataset *d, sg_err *err);
 
 /* Loads unlabelled images (n, 3, side, side) listed by the path column of a
  * CSV (paths relative to its folder), or of FOLDER/labels.csv when spec is a
- * folder; other columns are ignored. At most max_images (<= 0: all): from a
+ * folder, or those of a folder's class subfolders when it has no labels.csv;
+ * other columns and labels are ignored. At most max_images (<= 0: all): from a
  * longer list every k-th row, spread over the whole list. A bad image is
  * skipped with a warning; none loaded is an error. */
 sg_status sg_cli_load_images(const char *spec, int side, long max_images, uint8_t **pix, int *n, sg_err *err);

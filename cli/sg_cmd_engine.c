@@ -30,11 +30,15 @@ static int finish_mpi(int code) {
 }
 
 static const char train_help[] =
-    "usage: [mpirun -n P] sgps train-engine --data DIR [--data DIR ...] --registry FILE -o ENGINE.sgpe [options]\n\n"
+    "usage: [mpirun -n P] sgps train-engine --data SET [--data SET ...] --registry FILE -o ENGINE.sgpe [options]\n\n"
     "Meta-trains an engine. Stage 1 pretrains the base CNN on every training class;\n"
     "stage 2 trains the generator on episodes (N-way, K mixed over 0..5, text dropout).\n"
     "Data-parallel over MPI ranks: one Allreduce of the flat gradient per step.\n\n"
-    "  --data DIR          an image set: DIR/labels.csv with columns path,label (repeatable)\n"
+    "  --data SET          an image set (repeatable): a folder with labels.csv (columns path,label),\n"
+    "                      a folder of class subfolders (DIR/images/<label>/x.jpg or DIR/<label>/x.jpg),\n"
+    "                      or labelled shards (an index JSON or a brace pattern, as sgps pack writes\n"
+    "                      them). Its classes are SET/LABEL: SET is the folder's name, or the shards'\n"
+    "                      stem (ham-index.json, ham-{000000..000009}.tar.zst: ham)\n"
     "  --registry FILE     class descriptions: {\"diseases\": [{\"id\": \"SET/LABEL\", \"description\": ...}]}\n"
     "  -o, --out FILE      engine file to write (atomically)\n"
     "  --val LIST          held-out validation classes: set names or SET/LABEL ids, comma separated;\n"
@@ -763,8 +767,9 @@ int sg_cmd_classify(int argc, char **argv) {
 /* ---- eval-fewshot ---- */
 
 static const char eval_help[] =
-    "usage: [mpirun -n P] sgps eval-fewshot --engine E.sgpe --data DIR [--registry FILE] [options]\n\n"
-    "N-way K-shot episodes on the classes of DIR (an image set with labels.csv), the\n"
+    "usage: [mpirun -n P] sgps eval-fewshot --engine E.sgpe --data SET [--registry FILE] [options]\n\n"
+    "N-way K-shot episodes on the classes of SET (an image set as train-engine --data reads\n"
+    "it: a folder with labels.csv, a folder of class subfolders, or labelled shards), the\n"
     "same seeded episodes for every method: SGPS (images; images + text; text only),\n"
     "ProtoNet on the engine's base backbone, a linear probe, fine-tuning, chance.\n"
     "Prints mean accuracy +- 1.96 sd/sqrt(episodes) and writes OUT.json and OUT.md; when\n"

@@ -268,6 +268,15 @@ typedef struct sg_pack_result {
 } sg_pack_result;
 
 sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err);
+/* The images of an ImageFolder (DIR/images/<label>/x.jpg, or DIR/<label>/x.jpg),
+ * as sg_pack reads it, in the order of their WebDataset keys: paths[i] as
+ * opened, labels[i] its folder's name. Free with sg_image_folder_free. */
+typedef struct sg_image_folder {
+    char **paths, **labels;
+    size_t n;
+} sg_image_folder;
+sg_status sg_image_folder_list(const char *dir, sg_image_folder *out, sg_err *err);
+void sg_image_folder_free(sg_image_folder *f);
 void sg_pack_result_free(sg_pack_result *res);
 
 /* Checks every shard of an index: size, sha256, and the sample count found

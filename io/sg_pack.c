@@ -439,6 +439,33 @@ static void index_add(cJSON *arr, const char *index_path, const char *shard, con
     cJSON_AddItemToArray(arr, o);
 }
 
+sg_status sg_image_folder_list(const char *dir, sg_image_folder *out, sg_err *err) {
+    memset(out, 0, sizeof *out);
+    pk_list l = {0};
+    sg_status s = list_folder(dir, &l, err);
+    if (s != SG_OK) {
+        pk_free(&l);
+        return s;
+    }
+    qsort(l.e, l.n, sizeof(pk_entry), cmp_by_key);
+    out->n = l.n;
+    out->paths = sg_xcalloc(l.n, sizeof(char *));
+    out->labels = sg_xcalloc(l.n, sizeof(char *));
+    for (size_t i = 0; i < l.n; i++) { /* moved out of the list */
+        out->paths[i] = l.e[i].path;
+        out->labels[i] = l.e[i].label;
+        l.e[i].path = l.e[i].label = NULL;
+    }
+    pk_free(&l);
+    return SG_OK;
+}
+
+void sg_image_folder_free(sg_image_folder *f) {
+    sg_strv_free(f->paths, f->n);
+    sg_strv_free(f->labels, f->n);
+    memset(f, 0, sizeof *f);
+}
+
 void sg_pack_result_free(sg_pack_result *res) {
     if (!res) return;
     sg_strv_free(res->classes, res->n_classes);

@@ -61,6 +61,29 @@ cmp -s "$W/sums1" "$W/sums2" || fail "--force did not reproduce the world byte f
   --epochs 0 --episodes 0 --width 4 --img 16 > "$W/train.txt" 2>&1 || fail "train-engine: $(cat "$W/train.txt")"
 grep -q '27 images' "$W/train.txt" || fail "train-engine did not load 9 x 3 training images: $(cat "$W/train.txt")"
 grep -q '), 0 without text' "$W/train.txt" || fail "a training class has no description: $(cat "$W/train.txt")"
+# A set is read as labels.csv, as class subfolders (no labels.csv), or as the shards
+# sgps pack made of it (index or brace pattern): the same images in the same order
+# under the same SET/LABEL ids, so the same engine byte for byte.
+"$SGPS" pack "$W/a/train" "$W/pk/train-%06d.tar.zst" --max-samples 10 --quiet > /dev/null 2>&1 || fail "pack train"
+mkdir -p "$W/if" && cp -r "$W/a/train/images" "$W/if/train"
+i=0
+for src in "$W/a/train" "$W/pk/train-index.json" "$W/if/train" "$W/pk/train-{000000..000002}.tar.zst"; do
+  i=$((i + 1))
+  "$SGPS" train-engine --data "$src" --registry "$W/a/registry.json" -o "$W/src$i.sgpe" --width 4 --img 16 --stages 2 \
+    --epochs 1 --batch 8 --episodes 4 --val-episodes 2 --val train/d000,train/d001,train/d002 > "$W/src$i.txt" 2>&1 ||
+    fail "train-engine --data $src: $(cat "$W/src$i.txt")"
+  grep -q "set 'train'): 27 images so far, 9 classes" "$W/src$i.txt" || fail "train-engine --data $src: $(cat "$W/src$i.txt")"
+  grep -q '), 0 without text' "$W/src$i.txt" || fail "train-engine --data $src: a class lost its description"
+  cmp -s "$W/src1.sgpe" "$W/src$i.sgpe" || fail "train-engine --data $src: another engine than from labels.csv"
+done
+# a missing set, and two sets of one name, are refused before any training
+"$SGPS" train-engine --data "$W/nope" --registry "$W/a/registry.json" -o "$W/x.sgpe" > /dev/null 2> "$W/ds.txt"
+[ $? -eq 1 ] || fail "train-engine --data of a missing folder: exit 1 expected"
+grep -q "nope: No such file or directory (expected an image set" "$W/ds.txt" || fail "a missing set not explained: $(cat "$W/ds.txt")"
+"$SGPS" train-engine --data "$W/a/train" --data "$W/if/train" --registry "$W/a/registry.json" -o "$W/x.sgpe" > /dev/null 2> "$W/ds.txt"
+[ $? -eq 1 ] || fail "train-engine with two sets named train: exit 1 expected"
+grep -q "are both named set 'train'" "$W/ds.txt" || fail "two sets of one name not explained: $(cat "$W/ds.txt")"
+[ ! -e "$W/x.sgpe" ] || fail "a refused train-engine wrote an engine"
 # A second stage starting from that engine takes its input side and width
 # (16 px, width 4) without being told them again.
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/stage2.sgpe" \
@@ -201,6 +224,21 @@ grep -q '^| SGPS (images) − ablation: SGPS head, no adaptation | +0.00 ± 0.00
   fail "eval-fewshot: no exact paired difference for identical methods: $(cat "$W/ev.md")"
 grep -q '^| ProtoNet (base backbone) |' "$W/ev.md" || fail "eval-fewshot: no ProtoNet row: $(cat "$W/ev.md")"
 grep -q '"paired": \[' "$W/ev.json" || fail "eval-fewshot: no paired array in the JSON"
+# the held-out set without its labels.csv (class subfolders) and packed into shards:
+# both in the order of the samples' keys (this labels.csv is in another order), so
+# the same episodes and the same figures from the two
+"$SGPS" pack "$W/a/heldout" "$W/pkh/heldout-%06d.tar" --max-samples 4 --quiet > /dev/null 2>&1 || fail "pack heldout"
+mkdir -p "$W/ifh" && cp -r "$W/a/heldout/images" "$W/ifh/heldout"
+i=0
+for src in "$W/ifh/heldout" "$W/pkh/heldout-index.json"; do
+  i=$((i + 1))
+  "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$src" --registry "$W/a/registry.json" \
+    --way 3 --shot 1,2 --episodes 4 --queries 1 --support-norm 0 --out "$W/evx$i" > "$W/evx.txt" 2>&1 ||
+    fail "eval-fewshot --data $src: $(cat "$W/evx.txt")"
+  grep -q "set 'heldout'): 12 images so far, 3 classes" "$W/evx.txt" || fail "eval-fewshot --data $src: $(cat "$W/evx.txt")"
+done
+cmp -s "$W/evx1.md" "$W/evx2.md" || fail "eval-fewshot: shards and class folders differ: $(cat "$W/evx1.md" "$W/evx2.md")"
+grep -q '^| SGPS (images + text) |' "$W/evx2.md" || fail "eval-fewshot from shards: no text method (registry ids)"
 [ "$(grep -c '"sgps_minus"' "$W/ev.json")" -eq 14 ] || fail "eval-fewshot: not 7 methods x 2 shots of paired differences"
 [ "$(grep -c '"accuracy"' "$W/ev.json")" -eq 16 ] || fail "eval-fewshot: not 8 methods x 2 shots of accuracies"
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --way 1 > /dev/null 2> "$W/ev2.txt"
