@@ -345,8 +345,9 @@ sg_status sg_file_write_atomic(const char *path, const void *data, size_t len, s
         p += w;
         left -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
+    int fs = fsync(fd), fe = errno, cl = close(fd); /* closed whether or not fsync failed */
+    if (fs != 0 || cl != 0) {
+        int e = fs != 0 ? fe : errno;
         unlink(tmp);
         free(tmp);
         return sg_err_set(err, SG_ERR_IO, "%s: fsync/close failed: %s", path, strerror(e));

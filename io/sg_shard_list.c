@@ -215,9 +215,9 @@ sg_status sg_shard_index_load(const char *path, sg_shard_index **out, sg_err *er
                           path);
     }
     if (cJSON_IsNumber(ver) && ver->valuedouble > 1) {
+        double v = ver->valuedouble; /* read before the document is freed */
         cJSON_Delete(j);
-        return sg_err_set(err, SG_ERR_VERSION, "%s: index version %g is newer than this sgps (1)", path,
-                          ver->valuedouble);
+        return sg_err_set(err, SG_ERR_VERSION, "%s: index version %g is newer than this sgps (1)", path, v);
     }
     sg_shard_index *ix = sg_xcalloc(1, sizeof *ix);
     size_t n = (size_t)cJSON_GetArraySize(shards);
