@@ -140,15 +140,21 @@ Test(support_check, each_prediction_is_the_classifier_synthesized_without_the_im
     sg_engine_free(e);
 }
 
-Test(support_check, finds_and_names_a_planted_exemplar) {
+/* The planted task: alpha has three red images and one planted blue one
+ * (beta's look), beta three blue images; image-only synthesis options. */
+static sg_engine *planted(fix *f, sg_synth_opts *o) {
     sg_engine *e = engine(42);
-    fix f;
-    /* alpha: three red images and one planted blue one (beta's look); beta: three blue images */
     static const int shots[2] = {3, 3}, colour[2] = {0, 2};
-    build(&f, &e->cfg, 2, shots, colour, 0, 1, 9, 1);
+    build(f, &e->cfg, 2, shots, colour, 0, 1, 9, 1);
+    sg_synth_opts_default(o);
+    o->use_text = 0;
+    return e;
+}
+
+Test(support_check, finds_and_names_a_planted_exemplar) {
+    fix f;
     sg_synth_opts o;
-    sg_synth_opts_default(&o);
-    o.use_text = 0;
+    sg_engine *e = planted(&f, &o);
     sg_support_check chk;
     check_ok(e, &f, &o, &chk);
     cr_assert_eq(chk.checked, 7);
@@ -266,13 +272,9 @@ Test(support_check, fast_equals_exact_when_only_the_head_depends_on_the_images) 
  * task, whose left-out images are clear-cut, it finds the same image; the
  * threshold picks the method, and the JSON says which one ran. */
 Test(support_check, fast_finds_the_planted_exemplar_and_the_threshold_picks_it) {
-    sg_engine *e = engine(42);
     fix f;
-    static const int shots[2] = {3, 3}, colour[2] = {0, 2};
-    build(&f, &e->cfg, 2, shots, colour, 0, 1, 9, 1);
     sg_synth_opts o;
-    sg_synth_opts_default(&o);
-    o.use_text = 0;
+    sg_engine *e = planted(&f, &o);
     sg_support_check ex, fa;
     sg_err err = {{0}};
     cr_assert(sg_engine_support_check(e, &f.task, &o, 7, &ex, &err) == SG_OK, "%s", err.msg);
