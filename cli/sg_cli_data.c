@@ -227,8 +227,8 @@ static sg_status load_folder_set(const char *dir, int di, const sg_registry_text
 }
 
 /* Shards (an index JSON or a brace pattern): each sample's image with its
- * label: a string label as it is, an integer one through the index's class
- * list (its decimal form without an index). A sample without a label, a bad
+ * label: an integer one through the index's class list, else the .json
+ * string label, else the integer's decimal form. A sample without a label, a bad
  * image and a broken or unreadable shard are skipped with a warning. */
 static sg_status load_shard_set(const char *spec, int di, const sg_registry_texts *rt, sg_dataset *d, size_t *cap,
                                 int *ccap, long *skipped, sg_err *err) {
@@ -261,12 +261,12 @@ static sg_status load_shard_set(const char *spec, int di, const sg_registry_text
         }
         sg_sample *smp;
         while (sg_shard_reader_next(r, &smp) == SG_OK && smp) {
+            /* the class name: the index's for the label id, else the .json label, else the id */
             char num[32];
-            const char *label = smp->label_str;
-            if (!label && smp->label >= 0) {
-                if (ix && (size_t)smp->label < ix->n_classes) label = ix->classes[smp->label];
-                else snprintf(num, sizeof num, "%d", smp->label), label = num;
-            }
+            const char *label = NULL;
+            if (ix && smp->label >= 0 && (size_t)smp->label < ix->n_classes) label = ix->classes[smp->label];
+            else if (smp->label_str) label = smp->label_str;
+            else if (smp->label >= 0) snprintf(num, sizeof num, "%d", smp->label), label = num;
             if (!label) {
                 unlabelled++;
                 continue;
@@ -308,7 +308,8 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
         struct stat st;
         int folder = stat(dirs[di], &st) == 0 && S_ISDIR(st.st_mode);
         size_t sl = strlen(dirs[di]);
-        int shards = !folder && ((sl > 5 && strcmp(dirs[di] + sl - 5, ".json") == 0) || strstr(dirs[di], ".tar"));
+        int shards = !folder && ((sl > 5 && strcmp(dirs[di] + sl - 5, ".json") == 0) || strstr(dirs[di], ".tar") ||
+                                 strstr(dirs[di], ".tgz") || strstr(dirs[di], ".tzst"));
         if (!folder && !shards) {
             sg_dataset_free(d);
             return sg_err_set(err, SG_ERR_IO, "%s: %s (expected an image set: a folder with labels.csv or class "
