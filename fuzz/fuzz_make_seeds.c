@@ -8,7 +8,8 @@
  * with batch-norm groups (bits 0 and 1); classifiers: what each synthesizes
  * for a task with images and for a text-only one. So the loaders' fuzzers
  * begin past the magic and the header. Manifests: manifest + registry +
- * shard index as fuzz_manifest_load reads them. */
+ * shard index as fuzz_manifest_load reads them; data sets: registry +
+ * labels.csv as fuzz_dataset_load reads them. */
 #include "sg_io.h"
 #include "sg_synth_fixtures.h" /* the tests' tiny engine configuration */
 
@@ -199,6 +200,31 @@ static int manifest_seeds(const char *root) {
     return 0;
 }
 
+/* Dataset seeds for fuzz_dataset_load: a class registry and a labels.csv
+ * separated by a NUL byte (a.ppm is the one image that exists there). */
+static int dataset_seeds(const char *root) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/dataset", root);
+    if (sg_mkdir_p(dir, NULL) != SG_OK) return 1;
+    static const char reg[] = "{\"diseases\": [{\"id\": \"set/mel\", \"description\": \"a dark irregular lesion\"},"
+                              " {\"id\": \"set/nv\", \"description\": \"a round brown mole\"}]}";
+    static const char csv[] = "path,label,site\na.ppm,mel,x\n\"a.ppm\",nv,\"y, z\"\nmissing.png,nv,\n,mel,\na.ppm,,\n";
+    static const char csv2[] = "label,path\nnv,a.ppm\n";
+    sg_buf b = {0};
+    sg_buf_append(&b, reg, strlen(reg));
+    sg_buf_append(&b, "", 1);
+    sg_buf_append(&b, csv, strlen(csv));
+    put(dir, "d0.bin", b.data, b.len);
+    b.len = 0;
+    static const char reg2[] = "{\"diseases\": [{\"id\": 1}]}";
+    sg_buf_append(&b, reg2, strlen(reg2));
+    sg_buf_append(&b, "", 1);
+    sg_buf_append(&b, csv2, strlen(csv2));
+    put(dir, "d1.bin", b.data, b.len);
+    sg_buf_free(&b);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: fuzz_make_seeds OUT_DIR\n");
@@ -260,7 +286,7 @@ int main(int argc, char **argv) {
         sg_shard_writer_free(w);
     }
     for (int i = 0; i < n; i++) sg_buf_free(&ims[i]);
-    if (model_seeds(argv[1]) || manifest_seeds(argv[1])) return 1;
-    printf("seeds: %d images, 3 shards, 3 engines, 6 classifiers, 3 manifests in %s\n", n, argv[1]);
+    if (model_seeds(argv[1]) || manifest_seeds(argv[1]) || dataset_seeds(argv[1])) return 1;
+    printf("seeds: %d images, 3 shards, 3 engines, 6 classifiers, 3 manifests, 2 data sets in %s\n", n, argv[1]);
     return 0;
 }
