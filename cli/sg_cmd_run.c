@@ -50,7 +50,9 @@ static void check_exemplars(const sg_manifest *m) {
             continue;
         }
         sg_classifier *c;
-        if (sg_pipeline_synth_task(m, e, ti, 1, &c, &err) != SG_OK) {
+        /* the manifest's method, even where it turns the check off for the run */
+        int mode = m->support_check != SG_CHECK_OFF ? m->support_check : SG_CHECK_AUTO;
+        if (sg_pipeline_synth_task(m, e, ti, mode, &c, &err) != SG_OK) {
             printf("  %s: %s\n", t->id, err.msg);
             continue;
         }

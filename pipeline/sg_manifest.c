@@ -781,7 +781,7 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
     m->seed = 1;
     m->bootstrap = 1000;
     m->batch = 64;
-    m->support_check = 1;
+    m->support_check = SG_CHECK_AUTO;
     char *mdir = dir_of(path);
     loader L;
     memset(&L, 0, sizeof L);
@@ -815,8 +815,12 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
         sg_diag_add(d, SG_DIAG_ERROR, "%s: $.batch: must be an integer 1..4096", path);
     else if (bt) m->batch = (int)bt->valuedouble;
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(root, "support_check");
-    if (sc && !cJSON_IsBool(sc)) sg_diag_add(d, SG_DIAG_ERROR, "%s: $.support_check: must be true or false", path);
-    else if (sc) m->support_check = cJSON_IsTrue(sc);
+    if (cJSON_IsBool(sc)) m->support_check = cJSON_IsTrue(sc) ? SG_CHECK_AUTO : SG_CHECK_OFF;
+    else if (cJSON_IsString(sc) && strcmp(sc->valuestring, "auto") == 0) m->support_check = SG_CHECK_AUTO;
+    else if (cJSON_IsString(sc) && strcmp(sc->valuestring, "exact") == 0) m->support_check = SG_CHECK_EXACT;
+    else if (cJSON_IsString(sc) && strcmp(sc->valuestring, "fast") == 0) m->support_check = SG_CHECK_FAST;
+    else if (sc)
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: $.support_check: must be true, false, \"auto\", \"exact\" or \"fast\"", path);
 
     const char *eng = get_str(d, path, "$", root, "engine", 1);
     const char *reg = get_str(d, path, "$", root, "registry", 1);

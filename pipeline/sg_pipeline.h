@@ -133,6 +133,10 @@ typedef struct sg_run_task {
     sg_open_set open_set;
 } sg_run_task;
 
+/* The manifest's "support_check": off (false), auto (true, the default: exact
+ * up to SG_SUPPORT_CHECK_EXACT_MAX exemplars, fast above), exact, fast. */
+enum { SG_CHECK_OFF = 0, SG_CHECK_AUTO = 1, SG_CHECK_EXACT = 2, SG_CHECK_FAST = 3 };
+
 typedef struct sg_manifest {
     char *path, *engine_path, *registry_path, *output; /* resolved */
     sg_disease *diseases;
@@ -146,7 +150,7 @@ typedef struct sg_manifest {
     uint64_t seed;      /* bootstrap seed (default 1) */
     int bootstrap;      /* resamples (default 1000) */
     int batch;          /* images per forward (default 64) */
-    int support_check;  /* 1: leave-one-out check of each task's exemplars at synthesis (default) */
+    int support_check;  /* leave-one-out check of each task's exemplars at synthesis: SG_CHECK_* */
     char manifest_sha256[65], engine_sha256[65];
     char config_hash[65]; /* sha256(manifest bytes, engine sha256): parts of other configurations are redone */
     size_t n_units;       /* sum over tasks of n_shards + open_set.n_ref_shards */
@@ -238,9 +242,9 @@ sg_status sg_pipeline_plan(const sg_manifest *m, const sg_run_opts *o, int ranks
 
 /* Task ti's classifier as `sgps run` synthesizes it (its exemplars, text and
  * support_norm settings; metadata with the task id, engine hash and
- * configuration), with check = 1 also the support check of its exemplars, kept
- * in the metadata as "support_check" (tasks with two or more exemplars per
- * class). */
+ * configuration), with check (SG_CHECK_AUTO, _EXACT or _FAST) also the support
+ * check of its exemplars, kept in the metadata as "support_check" (tasks with
+ * two or more exemplars per class); SG_CHECK_OFF: none. */
 sg_status sg_pipeline_synth_task(const sg_manifest *m, const sg_engine *e, int ti, int check, sg_classifier **out,
                                  sg_err *err);
 

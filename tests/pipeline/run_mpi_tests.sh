@@ -100,6 +100,12 @@ end_to_end)
     mpi 1 run w/nocheck.json --quiet || fail "run with support_check false"
     grep -q '"support_check": null' w/run-nocheck/tasks/diff3/metrics.json || fail "support_check false: diff3 still checked"
     grep -aq '"support_check"' w/run-nocheck/tasks/diff3/classifier.sgpm && fail "support_check false: the classifier holds a check"
+    # "support_check": "fast" names its method (the 6 exemplars of diff3 take the exact one by default)
+    python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); m["support_check"] = "fast"; m["output"] = "run-fast"; json.dump(m, open(sys.argv[2], "w"))' \
+        w/manifest.json w/fast.json || fail "fast-check manifest"
+    mpi 1 run w/fast.json --quiet || fail "run with support_check fast"
+    grep -q '"support_check": {"checked": 6, .*"method": "fast"' w/run-fast/tasks/diff3/metrics.json ||
+        fail "support_check fast: $(grep support_check w/run-fast/tasks/diff3/metrics.json)"
     grep -q '<svg' $R/report.html || fail "report has no inline SVG"
     grep -qE 'src=|<script|<link|@import|url\(' $R/report.html && fail "report.html loads external resources"
     no_tmp $R

@@ -50,7 +50,7 @@ Test(pipeline, manifest_good) {
     cr_assert_eq(m->n_units, 10);
     cr_assert_eq(m->batch, 16);
     cr_assert_eq(m->seed, 5);
-    cr_assert_eq(m->support_check, 1, "the support check is on by default");
+    cr_assert_eq(m->support_check, SG_CHECK_AUTO, "the support check is on by default, its method chosen by size");
     const sg_run_task *t = &m->tasks[1];
     cr_assert_str_eq(t->id, "a-vs-ref");
     cr_assert_eq(t->n_classes, 2);
@@ -82,6 +82,34 @@ Test(pipeline, manifest_good) {
     free(dir);
 }
 
+/* "support_check": true / false, or the method by name ("auto", "exact", "fast"). */
+Test(pipeline, manifest_support_check_values) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    const char *vals[5] = {"true", "false", "\"auto\"", "\"exact\"", "\"fast\""};
+    const int want[5] = {SG_CHECK_AUTO, SG_CHECK_OFF, SG_CHECK_AUTO, SG_CHECK_EXACT, SG_CHECK_FAST};
+    for (int i = 0; i < 5; i++) {
+        char text[1024];
+        snprintf(text, sizeof text,
+                 "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\", \"support_check\": %s,"
+                 " \"tasks\": [{\"id\": \"t\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                 " \"shots\": 2, \"shards\": \"shards/lab-000000.tar\"}]}",
+                 vals[i]);
+        char *mp = fxp_path(dir, "sc.json");
+        fxp_write(mp, text, strlen(text));
+        sg_diag d = {0};
+        sg_manifest *m;
+        cr_assert_eq(sg_manifest_load(mp, 0, &m, &d), SG_OK, "support_check %s refused", vals[i]);
+        cr_assert_eq(m->support_check, want[i], "support_check %s: %d", vals[i], m->support_check);
+        sg_manifest_free(m);
+        sg_diag_free(&d);
+        free(mp);
+    }
+    rmrf(dir);
+    free(dir);
+}
+
 Test(pipeline, manifest_every_problem_at_once) {
     fxp_opts o;
     fxp_opts_default(&o);
@@ -105,7 +133,7 @@ Test(pipeline, manifest_every_problem_at_once) {
     cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_ERR_FORMAT);
     dump(&d);
     cr_assert(has(&d, "bad.json: $.bootstrap: must be an integer 1000..100000", SG_DIAG_ERROR));
-    cr_assert(has(&d, "bad.json: $.support_check: must be true or false", SG_DIAG_ERROR));
+    cr_assert(has(&d, "bad.json: $.support_check: must be true, false, \"auto\", \"exact\" or \"fast\"", SG_DIAG_ERROR));
     cr_assert(has(&d, "shards/lab-000004.tar: No such file or directory", SG_DIAG_DATA), "missing shard files are data problems");
     cr_assert(!has(&d, "lab-000003.tar", SG_DIAG_DATA), "existing shards are not reported");
     cr_assert(has(&d, "bad.json: $.tasks[1].id: duplicate task id 'ok'", SG_DIAG_ERROR));
