@@ -70,7 +70,7 @@ i=0
 for src in "$W/a/train" "$W/pk/train-index.json" "$W/if/train" "$W/pk/train-{000000..000002}.tar.zst"; do
   i=$((i + 1))
   "$SGPS" train-engine --data "$src" --registry "$W/a/registry.json" -o "$W/src$i.sgpe" --width 4 --img 16 --stages 2 \
-    --epochs 1 --batch 8 --episodes 4 --val-episodes 2 --val train/d000,train/d001,train/d002 > "$W/src$i.txt" 2>&1 ||
+    --epochs 1 --batch 8 --episodes 4 --val-episodes 2 --calib-episodes 0 --val train/d000,train/d001,train/d002 > "$W/src$i.txt" 2>&1 ||
     fail "train-engine --data $src: $(cat "$W/src$i.txt")"
   grep -q "set 'train'): 27 images so far, 9 classes" "$W/src$i.txt" || fail "train-engine --data $src: $(cat "$W/src$i.txt")"
   grep -q '), 0 without text' "$W/src$i.txt" || fail "train-engine --data $src: a class lost its description"
@@ -207,6 +207,7 @@ for r in badreg:'badreg.json: $.diseases\[1\] needs string fields id and descrip
   "$SGPS" train-engine --data "$W/a/train" --registry "$W/${r%%:*}.json" -o "$W/br.sgpe" --epochs 1 > /dev/null 2> "$W/br.txt"
   [ $? -eq 1 ] || fail "train-engine with ${r%%:*}.json: exit 1 expected: $(cat "$W/br.txt")"
   grep -q "${r#*:}" "$W/br.txt" || fail "train-engine with ${r%%:*}.json: not explained: $(cat "$W/br.txt")"
+  [ "${r%%:*}" = badreg ] || continue # (both commands read the registry with one function)
   "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --registry "$W/${r%%:*}.json" --episodes 2 \
     > /dev/null 2> "$W/br.txt"
   [ $? -eq 1 ] || fail "eval-fewshot with ${r%%:*}.json: exit 1 expected: $(cat "$W/br.txt")"
