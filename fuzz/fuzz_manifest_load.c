@@ -9,6 +9,7 @@
  * covers). Any bytes must load or be refused with diagnostics, never crash,
  * leak or read out of bounds; a loaded manifest's units, shards and
  * exemplars must be consistent. */
+#include "fuzz_files.h"
 #include "sg_pipeline.h"
 
 #include <stdio.h>
@@ -17,22 +18,6 @@
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static char g_dir[256];
-
-static void cleanup(void) {
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
-}
-
-static void put(const char *name, const uint8_t *d, size_t n) {
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", g_dir, name);
-    FILE *f = fopen(p, "wb");
-    if (!f || (n && fwrite(d, 1, n, f) != n)) abort();
-    fclose(f);
-}
 
 /* The next NUL-separated part of [*p, end). */
 static size_t part(const uint8_t **p, const uint8_t *end, const uint8_t **start) {
@@ -44,23 +29,18 @@ static size_t part(const uint8_t **p, const uint8_t *end, const uint8_t **start)
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (!g_dir[0]) {
-        snprintf(g_dir, sizeof g_dir, "/tmp/sgps-fuzz-manifest-%ld", (long)getpid());
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "mkdir -p %s", g_dir);
-        if (system(cmd) != 0) abort();
-        atexit(cleanup);
-        put("engine.sgpe", (const uint8_t *)"not an engine", 13);
-    }
+    const char *dir = fuzz_dir("manifest", "");
+    static int once;
+    if (!once++) fuzz_put(dir, "engine.sgpe", "not an engine", 13);
     const uint8_t *p = data, *end = data + size, *s;
     size_t n = part(&p, end, &s);
-    put("manifest.json", s, n);
+    fuzz_put(dir, "manifest.json", s, n);
     n = part(&p, end, &s);
-    put("registry.json", s, n);
+    fuzz_put(dir, "registry.json", s, n);
     n = part(&p, end, &s);
-    put("index.json", s, n);
+    fuzz_put(dir, "index.json", s, n);
     char mp[512];
-    snprintf(mp, sizeof mp, "%s/manifest.json", g_dir);
+    snprintf(mp, sizeof mp, "%s/manifest.json", dir);
     sg_diag d = {0};
     sg_manifest *m = NULL;
     sg_status st = sg_manifest_load(mp, 0, &m, &d);
