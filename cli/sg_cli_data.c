@@ -157,6 +157,20 @@ static int class_of(sg_dataset *d, int di, const char *label, const sg_registry_
     return cls;
 }
 
+/* Counts the image just decoded into next_slot's pixels as class cls, with a
+ * progress line every 10 s on long loads. */
+static void add_image(sg_dataset *d, int cls) {
+    static double t_start, t_last;
+    static int n_start;
+    double now = sg_now();
+    if (d->n == 0 || now < t_start) t_start = t_last = now, n_start = d->n;
+    d->label[d->n++] = cls;
+    if (now - t_last >= 10) {
+        t_last = now;
+        sg_log(SG_LOG_INFO, "loading: %d images, %.0f images/s", d->n, (d->n - n_start) / (now - t_start));
+    }
+}
+
 /* Room for one more image; returns its pixels. */
 static uint8_t *next_slot(sg_dataset *d, size_t *cap) {
     size_t ssz = (size_t)3 * d->store * d->store;
@@ -201,7 +215,7 @@ static sg_status load_csv_set(const char *dir, FILE *f, const char *path, int di
             (*skipped)++;
             continue;
         }
-        d->label[d->n++] = cls;
+        add_image(d, cls);
     }
     return SG_OK;
 }
@@ -220,7 +234,7 @@ static sg_status load_folder_set(const char *dir, int di, const sg_registry_text
             (*skipped)++;
             continue;
         }
-        d->label[d->n++] = cls;
+        add_image(d, cls);
     }
     sg_image_folder_free(&fo);
     return SG_OK;
@@ -279,7 +293,7 @@ static sg_status load_shard_set(const char *spec, int di, const sg_registry_text
                 (*skipped)++;
                 continue;
             }
-            d->label[d->n++] = cls;
+            add_image(d, cls);
         }
         *skipped += (long)sg_shard_reader_n_skipped(r);
         sg_shard_reader_free(r);
