@@ -137,54 +137,68 @@ static char *set_name(const char *spec, int is_folder) {
     return r;
 }
 
-/* The class id of SET/label in set di, added when new. */
-static int class_of(sg_dataset *d, int di, const char *label, const sg_registry_texts *rt, int *ccap) {
+/* A labelled load in progress: the dataset, its capacities, the set being
+ * read, what was skipped, and the progress clock. */
+typedef struct set_loader {
+    sg_dataset *d;
+    const sg_registry_texts *rt;
+    size_t cap;
+    int ccap, di;
+    long skipped;
+    double t0, t_last;
+} set_loader;
+
+/* The class id of SET/label in the set being read, added when new. */
+static int class_of(set_loader *L, const char *label) {
+    sg_dataset *d = L->d;
     char cname[512];
-    snprintf(cname, sizeof cname, "%s/%s", d->domain_names[di], label);
+    snprintf(cname, sizeof cname, "%s/%s", d->domain_names[L->di], label);
     for (int c = 0; c < d->n_classes; c++)
-        if (d->class_domain[c] == di && strcmp(d->class_names[c], cname) == 0) return c;
-    if (d->n_classes == *ccap) {
-        *ccap *= 2;
-        d->class_names = sg_xrealloc(d->class_names, sizeof(char *) * (size_t)*ccap);
-        d->class_text = sg_xrealloc(d->class_text, sizeof(char *) * (size_t)*ccap);
-        d->class_domain = sg_xrealloc(d->class_domain, sizeof(int) * (size_t)*ccap);
+        if (d->class_domain[c] == L->di && strcmp(d->class_names[c], cname) == 0) return c;
+    if (d->n_classes == L->ccap) {
+        L->ccap *= 2;
+        d->class_names = sg_xrealloc(d->class_names, sizeof(char *) * (size_t)L->ccap);
+        d->class_text = sg_xrealloc(d->class_text, sizeof(char *) * (size_t)L->ccap);
+        d->class_domain = sg_xrealloc(d->class_domain, sizeof(int) * (size_t)L->ccap);
     }
     int cls = d->n_classes++;
     d->class_names[cls] = sg_xstrdup(cname);
-    const char *t = sg_registry_text(rt, cname);
+    const char *t = sg_registry_text(L->rt, cname);
     d->class_text[cls] = t ? sg_xstrdup(t) : NULL;
-    d->class_domain[cls] = di;
+    d->class_domain[cls] = L->di;
     return cls;
 }
 
-/* Counts the image just decoded into next_slot's pixels as class cls, with a
+/* Decodes one image (a file, or encoded bytes when data is not NULL) of
+ * class `label` into the dataset; a bad image is skipped with a warning. A
  * progress line every 10 s on long loads. */
-static void add_image(sg_dataset *d, int cls) {
-    static double t_start, t_last;
-    static int n_start;
-    double now = sg_now();
-    if (d->n == 0 || now < t_start) t_start = t_last = now, n_start = d->n;
-    d->label[d->n++] = cls;
-    if (now - t_last >= 10) {
-        t_last = now;
-        sg_log(SG_LOG_INFO, "loading: %d images, %.0f images/s", d->n, (d->n - n_start) / (now - t_start));
-    }
-}
-
-/* Room for one more image; returns its pixels. */
-static uint8_t *next_slot(sg_dataset *d, size_t *cap) {
+static void add_image(set_loader *L, const char *label, const char *name, const uint8_t *data, size_t len) {
+    sg_dataset *d = L->d;
+    int cls = class_of(L, label);
     size_t ssz = (size_t)3 * d->store * d->store;
-    if ((size_t)d->n == *cap) {
-        *cap *= 2;
-        d->pix = sg_xrealloc(d->pix, *cap * ssz);
-        d->label = sg_xrealloc(d->label, *cap * sizeof(int));
+    if ((size_t)d->n == L->cap) {
+        L->cap *= 2;
+        d->pix = sg_xrealloc(d->pix, L->cap * ssz);
+        d->label = sg_xrealloc(d->label, L->cap * sizeof(int));
     }
-    return d->pix + (size_t)d->n * ssz;
+    uint8_t *px = d->pix + (size_t)d->n * ssz;
+    sg_err e2;
+    if ((data ? sg_image_decode_u8_planar(data, len, name, d->store, px, &e2)
+              : sg_image_load_u8_planar(name, d->store, px, &e2)) != SG_OK) {
+        sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
+        L->skipped++;
+        return;
+    }
+    d->label[d->n++] = cls;
+    double now = sg_now();
+    if (now - L->t_last >= 10) {
+        L->t_last = now;
+        sg_log(SG_LOG_INFO, "loading: %d images, %.0f images/s", d->n, d->n / (now - L->t0));
+    }
 }
 
 /* A folder with labels.csv (path,label,...; paths relative to the folder). */
-static sg_status load_csv_set(const char *dir, FILE *f, const char *path, int di, const sg_registry_texts *rt,
-                              sg_dataset *d, size_t *cap, int *ccap, long *skipped, sg_err *err) {
+static sg_status load_csv_set(set_loader *L, const char *dir, FILE *f, const char *path, sg_err *err) {
     char line[8192];
     char *fields[32];
     int lineno = 0, path_col = -1, label_col = -1;
@@ -202,40 +216,22 @@ static sg_status load_csv_set(const char *dir, FILE *f, const char *path, int di
         }
         if (nf <= path_col || nf <= label_col || !fields[label_col][0]) {
             sg_log(SG_LOG_WARN, "%s:%d: missing path or label; line skipped", path, lineno);
-            (*skipped)++;
+            L->skipped++;
             continue;
         }
-        int cls = class_of(d, di, fields[label_col], rt, ccap);
-        uint8_t *px = next_slot(d, cap);
         char ipath[4096];
         snprintf(ipath, sizeof ipath, "%s/%s", dir, fields[path_col]);
-        sg_err e2;
-        if (sg_image_load_u8_planar(ipath, d->store, px, &e2) != SG_OK) {
-            sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
-            (*skipped)++;
-            continue;
-        }
-        add_image(d, cls);
+        add_image(L, fields[label_col], ipath, NULL, 0);
     }
     return SG_OK;
 }
 
 /* An ImageFolder without labels.csv: DIR/images/<label>/x or DIR/<label>/x. */
-static sg_status load_folder_set(const char *dir, int di, const sg_registry_texts *rt, sg_dataset *d, size_t *cap,
-                                 int *ccap, long *skipped, sg_err *err) {
+static sg_status load_folder_set(set_loader *L, const char *dir, sg_err *err) {
     sg_image_folder fo;
     sg_status st = sg_image_folder_list(dir, &fo, err);
     if (st != SG_OK) return st;
-    for (size_t i = 0; i < fo.n; i++) {
-        int cls = class_of(d, di, fo.labels[i], rt, ccap);
-        sg_err e2;
-        if (sg_image_load_u8_planar(fo.paths[i], d->store, next_slot(d, cap), &e2) != SG_OK) {
-            sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
-            (*skipped)++;
-            continue;
-        }
-        add_image(d, cls);
-    }
+    for (size_t i = 0; i < fo.n; i++) add_image(L, fo.labels[i], fo.paths[i], NULL, 0);
     sg_image_folder_free(&fo);
     return SG_OK;
 }
@@ -244,20 +240,14 @@ static sg_status load_folder_set(const char *dir, int di, const sg_registry_text
  * label: an integer one through the index's class list, else the .json
  * string label, else the integer's decimal form. A sample without a label, a bad
  * image and a broken or unreadable shard are skipped with a warning. */
-static sg_status load_shard_set(const char *spec, int di, const sg_registry_texts *rt, sg_dataset *d, size_t *cap,
-                                int *ccap, long *skipped, sg_err *err) {
+static sg_status load_shard_set(set_loader *L, const char *spec, sg_err *err) {
     sg_shard_index *ix = NULL;
-    char **paths = NULL;
+    char **pattern = NULL;
     size_t n = 0;
-    size_t sl = strlen(spec);
-    int is_index = sl > 5 && strcmp(spec + sl - 5, ".json") == 0;
-    sg_status st = is_index ? sg_shard_index_load(spec, &ix, err) : sg_braces_expand(spec, &paths, &n, err);
+    sg_status st = sg_shard_spec_is_index(spec) ? sg_shard_index_load(spec, &ix, err)
+                                                : sg_braces_expand(spec, &pattern, &n, err);
     if (st != SG_OK) return st;
-    if (is_index) {
-        n = ix->n_shards;
-        paths = sg_xcalloc(n ? n : 1, sizeof(char *));
-        for (size_t i = 0; i < n; i++) paths[i] = sg_xstrdup(ix->shards[i].path);
-    }
+    if (ix) n = ix->n_shards;
     sg_shard_reader_opts ro;
     sg_shard_reader_opts_default(&ro);
     if (ix) {
@@ -266,17 +256,18 @@ static sg_status load_shard_set(const char *spec, int di, const sg_registry_text
     }
     long unlabelled = 0;
     for (size_t k = 0; k < n; k++) {
+        const char *path = ix ? ix->shards[k].path : pattern[k];
         sg_err e2;
-        sg_shard_reader *r = sg_shard_reader_open(paths[k], &ro, &e2);
+        sg_shard_reader *r = sg_shard_reader_open(path, &ro, &e2);
         if (!r) {
             sg_log(SG_LOG_WARN, "%s; shard skipped", e2.msg);
-            (*skipped)++;
+            L->skipped++;
             continue;
         }
         sg_sample *smp;
         while (sg_shard_reader_next(r, &smp) == SG_OK && smp) {
             /* the class name: the index's for the label id, else the .json label, else the id */
-            char num[32];
+            char num[32], name[4096];
             const char *label = NULL;
             if (ix && smp->label >= 0 && (size_t)smp->label < ix->n_classes) label = ix->classes[smp->label];
             else if (smp->label_str) label = smp->label_str;
@@ -285,44 +276,34 @@ static sg_status load_shard_set(const char *spec, int di, const sg_registry_text
                 unlabelled++;
                 continue;
             }
-            int cls = class_of(d, di, label, rt, ccap);
-            char name[4096];
-            snprintf(name, sizeof name, "%s: key %s", paths[k], smp->key);
-            if (sg_image_decode_u8_planar(smp->image, smp->image_len, name, d->store, next_slot(d, cap), &e2) != SG_OK) {
-                sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
-                (*skipped)++;
-                continue;
-            }
-            add_image(d, cls);
+            snprintf(name, sizeof name, "%s: key %s", path, smp->key);
+            add_image(L, label, name, smp->image, smp->image_len);
         }
-        *skipped += (long)sg_shard_reader_n_skipped(r);
+        L->skipped += (long)sg_shard_reader_n_skipped(r);
         sg_shard_reader_free(r);
     }
     if (unlabelled)
-        sg_log(SG_LOG_WARN, "%s: %ld samples without a label skipped", spec, unlabelled), *skipped += unlabelled;
-    sg_strv_free(paths, n);
+        sg_log(SG_LOG_WARN, "%s: %ld samples without a label skipped", spec, unlabelled), L->skipped += unlabelled;
+    sg_strv_free(pattern, ix ? 0 : n);
     sg_shard_index_free(ix);
     return SG_OK;
 }
 
 sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_texts *rt, sg_dataset *d, sg_err *err) {
     memset(d, 0, sizeof *d);
+    set_loader L = {d, rt, 1024, 64, 0, 0, sg_now(), 0};
+    L.t_last = L.t0;
     d->store = side;
-    size_t cap = 1024, ssz = (size_t)3 * side * side;
-    d->pix = sg_xmalloc(cap * ssz);
-    d->label = sg_xmalloc(cap * sizeof(int));
-    int ccap = 64;
-    d->class_names = sg_xcalloc((size_t)ccap, sizeof(char *));
-    d->class_text = sg_xcalloc((size_t)ccap, sizeof(char *));
-    d->class_domain = sg_xcalloc((size_t)ccap, sizeof(int));
+    d->pix = sg_xmalloc(L.cap * (size_t)3 * side * side);
+    d->label = sg_xmalloc(L.cap * sizeof(int));
+    d->class_names = sg_xcalloc((size_t)L.ccap, sizeof(char *));
+    d->class_text = sg_xcalloc((size_t)L.ccap, sizeof(char *));
+    d->class_domain = sg_xcalloc((size_t)L.ccap, sizeof(int));
     d->domain_names = sg_xcalloc((size_t)n_dirs, sizeof(char *));
-    long skipped = 0;
-    double t0 = sg_now();
     for (int di = 0; di < n_dirs; di++) {
         struct stat st;
         int folder = stat(dirs[di], &st) == 0 && S_ISDIR(st.st_mode);
-        size_t sl = strlen(dirs[di]);
-        int shards = !folder && ((sl > 5 && strcmp(dirs[di] + sl - 5, ".json") == 0) || strstr(dirs[di], ".tar") ||
+        int shards = !folder && (sg_shard_spec_is_index(dirs[di]) || strstr(dirs[di], ".tar") ||
                                  strstr(dirs[di], ".tgz") || strstr(dirs[di], ".tzst"));
         if (!folder && !shards) {
             sg_dataset_free(d);
@@ -332,6 +313,7 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
         }
         d->domain_names[di] = set_name(dirs[di], folder);
         d->n_domains = di + 1;
+        L.di = di;
         for (int e = 0; e < di; e++)
             if (strcmp(d->domain_names[e], d->domain_names[di]) == 0) {
                 sg_status s = sg_err_set(err, SG_ERR_ARG, "%s and %s are both named set '%s' (the SET of the SET/LABEL "
@@ -346,24 +328,24 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
             snprintf(path, sizeof path, "%s/labels.csv", dirs[di]);
             FILE *f = fopen(path, "r");
             if (f) {
-                s = load_csv_set(dirs[di], f, path, di, rt, d, &cap, &ccap, &skipped, err);
+                s = load_csv_set(&L, dirs[di], f, path, err);
                 fclose(f);
                 how = "labels.csv";
             } else {
-                s = load_folder_set(dirs[di], di, rt, d, &cap, &ccap, &skipped, err);
+                s = load_folder_set(&L, dirs[di], err);
                 how = "class folders";
             }
         } else {
-            s = load_shard_set(dirs[di], di, rt, d, &cap, &ccap, &skipped, err);
+            s = load_shard_set(&L, dirs[di], err);
         }
         if (s != SG_OK) {
             sg_dataset_free(d);
             return s;
         }
         sg_log(SG_LOG_INFO, "loaded %s (%s, set '%s'): %d images so far, %d classes (%.1fs)", dirs[di], how,
-               d->domain_names[di], d->n, d->n_classes, sg_now() - t0);
+               d->domain_names[di], d->n, d->n_classes, sg_now() - L.t0);
     }
-    if (skipped) sg_log(SG_LOG_WARN, "%ld images or lines skipped (see above)", skipped);
+    if (L.skipped) sg_log(SG_LOG_WARN, "%ld images or lines skipped (see above)", L.skipped);
     if (d->n == 0) {
         sg_dataset_free(d);
         return sg_err_set(err, SG_ERR_FORMAT, "no images loaded");
@@ -371,33 +353,35 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
     return SG_OK;
 }
 
-/* sg_cli_load_images for a folder of class subfolders (labels ignored). */
-static sg_status load_folder_images(const char *dir, int side, long max_images, uint8_t **pix, int *n_out, sg_err *err) {
-    sg_image_folder fo;
-    sg_status st = sg_image_folder_list(dir, &fo, err);
-    if (st != SG_OK) return st;
-    size_t stride = max_images > 0 && fo.n > (size_t)max_images ? (fo.n + (size_t)max_images - 1) / (size_t)max_images : 1;
-    size_t ssz = (size_t)3 * side * side, want = (fo.n + stride - 1) / stride;
+/* sg_cli_load_images over a list of n image paths (src: the list's name in
+ * messages; a NULL path is a line without one, line[i] its number): at most
+ * max_images, every stride-th of a longer list. */
+static sg_status load_image_list(const char *src, char *const *paths, const int *line, size_t n, int side,
+                                 long max_images, uint8_t **pix, int *n_out, sg_err *err) {
+    size_t stride = max_images > 0 && n > (size_t)max_images ? (n + (size_t)max_images - 1) / (size_t)max_images : 1;
+    size_t ssz = (size_t)3 * side * side, want = (n + stride - 1) / stride;
     uint8_t *buf = sg_xmalloc(ssz * (want ? want : 1));
-    int n = 0;
+    int got = 0;
     long skipped = 0;
-    for (size_t i = 0; i < fo.n; i += stride) {
+    for (size_t i = 0; i < n && (max_images <= 0 || got < max_images); i += stride) {
         sg_err e2;
-        if (sg_image_load_u8_planar(fo.paths[i], side, buf + (size_t)n * ssz, &e2) != SG_OK) {
+        if (!paths[i]) {
+            sg_log(SG_LOG_WARN, "%s:%d: no path; line skipped", src, line[i]);
+            skipped++;
+        } else if (sg_image_load_u8_planar(paths[i], side, buf + (size_t)got * ssz, &e2) != SG_OK) {
             sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
             skipped++;
-            continue;
+        } else {
+            got++;
         }
-        n++;
     }
-    sg_image_folder_free(&fo);
-    if (skipped) sg_log(SG_LOG_WARN, "%s: %ld images skipped (see above)", dir, skipped);
-    if (n == 0) {
+    if (skipped) sg_log(SG_LOG_WARN, "%s: %ld images or lines skipped (see above)", src, skipped);
+    if (got == 0) {
         free(buf);
-        return sg_err_set(err, SG_ERR_FORMAT, "%s: no images loaded", dir);
+        return sg_err_set(err, SG_ERR_FORMAT, "%s: no images loaded", src);
     }
     *pix = buf;
-    *n_out = n;
+    *n_out = got;
     return SG_OK;
 }
 
@@ -418,62 +402,49 @@ sg_status sg_cli_load_images(const char *spec, int side, long max_images, uint8_
         else snprintf(dir, sizeof dir, ".");
     }
     FILE *f = fopen(csv, "r");
-    if (!f && S_ISDIR(st.st_mode)) return load_folder_images(spec, side, max_images, pix, n_out, err);
-    if (!f) return sg_err_set(err, SG_ERR_IO, "%s: cannot open (expected a CSV with a path column, or a folder with labels.csv)", csv);
-    size_t cap = 256, ssz = (size_t)3 * side * side;
-    uint8_t *buf = sg_xmalloc(cap * ssz);
-    int n = 0, lineno = 0, path_col = -1;
-    long skipped = 0, rows = 0, stride = 1;
-    char line[8192];
-    char *fields[32];
-    if (max_images > 0) { /* more rows than wanted: every stride-th, spread over the list */
-        while (fgets(line, sizeof line, f)) rows++;
-        rows--; /* the header */
-        stride = rows > max_images ? (rows + max_images - 1) / max_images : 1;
-        rewind(f);
+    if (!f && S_ISDIR(st.st_mode)) { /* a folder of class subfolders (labels ignored) */
+        sg_image_folder fo;
+        sg_status s = sg_image_folder_list(spec, &fo, err);
+        if (s != SG_OK) return s;
+        s = load_image_list(spec, fo.paths, NULL, fo.n, side, max_images, pix, n_out, err);
+        sg_image_folder_free(&fo);
+        return s;
     }
-    while (fgets(line, sizeof line, f) && (max_images <= 0 || n < max_images)) {
+    if (!f) return sg_err_set(err, SG_ERR_IO, "%s: cannot open (expected a CSV with a path column, or a folder with labels.csv)", csv);
+    /* every row's image path (NULL for a row without one), then the images */
+    size_t n = 0, cap = 256;
+    char **paths = sg_xmalloc(cap * sizeof(char *));
+    int *line = sg_xmalloc(cap * sizeof(int)), lineno = 0, path_col = -1;
+    char buf[8192];
+    char *fields[32];
+    while (fgets(buf, sizeof buf, f)) {
         lineno++;
-        if (lineno > 1 && (lineno - 2) % stride != 0) continue;
-        int nf = csv_split(line, fields, 32);
+        int nf = csv_split(buf, fields, 32);
         if (lineno == 1) {
             for (int k = 0; k < nf; k++)
                 if (strcmp(fields[k], "path") == 0) path_col = k;
-            if (path_col < 0) {
-                fclose(f);
-                free(buf);
-                return sg_err_set(err, SG_ERR_FORMAT, "%s: the header must name a path column", csv);
-            }
+            if (path_col < 0) break;
             continue;
         }
-        if (nf <= path_col || !fields[path_col][0]) {
-            sg_log(SG_LOG_WARN, "%s:%d: no path; line skipped", csv, lineno);
-            skipped++;
-            continue;
-        }
-        if ((size_t)n == cap) {
+        if (n == cap) {
             cap *= 2;
-            buf = sg_xrealloc(buf, cap * ssz);
+            paths = sg_xrealloc(paths, cap * sizeof(char *));
+            line = sg_xrealloc(line, cap * sizeof(int));
         }
-        char ipath[8192];
-        snprintf(ipath, sizeof ipath, "%s/%s", dir, fields[path_col]);
-        sg_err e2;
-        if (sg_image_load_u8_planar(ipath, side, buf + (size_t)n * ssz, &e2) != SG_OK) {
-            sg_log(SG_LOG_WARN, "%s; image skipped", e2.msg);
-            skipped++;
-            continue;
+        paths[n] = NULL;
+        if (nf > path_col && fields[path_col][0]) {
+            size_t len = strlen(dir) + strlen(fields[path_col]) + 2;
+            paths[n] = sg_xmalloc(len);
+            snprintf(paths[n], len, "%s/%s", dir, fields[path_col]);
         }
-        n++;
+        line[n++] = lineno;
     }
     fclose(f);
-    if (skipped) sg_log(SG_LOG_WARN, "%s: %ld images or lines skipped (see above)", csv, skipped);
-    if (n == 0) {
-        free(buf);
-        return sg_err_set(err, SG_ERR_FORMAT, "%s: no images loaded", csv);
-    }
-    *pix = buf;
-    *n_out = n;
-    return SG_OK;
+    sg_status s = path_col < 0 ? sg_err_set(err, SG_ERR_FORMAT, "%s: the header must name a path column", csv)
+                               : load_image_list(csv, paths, line, n, side, max_images, pix, n_out, err);
+    sg_strv_free(paths, n);
+    free(line);
+    return s;
 }
 
 /* ---- synthesis task files ---- */

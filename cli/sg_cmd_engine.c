@@ -6,7 +6,6 @@
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
-#include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -517,7 +516,7 @@ int sg_cmd_synth(int argc, char **argv) {
     const char *engine = NULL, *taskp = NULL, *out = NULL;
     sg_synth_opts so;
     sg_synth_opts_default(&so);
-    int check = 1, exact_max = SG_SUPPORT_CHECK_EXACT_MAX;
+    int check = 1, method = SG_CHECK_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *v;
         double x;
@@ -532,9 +531,8 @@ int sg_cmd_synth(int argc, char **argv) {
         else if (strcmp(argv[i], "--no-images") == 0) so.use_images = 0;
         else if (strcmp(argv[i], "--no-adapt") == 0) so.adapt = 0;
         else if (strcmp(argv[i], "--no-check") == 0) check = 0;
-        else if (sg_cli_opt(argc, argv, &i, "--check", &v) &&
-                 (strcmp(v, "auto") == 0 || strcmp(v, "exact") == 0 || strcmp(v, "fast") == 0))
-            exact_max = v[0] == 'a' ? SG_SUPPORT_CHECK_EXACT_MAX : v[0] == 'e' ? INT_MAX : -1;
+        else if (sg_cli_opt(argc, argv, &i, "--check", &v) && sg_support_check_method(v) > 0)
+            method = sg_support_check_method(v);
         else if (sg_cli_opt(argc, argv, &i, "--support-norm", &v) && sg_cli_parse_float(v, &x) && x >= 0 && x <= 1)
             so.support_norm = (float)x;
         else return sg_cli_bad_arg("synth", argv, i0, i);
@@ -618,7 +616,7 @@ int sg_cmd_synth(int argc, char **argv) {
     }
     sg_support_check chk = {0};
     if (check && so.use_images) {
-        if (sg_engine_support_check(e, &task, &so, exact_max, &chk, &err) != SG_OK) {
+        if (sg_engine_support_check(e, &task, &so, sg_support_check_exact_max(method), &chk, &err) != SG_OK) {
             fprintf(stderr, "sgps synth: %s: support check: %s\n", taskp, err.msg);
             sg_classifier_free(out_c);
             goto done;

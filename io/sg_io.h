@@ -237,6 +237,8 @@ typedef struct sg_shard_index {
 /* Reads the index JSON written by sg_pack (docs/formats-shards.md). */
 sg_status sg_shard_index_load(const char *path, sg_shard_index **out, sg_err *err);
 void sg_shard_index_free(sg_shard_index *ix);
+/* 1 when a shard spec names an index file (*.json), 0 for a brace pattern. */
+int sg_shard_spec_is_index(const char *spec);
 /* A shard spec: an index file (*.json), or a brace pattern. */
 sg_status sg_shard_list_resolve(const char *spec, char ***paths, size_t *n, sg_err *err);
 

@@ -264,10 +264,14 @@ sg_status sg_shard_index_load(const char *path, sg_shard_index **out, sg_err *er
     return SG_OK;
 }
 
+int sg_shard_spec_is_index(const char *spec) {
+    size_t l = strlen(spec);
+    return l > 5 && strcmp(spec + l - 5, ".json") == 0;
+}
+
 sg_status sg_shard_list_resolve(const char *spec, char ***paths, size_t *n, sg_err *err) {
     SG_ASSERT(spec && paths && n);
-    size_t l = strlen(spec);
-    if (l > 5 && strcmp(spec + l - 5, ".json") == 0) {
+    if (sg_shard_spec_is_index(spec)) {
         sg_shard_index *ix;
         sg_status s = sg_shard_index_load(spec, &ix, err);
         if (s != SG_OK) return s;

@@ -321,8 +321,7 @@ static const spec_entry *spec_get(loader *L, const char *spec) {
     sg_err err;
     char **names = NULL;
     size_t n = 0;
-    size_t l = strlen(spec);
-    int is_index = l > 5 && strcmp(spec + l - 5, ".json") == 0;
+    int is_index = sg_shard_spec_is_index(spec);
     char *rspec = resolve(L->mdir, spec);
     sg_status s = is_index ? sg_shard_list_resolve(rspec, &names, &n, &err) : sg_braces_expand(spec, &names, &n, &err);
     free(rspec);
@@ -816,9 +815,8 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
     else if (bt) m->batch = (int)bt->valuedouble;
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(root, "support_check");
     if (cJSON_IsBool(sc)) m->support_check = cJSON_IsTrue(sc) ? SG_CHECK_AUTO : SG_CHECK_OFF;
-    else if (cJSON_IsString(sc) && strcmp(sc->valuestring, "auto") == 0) m->support_check = SG_CHECK_AUTO;
-    else if (cJSON_IsString(sc) && strcmp(sc->valuestring, "exact") == 0) m->support_check = SG_CHECK_EXACT;
-    else if (cJSON_IsString(sc) && strcmp(sc->valuestring, "fast") == 0) m->support_check = SG_CHECK_FAST;
+    else if (cJSON_IsString(sc) && sg_support_check_method(sc->valuestring) > 0)
+        m->support_check = sg_support_check_method(sc->valuestring);
     else if (sc)
         sg_diag_add(d, SG_DIAG_ERROR, "%s: $.support_check: must be true, false, \"auto\", \"exact\" or \"fast\"", path);
 

@@ -133,10 +133,6 @@ typedef struct sg_run_task {
     sg_open_set open_set;
 } sg_run_task;
 
-/* The manifest's "support_check": off (false), auto (true, the default: exact
- * up to SG_SUPPORT_CHECK_EXACT_MAX exemplars, fast above), exact, fast. */
-enum { SG_CHECK_OFF = 0, SG_CHECK_AUTO = 1, SG_CHECK_EXACT = 2, SG_CHECK_FAST = 3 };
-
 typedef struct sg_manifest {
     char *path, *engine_path, *registry_path, *output; /* resolved */
     sg_disease *diseases;
@@ -150,7 +146,8 @@ typedef struct sg_manifest {
     uint64_t seed;      /* bootstrap seed (default 1) */
     int bootstrap;      /* resamples (default 1000) */
     int batch;          /* images per forward (default 64) */
-    int support_check;  /* leave-one-out check of each task's exemplars at synthesis: SG_CHECK_* */
+    int support_check;  /* leave-one-out check of each task's exemplars at synthesis: SG_CHECK_*
+                           (sg_synth.h; true = auto, the default; false = off) */
     char manifest_sha256[65], engine_sha256[65];
     char config_hash[65]; /* sha256(manifest bytes, engine sha256): parts of other configurations are redone */
     size_t n_units;       /* sum over tasks of n_shards + open_set.n_ref_shards */

@@ -27,7 +27,6 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,8 +218,7 @@ sg_status sg_pipeline_synth_task(const sg_manifest *m, const sg_engine *e, int t
         /* the support check (one exemplar per class: nothing to leave out), kept in the metadata */
         if (st == SG_OK && check && so.use_images && t->shots >= 2) {
             sg_support_check chk;
-            int exact_max = check == SG_CHECK_EXACT ? INT_MAX : check == SG_CHECK_FAST ? -1 : SG_SUPPORT_CHECK_EXACT_MAX;
-            st = sg_engine_support_check(e, &task, &so, exact_max, &chk, &e2);
+            st = sg_engine_support_check(e, &task, &so, sg_support_check_exact_max(check), &chk, &e2);
             if (st != SG_OK) {
                 sg_err_set(err, st, "support check: %s", e2.msg);
                 sg_classifier_free(*out);

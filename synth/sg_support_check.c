@@ -13,6 +13,7 @@
 #include "sg_synth_impl.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,17 @@ sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const
     out->mean_p_own = out->checked ? out->mean_p_own / out->checked : NAN;
     if (st != SG_OK) sg_support_check_free(out);
     return st;
+}
+
+int sg_support_check_method(const char *name) {
+    static const char *const names[4] = {NULL, "auto", "exact", "fast"};
+    for (int m = SG_CHECK_AUTO; m <= SG_CHECK_FAST; m++)
+        if (name && strcmp(name, names[m]) == 0) return m;
+    return -1;
+}
+
+int sg_support_check_exact_max(int method) {
+    return method == SG_CHECK_EXACT ? INT_MAX : method == SG_CHECK_FAST ? -1 : SG_SUPPORT_CHECK_EXACT_MAX;
 }
 
 int sg_support_check_failed(int correct, int checked, int n_classes) {

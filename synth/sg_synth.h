@@ -156,6 +156,14 @@ typedef struct sg_support_check {
  * support normalization's B = 0.25 that is a 1/(4n) share of the statistics);
  * the fast one costs about one synthesis. */
 #define SG_SUPPORT_CHECK_EXACT_MAX 25
+/* The check's methods by name (sgps synth --check, a manifest's "support_check"):
+ * auto (exact up to SG_SUPPORT_CHECK_EXACT_MAX images, fast above), exact, fast;
+ * SG_CHECK_OFF: no check. */
+enum { SG_CHECK_OFF = 0, SG_CHECK_AUTO = 1, SG_CHECK_EXACT = 2, SG_CHECK_FAST = 3 };
+/* "auto", "exact" or "fast" -> its SG_CHECK_*; anything else -> -1. */
+int sg_support_check_method(const char *name);
+/* The exact_max argument of sg_engine_support_check that a method stands for. */
+int sg_support_check_exact_max(int method);
 sg_status sg_engine_support_check(const sg_engine *e, const sg_task *task, const sg_synth_opts *o, int exact_max,
                                   sg_support_check *out, sg_err *err);
 void sg_support_check_free(sg_support_check *c);
