@@ -896,10 +896,14 @@ int sg_cmd_eval_fewshot(int argc, char **argv) {
         }
     }
     if (rank == 0 && !code) {
+        sg_buf_printf(&js, "{\n  \"engine\": ");
+        sg_buf_json_str(&js, engine);
+        sg_buf_printf(&js, ",\n  \"data\": ");
+        sg_buf_json_str(&js, data);
         sg_buf_printf(&js,
-                      "{\n  \"engine\": \"%s\",\n  \"data\": \"%s\",\n  \"way\": %d,\n  \"queries\": %d,\n  \"episodes\": %d,\n"
+                      ",\n  \"way\": %d,\n  \"queries\": %d,\n  \"episodes\": %d,\n"
                       "  \"seed\": %llu,\n  \"support_norm\": %g,\n  \"results\": [\n",
-                      engine, data, fo.way, fo.queries, fo.episodes, (unsigned long long)fo.seed,
+                      fo.way, fo.queries, fo.episodes, (unsigned long long)fo.seed,
                       (double)sg_engine_support_norm(e, fo.support_norm));
         int first = 1;
         for (int m = 0; m < SG_M__COUNT; m++) {

@@ -213,6 +213,15 @@ void sg_buf_csv_field(sg_buf *b, const char *s) {
     }
     if (q) sg_buf_append(b, "\"", 1);
 }
+void sg_buf_json_str(sg_buf *b, const char *s) {
+    sg_buf_append(b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') sg_buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20) sg_buf_printf(b, "\\u%04x", *p);
+        else sg_buf_append(b, p, 1);
+    }
+    sg_buf_append(b, "\"", 1);
+}
 void sg_buf_u32(sg_buf *b, uint32_t v) { sg_buf_reserve(b, 4); sg_put_u32le(b->data + b->len, v); b->len += 4; }
 void sg_buf_u64(sg_buf *b, uint64_t v) { sg_buf_reserve(b, 8); sg_put_u64le(b->data + b->len, v); b->len += 8; }
 void sg_buf_f32(sg_buf *b, float v) { sg_buf_reserve(b, 4); sg_put_f32le(b->data + b->len, v); b->len += 4; }

@@ -131,6 +131,9 @@ void sg_buf_append(sg_buf *b, const void *data, size_t n);
 /* Appends s as one CSV field: quoted (quotes doubled) when it holds a comma or
  * a quote; control characters become '?', so a row stays one line. */
 void sg_buf_csv_field(sg_buf *b, const char *s);
+/* Appends s as a quoted JSON string (quote, backslash and control characters
+ * escaped). */
+void sg_buf_json_str(sg_buf *b, const char *s);
 void sg_buf_u32(sg_buf *b, uint32_t v);
 void sg_buf_u64(sg_buf *b, uint64_t v);
 void sg_buf_f32(sg_buf *b, float v);

@@ -20,16 +20,6 @@ static void jnum(sg_buf *b, double x) {
     else sg_buf_printf(b, "%.6f", x);
 }
 
-static void jstr(sg_buf *b, const char *s) {
-    sg_buf_append(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') sg_buf_printf(b, "\\%c", *p);
-        else if (*p < 0x20) sg_buf_printf(b, "\\u%04x", *p);
-        else sg_buf_append(b, p, 1);
-    }
-    sg_buf_append(b, "\"", 1);
-}
-
 static void hstr(sg_buf *b, const char *s) {
     for (const char *p = s; *p; p++) {
         switch (*p) {
@@ -149,7 +139,7 @@ static void support_json(const sg_manifest *m, const sg_run_task *t, const task_
     jnum(b, o->support_chance);
     const cJSON *me = cJSON_GetObjectItemCaseSensitive(o->support, "method");
     sg_buf_printf(b, ", \"method\": ");
-    if (cJSON_IsString(me)) jstr(b, me->valuestring);
+    if (cJSON_IsString(me)) sg_buf_json_str(b, me->valuestring);
     else sg_buf_printf(b, "null");
     const cJSON *mp = cJSON_GetObjectItemCaseSensitive(o->support, "mean_own_probability");
     sg_buf_printf(b, ", \"mean_own_probability\": ");
@@ -162,13 +152,13 @@ static void support_json(const sg_manifest *m, const sg_run_task *t, const task_
                     *p = cJSON_GetObjectItemCaseSensitive(it, "predicted");
         if (!cJSON_IsString(c) || !cJSON_IsNumber(im) || !cJSON_IsString(p)) continue;
         sg_buf_printf(b, "%s{\"class\": ", i++ ? ", " : "");
-        jstr(b, c->valuestring);
+        sg_buf_json_str(b, c->valuestring);
         sg_buf_printf(b, ", \"exemplar\": %d, \"path\": ", im->valueint);
         const char *path = sg_task_exemplar(m, t, c->valuestring, im->valueint);
-        if (path) jstr(b, path);
+        if (path) sg_buf_json_str(b, path);
         else sg_buf_printf(b, "null");
         sg_buf_printf(b, ", \"predicted\": ");
-        jstr(b, p->valuestring);
+        sg_buf_json_str(b, p->valuestring);
         const cJSON *po = cJSON_GetObjectItemCaseSensitive(it, "own_probability");
         sg_buf_printf(b, ", \"own_probability\": ");
         jnum(b, cJSON_IsNumber(po) ? po->valuedouble : NAN);
@@ -205,7 +195,7 @@ static void open_set_json(const sg_run_task *t, const task_out *to, sg_buf *b) {
     if (ref && c->rule == SG_OPEN_RULE_ACCEPT) jnum(b, t->open_set.accept);
     else sg_buf_printf(b, "null");
     sg_buf_printf(b, ",\n    \"note\": ");
-    if (c->note[0]) jstr(b, c->note);
+    if (c->note[0]) sg_buf_json_str(b, c->note);
     else sg_buf_printf(b, "null");
     sg_buf_printf(b, ",\n    \"decision\": \"none when the best class probability < threshold\",\n");
     if (t->open_set.n_ref_shards) {
@@ -235,7 +225,7 @@ static void open_set_json(const sg_run_task *t, const task_out *to, sg_buf *b) {
         sg_buf_printf(b, ",\n    \"confusion_classes\": [");
         for (int k = 0; k <= K; k++) {
             if (k) sg_buf_printf(b, ", ");
-            jstr(b, k < K ? t->class_ids[k] : SG_OPEN_SET_NONE);
+            sg_buf_json_str(b, k < K ? t->class_ids[k] : SG_OPEN_SET_NONE);
         }
         sg_buf_printf(b, "],\n    \"confusion\": [");
         for (int r = 0; r <= K; r++) {
@@ -254,7 +244,7 @@ static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_bu
     const sg_metrics *x = &to->met;
     int K = t->n_classes;
     sg_buf_printf(b, "{\n  \"task\": ");
-    jstr(b, t->id);
+    sg_buf_json_str(b, t->id);
     sg_buf_printf(b, ",\n  \"kind\": \"%s\",\n  \"status\": \"%s\",\n  \"complete\": %s,\n", sg_task_kind_str(t->kind),
                   to->status, strcmp(to->status, "complete") == 0 ? "true" : "false");
     sg_buf_printf(b, "  \"units\": {\"ok\": %zu, \"failed\": %zu, \"missing\": %zu},\n", to->rows.units_ok,
@@ -264,7 +254,7 @@ static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_bu
     sg_buf_printf(b, "  \"classes\": [");
     for (int c = 0; c < K; c++) {
         if (c) sg_buf_printf(b, ", ");
-        jstr(b, t->class_ids[c]);
+        sg_buf_json_str(b, t->class_ids[c]);
     }
     sg_buf_printf(b, "],\n  \"threshold\": ");
     jnum(b, t->threshold);
@@ -289,7 +279,7 @@ static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_bu
         sg_buf_printf(b, "  \"per_class\": [\n");
         for (int c = 0; c < K; c++) {
             sg_buf_printf(b, "    {\"class\": ");
-            jstr(b, t->class_ids[c]);
+            sg_buf_json_str(b, t->class_ids[c]);
             sg_buf_printf(b, ", \"support\": %lld, \"precision\": ", (long long)x->support[c]);
             jnum(b, x->precision[c]);
             sg_buf_printf(b, ", \"recall\": ");
@@ -327,7 +317,7 @@ static void metrics_json(const sg_manifest *m, int ti, const task_out *to, sg_bu
         sg_buf_printf(b, "  \"per_class\": [\n");
         for (int c = 0; c < K; c++) {
             sg_buf_printf(b, "    {\"class\": ");
-            jstr(b, t->class_ids[c]);
+            sg_buf_json_str(b, t->class_ids[c]);
             sg_buf_printf(b, ", \"flagged\": %lld, \"worklist\": %s}%s\n", (long long)x->flagged[c],
                           c == t->reference ? "false" : "true", c + 1 < K ? "," : "");
         }
@@ -667,7 +657,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
                 if (c != t->reference) flagged += x->flagged[c];
             double mauc = mean_defined(x->auroc, K);
             sg_buf_printf(&js, "    {\"task\": ");
-            jstr(&js, t->id);
+            sg_buf_json_str(&js, t->id);
             sg_buf_printf(&js, ", \"kind\": \"%s\", \"status\": \"%s\", \"units_ok\": %zu, \"units_failed\": %zu, "
                                "\"units_missing\": %zu, \"images\": %zu, \"labelled\": %zu, \"balanced_accuracy\": ",
                           sg_task_kind_str(t->kind), o->status, o->rows.units_ok, o->rows.units_failed,

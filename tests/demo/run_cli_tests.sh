@@ -229,15 +229,19 @@ grep -q '"paired": \[' "$W/ev.json" || fail "eval-fewshot: no paired array in th
 # both in the order of the samples' keys (this labels.csv is in another order), so
 # the same episodes and the same figures from the two
 "$SGPS" pack "$W/a/heldout" "$W/pkh/heldout-%06d.tar" --max-samples 4 --quiet > /dev/null 2>&1 || fail "pack heldout"
-mkdir -p "$W/ifh" && cp -r "$W/a/heldout/images" "$W/ifh/heldout"
+# (the folders' parent has a quote and a backslash in its name: the JSON escapes them)
+ifh="$W/if\"h\\"
+mkdir -p "$ifh" && cp -r "$W/a/heldout/images" "$ifh/heldout"
 i=0
-for src in "$W/ifh/heldout" "$W/pkh/heldout-index.json"; do
+for src in "$ifh/heldout" "$W/pkh/heldout-index.json"; do
   i=$((i + 1))
   "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$src" --registry "$W/a/registry.json" \
     --way 3 --shot 1,2 --episodes 4 --queries 1 --support-norm 0 --out "$W/evx$i" > "$W/evx.txt" 2>&1 ||
     fail "eval-fewshot --data $src: $(cat "$W/evx.txt")"
   grep -q "set 'heldout'): 12 images so far, 3 classes" "$W/evx.txt" || fail "eval-fewshot --data $src: $(cat "$W/evx.txt")"
 done
+python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["data"] == sys.argv[2]' "$W/evx1.json" "$ifh/heldout" ||
+  fail "eval-fewshot: the JSON does not name the set's path: $(cat "$W/evx1.json")"
 cmp -s "$W/evx1.md" "$W/evx2.md" || fail "eval-fewshot: shards and class folders differ: $(cat "$W/evx1.md" "$W/evx2.md")"
 grep -q '^| SGPS (images + text) |' "$W/evx2.md" || fail "eval-fewshot from shards: no text method (registry ids)"
 [ "$(grep -c '"sgps_minus"' "$W/ev.json")" -eq 14 ] || fail "eval-fewshot: not 7 methods x 2 shots of paired differences"
