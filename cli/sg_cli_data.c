@@ -164,7 +164,7 @@ static int class_of(set_loader *L, const char *label) {
     int cls = d->n_classes++;
     d->class_names[cls] = sg_xstrdup(cname);
     const char *t = sg_registry_text(L->rt, cname);
-    d->class_text[cls] = t ? sg_xstrdup(t) : NULL;
+    d->class_text[cls] = sg_text_has_words(t) ? sg_xstrdup(t) : NULL; /* no words: no description */
     d->class_domain[cls] = L->di;
     return cls;
 }
@@ -502,9 +502,11 @@ sg_status sg_task_spec_parse(const char *data, size_t len, const char *name, sg_
             sg_task_spec_free(out);
             return sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].%s", name, ci, bad);
         }
-        if (!nm->valuestring[0]) {
+        if (!nm->valuestring[0] || strlen(nm->valuestring) > SG_MAX_NAME) {
+            sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].name must %s", name, ci,
+                       nm->valuestring[0] ? "be at most 256 bytes long" : "not be empty");
             sg_task_spec_free(out);
-            return sg_err_set(err, SG_ERR_FORMAT, "%s: $.classes[%d].name must not be empty", name, ci);
+            return SG_ERR_FORMAT;
         }
         out->names[ci] = nm->valuestring;
         out->texts[ci] = desc ? desc->valuestring : NULL;

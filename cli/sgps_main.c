@@ -1,5 +1,7 @@
 /* sgps_main.c — the sgps binary: dispatches to subcommands. */
 #include "sg_cli.h"
+
+#include <cblas.h>
 #include "sg_cli_demo.h"
 
 #include <stdio.h>
@@ -44,6 +46,11 @@ int main(int argc, char **argv) {
         printf("sgps %s (git %s)\n", SG_VERSION_STRING, sg_git_hash);
         return 0;
     }
+    /* One BLAS thread per process whatever OPENBLAS_NUM_THREADS says: the
+     * convolution kernel depends on the thread count, so this keeps synth,
+     * classify and run byte-identical to each other; ranks are the parallelism
+     * (train-engine --threads overrides it). */
+    openblas_set_num_threads(1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "sgps: unknown command '%s'\n", argv[1]);

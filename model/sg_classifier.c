@@ -24,7 +24,7 @@
 #define SGPM_MAX_CHANNELS 4096
 #define SGPM_MAX_K 15
 #define SGPM_MAX_STRIDE 15
-#define SGPM_MAX_HW 8192
+#define SGPM_MAX_HW 1024 /* the input side: engines go up to 512 px */
 #define SGPM_MAX_META (1u << 20)
 #define SGPM_MAX_LAYER_FLOATS ((size_t)1 << 27) /* per image, per layer output */
 #define SGPM_MAX_LINEAR_IN ((size_t)1 << 24)
@@ -95,6 +95,13 @@ void sg_classifier_serialize(const sg_classifier *c, sg_buf *out) {
 }
 
 sg_status sg_classifier_save(const sg_classifier *c, const char *path, sg_err *err) {
+    /* Nothing is written that sg_classifier_load would refuse. */
+    for (int i = 0; i < c->n_classes; i++)
+        if (strlen(c->class_names[i]) > SG_MAX_NAME)
+            return sg_err_set(err, SG_ERR_ARG, "%s: class name %d is longer than %d bytes", path, i, SG_MAX_NAME);
+    if (c->meta_json && strlen(c->meta_json) > SGPM_MAX_META)
+        return sg_err_set(err, SG_ERR_ARG, "%s: metadata of %zu bytes, above the limit of %u", path,
+                          strlen(c->meta_json), SGPM_MAX_META);
     sg_buf b = {0};
     sg_classifier_serialize(c, &b);
     sg_status s = sg_file_write_atomic(path, b.data, b.len, err);
@@ -209,8 +216,21 @@ sg_status sg_classifier_deserialize(const uint8_t *data, size_t len, const char 
     sg_status st = SG_OK;
     c->n_classes = (int)n_classes;
     c->class_names = sg_xcalloc(n_classes, sizeof(char *));
-    for (uint32_t i = 0; i < n_classes && !r.bad; i++) sg_rd_str(&r, &c->class_names[i], SG_MAX_NAME);
-    if (!r.bad && (flags & SGPM_FLAG_META)) sg_rd_str(&r, &c->meta_json, SGPM_MAX_META);
+    /* A stored length above the limit is named as such, not as truncation. */
+    for (uint32_t i = 0; i < n_classes && !r.bad; i++) {
+        if (r.pos + 4 <= r.len && sg_get_u32le(r.p + r.pos) > SG_MAX_NAME) {
+            st = sg_err_set(err, SG_ERR_FORMAT, "%s: class name %u is longer than %d bytes", name, i, SG_MAX_NAME);
+            goto fail;
+        }
+        sg_rd_str(&r, &c->class_names[i], SG_MAX_NAME);
+    }
+    if (!r.bad && (flags & SGPM_FLAG_META)) {
+        if (r.pos + 4 <= r.len && sg_get_u32le(r.p + r.pos) > SGPM_MAX_META) {
+            st = sg_err_set(err, SG_ERR_FORMAT, "%s: metadata longer than %u bytes", name, SGPM_MAX_META);
+            goto fail;
+        }
+        sg_rd_str(&r, &c->meta_json, SGPM_MAX_META);
+    }
     uint64_t n_params = 0, n_state = 0;
     if (!r.bad) sg_rd_u64(&r, &n_params);
     if (!r.bad && n_params > (r.len - r.pos) / 4) r.bad = 1;
@@ -247,9 +267,11 @@ sg_status sg_classifier_deserialize(const uint8_t *data, size_t len, const char 
     }
 
     /* Architecture: range-check, rebuild, compare with what was stored. */
-    if (in_c < 1 || in_c > SGPM_MAX_CHANNELS || in_h < 1 || in_h > SGPM_MAX_HW || in_w < 1 || in_w > SGPM_MAX_HW) {
-        st = sg_err_set(err, SG_ERR_FORMAT, "%s: inconsistent architecture: input %ux%ux%u out of range", name, in_c,
-                        in_h, in_w);
+    /* Classifiers read RGB images (sg_image_to_tensor writes three planes). */
+    if (in_c != 3 || in_h < 1 || in_h > SGPM_MAX_HW || in_w < 1 || in_w > SGPM_MAX_HW) {
+        st = sg_err_set(err, SG_ERR_FORMAT,
+                        "%s: inconsistent architecture: input %ux%ux%u (3 channels and 1..%d px a side allowed)", name,
+                        in_c, in_h, in_w, SGPM_MAX_HW);
         goto fail;
     }
     if (!isfinite(bn_eps) || !(bn_eps > 0)) {

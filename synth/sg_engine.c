@@ -263,6 +263,12 @@ int sg_text_tokenize(const char *text, int buckets, int *ids, int max_ids) {
     return n;
 }
 
+int sg_text_has_words(const char *text) {
+    for (const char *p = text; p && *p; p++)
+        if (isalnum((unsigned char)*p)) return 1;
+    return 0;
+}
+
 /* Text code t (T) of token ids; keeps what backward needs in tc. drop_mask
  * (nullable) marks tokens to leave out (training word dropout). */
 void sg_text_forward(const sg_engine *e, const int *ids, int n_ids, const uint8_t *drop, sg_text_cache *tc) {

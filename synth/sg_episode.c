@@ -229,7 +229,7 @@ float sg_engine_episode_grad(sg_engine *e, const sg_episode *ep, float *grad, fl
     float *z = sg_xalloc_floats((size_t)Z);
     for (int c = 0; c < N; c++) {
         h->has_img[c] = ep->shots[c] > 0;
-        h->has_text[c] = ep->texts && ep->texts[c] && ep->texts[c][0];
+        h->has_text[c] = ep->texts && sg_text_has_words(ep->texts[c]);
         if (!h->has_text[c]) continue;
         ntid[c] = sg_text_tokenize(ep->texts[c], cf->text_buckets, tids[c], SG_TEXT_MAX_IDS);
         int kept = 0;
@@ -558,11 +558,11 @@ static sg_status synth_prepare(const sg_engine *e, const sg_task *task, const sg
     int ns = 0, n_text = 0;
     for (int c = 0; c < N; c++) {
         const sg_task_class *k = &task->classes[c];
-        int img = o->use_images && k->n_shots > 0, txt = o->use_text && k->text && k->text[0];
+        int img = o->use_images && k->n_shots > 0, txt = o->use_text && sg_text_has_words(k->text);
         if (!img && !txt)
             return sg_err_set(err, SG_ERR_ARG, "class '%s' has no %s", k->name ? k->name : "?",
-                              o->use_images ? (o->use_text ? "support image and no description" : "support image")
-                                            : "description (text-only synthesis)");
+                              o->use_images ? (o->use_text ? "support image and no description (a description needs a word: ASCII letters or digits)" : "support image")
+                                            : "description (text-only synthesis; a description needs a word: ASCII letters or digits)");
         if (img) ns += k->n_shots;
         n_text += txt;
     }
@@ -584,7 +584,7 @@ static sg_status synth_prepare(const sg_engine *e, const sg_task *task, const sg
     for (int c = 0; c < N; c++) {
         const sg_task_class *k = &task->classes[c];
         h->has_img[c] = o->use_images && k->n_shots > 0;
-        h->has_text[c] = o->use_text && k->text && k->text[0];
+        h->has_text[c] = o->use_text && sg_text_has_words(k->text);
         if (!h->has_text[c]) continue;
         int nid = sg_text_tokenize(k->text, cf->text_buckets, ids, SG_TEXT_MAX_IDS);
         sg_text_forward(e, ids, nid, NULL, &tc);

@@ -223,8 +223,34 @@ sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fews
     sg_ctx *cctx = NULL;
     double t0 = sg_now();
     int text_ok = 1;
-    for (int c = 0; c < d->n_classes; c++)
-        if (!d->class_text || !d->class_text[c]) text_ok = 0;
+    for (int c = 0; c < d->n_classes && text_ok; c++)
+        if (!d->class_text || !d->class_text[c]) {
+            text_ok = 0;
+            if (rank == 0 && (o->methods[SG_M_SGPS_IMG_TEXT] || o->methods[SG_M_SGPS_TEXT]))
+                sg_log(SG_LOG_WARN, "the methods with text are left out: class %s has no description", d->class_names[c]);
+        }
+    /* Every episode is o->way-way or none is: an episode drawn with fewer
+     * classes would be reported under the wrong name. */
+    {
+        int need = o->shot + o->queries, ok = 0;
+        int *count = sg_xcalloc((size_t)d->n_classes, sizeof(int));
+        for (int i = 0; i < d->n; i++) count[d->label[i]]++;
+        sg_buf few = {0};
+        for (int c = 0; c < d->n_classes; c++) {
+            if (count[c] >= need) ok++;
+            else sg_buf_printf(&few, "%s%s (%d)", few.len ? ", " : "", d->class_names[c], count[c]);
+        }
+        free(count);
+        if (ok < o->way) {
+            sg_err_set(err, SG_ERR_ARG, "%d-way episodes need %d classes with %d images each (shot + queries); %d have them%s%.*s",
+                       o->way, o->way, need, ok, few.len ? "; fewer: " : "", (int)few.len, (const char *)few.data);
+            sg_buf_free(&few);
+            free(all); free(acc); free(done);
+            return SG_ERR_ARG;
+        }
+        sg_buf_free(&few);
+    }
+    int synth_failed = 0;
     for (int ep = 0; ep < E; ep++) {
         sg_rng r;
         sg_rng_seed2(&r, o->seed, (uint64_t)ep);
@@ -232,6 +258,12 @@ sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fews
             free(all); free(acc); free(done);
             sg_episode_buf_free(&b);
             return sg_err_set(err, SG_ERR_ARG, "not enough classes with %d images (shot + queries)", o->shot + o->queries);
+        }
+        if (b.ep.way != o->way) { /* a source set with fewer eligible classes (every rank draws every episode) */
+            free(all); free(acc); free(done);
+            sg_episode_buf_free(&b);
+            return sg_err_set(err, SG_ERR_ARG, "episode %d drew %d classes from one source set, not %d", ep, b.ep.way,
+                              o->way);
         }
         if (ep % P != rank) continue;
         int N = b.ep.way, ns = N * o->shot, nq = b.ep.n_query;
@@ -284,7 +316,10 @@ sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fews
             so.support_norm = o->support_norm;
             sg_classifier *cl;
             sg_err e2;
-            if (sg_engine_synthesize(e, &task, &so, &cl, &e2) != SG_OK) continue;
+            if (sg_engine_synthesize(e, &task, &so, &cl, &e2) != SG_OK) {
+                if (!synth_failed++) sg_log(SG_LOG_ERROR, "episode %d, %s: %s", ep, sg_method_name((sg_method)m), e2.msg);
+                continue;
+            }
             a[m] = classifier_acc(cl, &cctx, xq, b.qlab, nq);
             sg_classifier_free(cl);
         }
@@ -305,6 +340,13 @@ sg_status sg_fewshot_eval(const sg_engine *e, const sg_dataset *d, const sg_fews
     if (P > 1) {
         MPI_Reduce(rank == 0 ? MPI_IN_PLACE : acc, acc, E * SG_M__COUNT, MPI_DOUBLE, MPI_SUM, 0, comm);
         MPI_Reduce(rank == 0 ? MPI_IN_PLACE : done, done, E, MPI_INT, MPI_SUM, 0, comm);
+        MPI_Allreduce(MPI_IN_PLACE, &synth_failed, 1, MPI_INT, MPI_SUM, comm);
+    }
+    if (synth_failed) { /* a failed synthesis is not an accuracy of 0 */
+        free(all);
+        free(acc);
+        free(done);
+        return sg_err_set(err, SG_ERR_ARG, "synthesis failed in %d episode(s) (the first is logged above)", synth_failed);
     }
     if (rank == 0) {
         for (int m = 0; m < SG_M__COUNT; m++) {

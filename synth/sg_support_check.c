@@ -139,11 +139,14 @@ char *sg_support_check_json(const sg_support_check *c, const sg_task *task) {
     cJSON_AddStringToObject(j, "method", c->fast ? "fast" : "exact");
     if (c->checked) cJSON_AddNumberToObject(j, "mean_own_probability", c->mean_p_own);
     else cJSON_AddNullToObject(j, "mean_own_probability");
+    /* The first SG_SUPPORT_CHECK_MAX_LISTED misclassified exemplars, so the
+     * classifier's metadata stays far below its 1 MiB limit. */
     cJSON *mis = cJSON_AddArrayToObject(j, "misclassified");
-    for (int ci = 0, first = 0; ci < task->n_classes; first += task->classes[ci].n_shots, ci++)
-        for (int i = 0; i < task->classes[ci].n_shots; i++) {
+    for (int ci = 0, first = 0, listed = 0; ci < task->n_classes; first += task->classes[ci].n_shots, ci++)
+        for (int i = 0; i < task->classes[ci].n_shots && listed < SG_SUPPORT_CHECK_MAX_LISTED; i++) {
             int p = c->pred[first + i];
             if (p < 0 || p == ci) continue;
+            listed++;
             cJSON *m = cJSON_CreateObject();
             cJSON_AddStringToObject(m, "class", task->classes[ci].name ? task->classes[ci].name : "");
             cJSON_AddNumberToObject(m, "image", i);

@@ -79,6 +79,9 @@ uint32_t sg_engine_params_crc(const sg_engine *e);
 /* Lowercased alphanumeric words; unigram and bigram hashes into [0, buckets).
  * Returns the number of ids written (at most max_ids). */
 int sg_text_tokenize(const char *text, int buckets, int *ids, int max_ids);
+/* Whether text holds a word the tokenizer reads (an ASCII letter or digit):
+ * a description without one carries nothing and counts as no description. */
+int sg_text_has_words(const char *text);
 
 /* ---- tasks --------------------------------------------------------------- */
 
@@ -156,6 +159,8 @@ typedef struct sg_support_check {
  * support normalization's B = 0.25 that is a 1/(4n) share of the statistics);
  * the fast one costs about one synthesis. */
 #define SG_SUPPORT_CHECK_EXACT_MAX 25
+/* sg_support_check_json lists at most this many misclassified exemplars. */
+#define SG_SUPPORT_CHECK_MAX_LISTED 200
 /* The check's methods by name (sgps synth --check, a manifest's "support_check"):
  * auto (exact up to SG_SUPPORT_CHECK_EXACT_MAX images, fast above), exact, fast;
  * SG_CHECK_OFF: no check. */

@@ -515,6 +515,24 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         free(is_val); free(is_s2); free(train_cls); free(s2_cls);
         return bad;
     }
+    /* Validation (checkpoint choice, head calibration) needs 1- and 5-shot
+     * episodes of 15 queries from the validation classes; without them it is
+     * skipped with a warning rather than reported as 0 %. */
+    int val_on = o->n_val_classes > 0 && o->val_episodes > 0;
+    for (int shot = 1; shot <= 5 && val_on; shot += 4) {
+        sg_episode_buf vb = {0};
+        sg_rng r;
+        sg_rng_seed2(&r, o->seed ^ 0x5A17ULL, (uint64_t)shot);
+        if (!sg_sample_episode(d, o->val_classes, o->n_val_classes, o->way, shot, 15, 0.0f, 0, &r, &vb)) {
+            val_on = 0;
+            if (rank == 0)
+                sg_log(SG_LOG_WARN,
+                       "the validation classes cannot form %d-shot episodes (2 classes of one set with %d images each): "
+                       "no validation, no checkpoint choice, no head calibration",
+                       shot, shot + 15);
+        }
+        sg_episode_buf_free(&vb);
+    }
     /* stage-1 batches (its class index also counts the stage-1 images) */
     sg_batch_sampler *bs = n_train > 0 ? sg_batch_sampler_create(d, train_cls, n_train, o->bn_group > 0 ? o->bn_group : 0)
                                        : NULL;
@@ -674,7 +692,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             if ((step + 1) % steps_per_epoch == 0 || step + 1 == total1) {
                 sync_state(e, comm, P);
                 if ((st = check_same_weights(e, comm, err)) != SG_OK) break;
-                if (o->n_val_classes > 0 && o->val_episodes > 0) {
+                if (val_on) {
                     double a5, b5, a1, b1;
                     validate(e, d, o, 1, comm, rank, P, 0, &a1, &b1);
                     validate(e, d, o, 5, comm, rank, P, 0, &a5, &b5);
@@ -738,7 +756,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         double tl = sg_now(), lsum = 0, asum = 0;
         int lcnt = 0;
         if (!resumed2) best_val = -1;
-        if (!resumed2 && o->n_val_classes > 0 && o->val_episodes > 0) {
+        if (!resumed2 && val_on) {
             /* the starting point is a candidate too: stage 2 must earn its keep */
             double a1, b1, a5, b5;
             validate(e, d, o, 1, comm, rank, P, 1, &a1, &b1);
@@ -756,6 +774,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             st = save_state(o, hash, &snap, e, rank, comm, P, err);
         }
         double t2 = sg_now();
+        unsigned undrawn = 0; /* shot counts whose episodes could not be drawn, warned once each */
         for (long step = start2; step < steps && st == SG_OK; step++) {
             memset(grad + off, 0, sizeof(float) * n2);
             float lsr = 0, acr = 0;
@@ -766,8 +785,13 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 int shot = (int)sg_rng_below(&r, (uint32_t)o->max_shot + 1);
                 int text_only = shot == 0;
                 if (text_only) shot = 0;
-                if (!sg_sample_episode(d, s2_cls, n_s2, o->way, shot, o->queries, o->text_dropout, text_only, &r, &b))
+                if (!sg_sample_episode(d, s2_cls, n_s2, o->way, shot, o->queries, o->text_dropout, text_only, &r, &b)) {
+                    if (rank == 0 && !(undrawn & (1u << shot)))
+                        sg_log(SG_LOG_WARN, "stage 2: %d-shot episodes cannot be drawn (2 classes of one set with %d "
+                               "images%s each) and are skipped", shot, shot + o->queries, text_only ? " and a description" : "");
+                    undrawn |= 1u << shot;
                     continue;
+                }
                 if (k % P != rank) continue;
                 b.ep.word_dropout = 0.2f;
                 b.ep.seed = o->seed ^ ((uint64_t)step * (uint64_t)E + (uint64_t)k);
@@ -802,7 +826,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             long every = steps / 5 > 0 ? steps / 5 : 1;
             if ((step + 1) % every == 0 || last) {
                 if ((st = check_same_weights(e, comm, err)) != SG_OK) break;
-                if (o->n_val_classes > 0 && o->val_episodes > 0) {
+                if (val_on) {
                     double a1, b1, a5, b5;
                     validate(e, d, o, 1, comm, rank, P, 1, &a1, &b1);
                     validate(e, d, o, 5, comm, rank, P, 1, &a5, &b5);
@@ -841,7 +865,7 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         sg_episode_buf_free(&b);
         if (st == SG_OK && best_val >= 0) memcpy(e->params, best, sizeof(float) * np);
     }
-    if (st == SG_OK && o->calib_episodes > 0 && o->val_episodes > 0 && o->n_val_classes > 0) calibrate_head(e, d, o, comm, rank, P);
+    if (st == SG_OK && o->calib_episodes > 0 && val_on) calibrate_head(e, d, o, comm, rank, P);
     if (st == SG_OK) st = check_same_weights(e, comm, err);
     sg_batch_sampler_free(bs);
     free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls); free(is_s2); free(s2_cls);

@@ -102,6 +102,10 @@ grep -q 'does not match' "$W/train3.txt" || fail "a size mismatch is not explain
   fail "train-engine --stage2-classes: $(cat "$W/s2.txt")"
 grep -q 'pretraining on 3 classes (9 images)' "$W/s2.txt" || fail "stage 1 did not leave out the stage-2 classes: $(cat "$W/s2.txt")"
 grep -q 'meta-training on 3 classes unseen in stage 1' "$W/s2.txt" || fail "stage 2 did not use the stage-2 classes: $(cat "$W/s2.txt")"
+# three images a class form no validation episode: said once, not reported as 0 % at every check
+grep -q 'the validation classes cannot form 1-shot episodes (2 classes of one set with 16 images each)' "$W/s2.txt" ||
+  fail "validation classes too small for an episode: not said: $(cat "$W/s2.txt")"
+grep -q 'validation: ' "$W/s2.txt" && fail "validation reported without an episode: $(cat "$W/s2.txt")"
 "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" -o "$W/s2.sgpe" --width 4 --img 16 \
   --epochs 0 --episodes 0 --stage2-classes train/nosuch > "$W/s2b.txt" 2>&1; [ $? -eq 2 ] || fail "--stage2-classes with an unknown class: exit 2 expected"
 grep -q "'train/nosuch' names no loaded set or class" "$W/s2b.txt" || fail "unknown stage-2 class not named: $(cat "$W/s2b.txt")"
@@ -249,6 +253,20 @@ grep -q '^| SGPS (images + text) |' "$W/evx2.md" || fail "eval-fewshot from shar
 "$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --way 1 > /dev/null 2> "$W/ev2.txt"
 [ $? -eq 2 ] || fail "eval-fewshot --way 1: exit 2 expected"
 grep -q "bad value '1' for --way" "$W/ev2.txt" || fail "eval-fewshot --way 1 not explained: $(cat "$W/ev2.txt")"
+# more classes than the set has with shot + queries images: refused, not reported as a
+# smaller episode under the asked name; a class without a description leaves the text
+# methods out with a warning (an empty description is none)
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --way 4 --shot 1 --episodes 2 --queries 1 \
+  > /dev/null 2> "$W/ev3.txt"
+[ $? -eq 1 ] || fail "eval-fewshot --way 4 on 3 classes: exit 1 expected ($(cat "$W/ev3.txt"))"
+grep -q "4-way episodes need 4 classes with 2 images each (shot + queries); 3 have them" "$W/ev3.txt" ||
+  fail "eval-fewshot --way 4 on 3 classes not explained: $(cat "$W/ev3.txt")"
+sed 's/"description": "[^"]*"/"description": ""/' "$W/a/registry.json" > "$W/empty-desc.json"
+"$SGPS" eval-fewshot --engine "$W/a/engine.sgpe" --data "$W/a/heldout" --registry "$W/empty-desc.json" --way 3 --shot 1 \
+  --episodes 2 --queries 1 > "$W/ev4.txt" 2>&1 || fail "eval-fewshot with empty descriptions: $(cat "$W/ev4.txt")"
+grep -q "the methods with text are left out: class heldout/.* has no description" "$W/ev4.txt" ||
+  fail "eval-fewshot: text methods with empty descriptions not explained: $(cat "$W/ev4.txt")"
+grep -q "text only" "$W/ev4.txt" && fail "eval-fewshot ran text-only synthesis on empty descriptions: $(cat "$W/ev4.txt")"
 # --shot with no count at all, or more than 16 counts, is refused (was: an empty table from
 # uninitialized results, exit 0; counts past the 16th silently dropped)
 for shot in "," "" "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"; do
@@ -407,6 +425,10 @@ JSON
 grep -q 'wrote .*c1.sgpm: 3 classes.*(support normalization 0.25)$' "$W/syn.txt" || fail "synth: no summary line: $(cat "$W/syn.txt")"
 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c2.sgpm" > /dev/null 2>&1 || fail "synth (again)"
 cmp -s "$W/c1.sgpm" "$W/c2.sgpm" || fail "synth: the same task gave different bytes"
+# ... whatever OPENBLAS_NUM_THREADS says (the convolution kernel depends on the thread count)
+OPENBLAS_NUM_THREADS=2 "$SGPS" synth --engine "$W/a/engine.sgpe" --task "$T/task.json" -o "$W/c2t.sgpm" > /dev/null 2>&1 ||
+  fail "synth (2 BLAS threads)"
+cmp -s "$W/c1.sgpm" "$W/c2t.sgpm" || fail "synth: OPENBLAS_NUM_THREADS=2 gave different bytes"
 # the support check: d009's two images, each classified by the classifier synthesized
 # without it, reported and kept in the classifier's metadata; --no-check skips it
 grep -q '^support check: [0-2] of 2 support images classified as their own class' "$W/syn.txt" ||
@@ -501,6 +523,11 @@ bad_task '{"classes": [{"name": "a", "description": 1}]}' 2 'description must be
 bad_task '{"classes": [{"name": "a", "images": "x.png"}]}' 2 'images must be an array'
 # class names head classify's columns: an empty or repeated one is refused
 bad_task '{"classes": [{"name": "", "description": "x"}, {"name": "b", "description": "y"}]}' 2 'classes\[0\].name must not be empty'
+bad_task "{\"classes\": [{\"name\": \"$(printf '%0257d' 0)\", \"description\": \"x\"}, {\"name\": \"b\", \"description\": \"y\"}]}" 2 \
+  'classes\[0\].name must be at most 256 bytes long'
+# a description without a word the tokenizer reads is no description
+bad_task '{"classes": [{"name": "a", "description": "--- ???"}, {"name": "b", "description": "y"}]}' 2 \
+  "class 'a' has no support image and no description"
 bad_task '{"classes": [{"name": "a", "description": "x"}, {"name": "b", "description": "y"}, {"name": "a", "description": "z"}]}' 2 \
   "classes\[2\].name: 'a' is also the name of class 0"
 bad_task '{"classes": [{"name": "a", "images": ["nosuch.png"]}, {"name": "b", "description": "y"}]}' 1 'nosuch.png'

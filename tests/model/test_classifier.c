@@ -201,6 +201,27 @@ Test(classifier, refuses_too_many_layers) { expect_refusal(edit_nlayers, 1, SG_E
 static void edit_input(sg_buf *b) { sg_put_u32le(b->data + 16, 0); }
 Test(classifier, refuses_zero_input_size) { expect_refusal(edit_input, 1, SG_ERR_FORMAT, "inconsistent architecture"); }
 
+/* One input channel: classifiers read RGB images, three planes. */
+static void edit_in_c(sg_buf *b) { sg_put_u32le(b->data + 12, 1); }
+Test(classifier, refuses_other_than_three_input_channels) {
+    expect_refusal(edit_in_c, 1, SG_ERR_FORMAT, "3 channels");
+}
+
+/* 1024 × 1024 input into a first convolution of 4096 channels: 4 G values per
+ * image, refused before anything that size is allocated. */
+static void edit_huge_activation(sg_buf *b) {
+    sg_put_u32le(b->data + 16, 1024);
+    sg_put_u32le(b->data + 20, 1024);
+    sg_put_u32le(b->data + layer_field(0, 2), 4096);
+}
+Test(classifier, refuses_huge_activations) {
+    expect_refusal(edit_huge_activation, 1, SG_ERR_FORMAT, "output too large");
+}
+
+/* An input side beyond 1024 px. */
+static void edit_input_side(sg_buf *b) { sg_put_u32le(b->data + 20, 8192); }
+Test(classifier, refuses_input_side_out_of_range) { expect_refusal(edit_input_side, 1, SG_ERR_FORMAT, "1..1024 px"); }
+
 /* A 2-output head under 3 stored class names. */
 static void edit_classes(sg_buf *b) { sg_put_u32le(b->data + layer_field(9, 2), 2); }
 Test(classifier, refuses_class_count_mismatch) {
@@ -210,6 +231,37 @@ Test(classifier, refuses_class_count_mismatch) {
 static void edit_bias_flag(sg_buf *b) { sg_put_u32le(b->data + layer_field(4, 6), 1); }
 Test(classifier, refuses_param_count_mismatch) {
     expect_refusal(edit_bias_flag, 1, SG_ERR_FORMAT, "inconsistent architecture");
+}
+
+/* A class name over the limit: saving refuses it (nothing is written that
+ * loading would refuse), and a file holding one is refused for that reason. */
+Test(classifier, long_class_name_refused_on_save_and_load) {
+    char path[256];
+    tmp_path(path, sizeof path, "long.sgpm");
+    sg_classifier *c = make_classifier(5);
+    free(c->class_names[1]);
+    c->class_names[1] = sg_xmalloc(SG_MAX_NAME + 2);
+    memset(c->class_names[1], 'n', SG_MAX_NAME + 1);
+    c->class_names[1][SG_MAX_NAME + 1] = 0;
+    sg_err e = {{0}};
+    cr_assert_eq(sg_classifier_save(c, path, &e), SG_ERR_ARG);
+    cr_assert_not_null(strstr(e.msg, "longer than 256 bytes"), "%s", e.msg);
+    cr_assert_eq(access(path, F_OK), -1, "a refused classifier was written");
+    sg_buf b = {0};
+    sg_classifier_serialize(c, &b);
+    write_bytes(path, b.data, b.len);
+    sg_classifier *d = (sg_classifier *)1;
+    cr_assert_eq(sg_classifier_load(path, &d, &e), SG_ERR_FORMAT);
+    cr_assert_null(d);
+    cr_assert_not_null(strstr(e.msg, "class name 1 is longer than 256 bytes"), "%s", e.msg);
+    c->class_names[1][SG_MAX_NAME] = 0; /* exactly the limit: kept */
+    cr_assert_eq(sg_classifier_save(c, path, &e), SG_OK, "%s", e.msg);
+    cr_assert_eq(sg_classifier_load(path, &d, &e), SG_OK, "%s", e.msg);
+    cr_assert_str_eq(d->class_names[1], c->class_names[1]);
+    sg_classifier_free(d);
+    sg_buf_free(&b);
+    sg_classifier_free(c);
+    unlink(path);
 }
 
 Test(classifier, missing_file_is_io_error) {
