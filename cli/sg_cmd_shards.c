@@ -19,7 +19,8 @@ static void shards_usage(FILE *f) {
             "           --decode also decodes each image and prints its size.\n"
             "           --quiet prints only the per-shard summary.\n\n"
             "exit status: 0 all good, 1 verification failed / samples skipped / stream\n"
-            "             broken, 2 usage error or unreadable input\n");
+            "             broken / a shard cannot be opened (ls goes on with the others),\n"
+            "             2 usage error, unreadable index or bad shard pattern\n");
 }
 
 static int cmd_verify(int argc, char **argv) {
@@ -78,10 +79,11 @@ static int cmd_ls(int argc, char **argv) {
             o.require_image = 0;
             o.log_skips = 0;
             sg_shard_reader *r = sg_shard_reader_open(paths[k], &o, &err);
-            if (!r) {
+            if (!r) { /* reported; the other shards are still listed */
                 fprintf(stderr, "sgps shards ls: %s\n", err.msg);
-                sg_strv_free(paths, np);
-                return 2;
+                printf("# %s: unreadable\n", paths[k]);
+                rc = 1;
+                continue;
             }
             sg_sample *smp;
             uint64_t n = 0;

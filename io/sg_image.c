@@ -4,12 +4,15 @@
  * Every decoder reads the dimensions first and refuses images above the pixel
  * limit before any pixel buffer is allocated (decompression bombs). Library
  * errors longjmp back into the decoder that set them up, so a corrupt image
- * returns SG_ERR_FORMAT and never aborts the process. JPEG warnings (premature
- * end, corrupt data) count as errors: a truncated file must not become a grey
- * image that silently enters an evaluation. */
+ * returns SG_ERR_FORMAT and never aborts the process. JPEG warnings that mean
+ * damaged data (premature end, corrupt entropy data, bad progression) count as
+ * errors: a truncated file must not become a grey image that silently enters
+ * an evaluation. Other warnings (an unknown JFIF revision, a bad ICC marker,
+ * an unknown Adobe transform) leave the pixels intact and are ignored. */
 #include "sg_io.h"
 
 #include <jpeglib.h>
+#include <jerror.h> /* after jpeglib.h: the JWRN_* codes */
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
@@ -74,9 +77,25 @@ static void jpeg_on_error(j_common_ptr c) {
     longjmp(g->jb, 1);
 }
 
+static int jpeg_warning_is_damage(int code) {
+    switch (code) {
+    case JWRN_JPEG_EOF:
+    case JWRN_HIT_MARKER:
+    case JWRN_MUST_RESYNC:
+    case JWRN_HUFF_BAD_CODE:
+#if JPEG_LIB_VERSION >= 70 || defined(D_ARITH_CODING_SUPPORTED)
+    case JWRN_ARITH_BAD_CODE:
+#endif
+    case JWRN_EXTRANEOUS_DATA:
+    case JWRN_BOGUS_PROGRESSION:
+    case JWRN_NOT_SEQUENTIAL: return 1;
+    default: return 0;
+    }
+}
+
 static void jpeg_on_message(j_common_ptr c, int level) {
     jpeg_guard *g = (jpeg_guard *)c->err;
-    if (level < 0 && !g->bad) { /* warnings: corrupt data, premature end */
+    if (level < 0 && !g->bad && jpeg_warning_is_damage(c->err->msg_code)) {
         g->bad = 1;
         c->err->format_message(c, g->msg);
     }

@@ -33,8 +33,11 @@
  *   1) w = sg_shard_writer_open(path, compression, level, err)
  *   2) sg_shard_writer_add(w, key, members, n, err)     once per sample
  *   3) sg_shard_writer_close(w, &info, err)             fsync + rename
+ *      or, to publish several files together (sg_pack):
+ *      sg_shard_writer_finish(w, &info, err)            fsync, temp name kept
+ *      ... sg_shard_writer_commit(w, err)               rename
  *   4) sg_shard_writer_free(w)                          removes the temp file
- *      when close was not reached; accepts NULL
+ *      when it was not renamed; accepts NULL
  *
  * Shard lists: sg_braces_expand("a-{000..127}.tar.zst", ...) or
  * sg_shard_index_load("index.json", ...); sg_shard_list_resolve accepts both.
@@ -117,6 +120,10 @@ sg_status sg_image_decode_u8_planar(const uint8_t *data, size_t len, const char 
 
 /* ---- samples and the shard reader --------------------------------------- */
 
+/* The largest tar member the reader accepts by default (64 MiB), and so the
+ * largest source file sg_pack stores: a packed shard is always readable. */
+#define SG_SHARD_MAX_MEMBER_BYTES ((size_t)64 << 20)
+
 /* One tar member of a sample: KEY.EXT. ext is lowercased. */
 typedef struct sg_member {
     const char *ext;
@@ -146,7 +153,8 @@ typedef enum sg_skip_reason {
     SG_SKIP_MEMBER_TYPE = 3, /* symlink, hardlink, device, fifo, sparse file */
     SG_SKIP_LABEL = 4,       /* label missing (opts.require_label) or unparsable */
     SG_SKIP_DUPLICATE = 5,   /* key seen before in this shard, or an extension twice */
-    SG_SKIP_UNSAFE_NAME = 6, /* absolute member name or a ".." component */
+    SG_SKIP_UNSAFE_NAME = 6, /* absolute member name, a ".." component, or an empty
+                                key (".jpg", "dir/.jpg") */
     SG_SKIP_NO_IMAGE = 7,    /* no image member (opts.require_image) */
     SG_SKIP__COUNT = 8
 } sg_skip_reason;
@@ -158,7 +166,8 @@ typedef struct sg_shard_reader_opts {
     sg_image_limits limits;  /* default 64 Mpx */
     int require_label;       /* default 0 */
     int require_image;       /* default 1 */
-    size_t max_member_bytes; /* default 64 MiB; larger members skip their sample */
+    size_t max_member_bytes; /* default SG_SHARD_MAX_MEMBER_BYTES; larger members
+                                skip their sample */
     size_t max_members;      /* per sample; default 64 */
     const char *const *classes; /* optional class names for string labels */
     size_t n_classes;
@@ -201,12 +210,21 @@ typedef struct sg_shard_info {
 
 /* level: zstd 1..19, gzip 1..9; 0 = the default (zstd 3, gzip 6). */
 sg_shard_writer *sg_shard_writer_open(const char *path, sg_compression c, int level, sg_err *err);
-/* key: non-empty, no '.', not absolute, no ".." component, not "__*__".
- * Members are written as KEY.EXT sorted by ext; exts must be distinct. */
+/* 1 when key is a valid WebDataset key for the writer: non-empty, no '.' or
+ * backslash, not absolute, no empty component ("a//b", "a/"), basename not "__*__". */
+int sg_shard_key_valid(const char *key);
+/* key: sg_shard_key_valid. Members are written as KEY.EXT sorted by ext;
+ * exts must be distinct. Non-ASCII names are stored as raw bytes (pax
+ * hdrcharset=BINARY) and read back unchanged. */
 sg_status sg_shard_writer_add(sg_shard_writer *w, const char *key, const sg_member *members, size_t n, sg_err *err);
 /* Uncompressed tar bytes a sample with these member sizes adds. */
 uint64_t sg_shard_tar_bytes(const char *key, const sg_member *members, size_t n);
 sg_status sg_shard_writer_close(sg_shard_writer *w, sg_shard_info *info, sg_err *err);
+/* close in two steps: finish completes and fsyncs the temp file (info as
+ * close gives it), commit renames it to the final name. Between the two the
+ * shard exists only under its temp name; free removes it. */
+sg_status sg_shard_writer_finish(sg_shard_writer *w, sg_shard_info *info, sg_err *err);
+sg_status sg_shard_writer_commit(sg_shard_writer *w, sg_err *err);
 void sg_shard_writer_free(sg_shard_writer *w);
 
 /* ---- shard lists ---------------------------------------------------------- */
@@ -246,14 +264,16 @@ sg_status sg_shard_list_resolve(const char *spec, char ***paths, size_t *n, sg_e
 
 typedef struct sg_pack_opts {
     const char *src;         /* ImageFolder (DIR/images/<label>/x or DIR/<label>/x) or a CSV file */
-    const char *out_pattern; /* shard names with one printf %d, e.g. out/ham-%06d.tar.zst */
+    const char *out_pattern; /* shard names with one printf %d in the file name, e.g.
+                                out/ham-%06d.tar.zst; %% is a literal % */
     const char *index_path;  /* NULL: <dir>/<stem>index.json beside the shards */
     const char *classes_path; /* NULL: <dir>/<stem>classes.txt */
     uint64_t max_samples;    /* per shard; 0 = 10000 */
     uint64_t max_bytes;      /* per shard, uncompressed tar bytes; 0 = 1 GiB */
     int level;               /* compression level, 0 = default */
     const char *group_col;   /* CSV column whose groups stay within one shard, or NULL */
-    size_t max_file_bytes;   /* per source image; 0 = 256 MiB */
+    size_t max_file_bytes;   /* per source image; 0 or above SG_SHARD_MAX_MEMBER_BYTES =
+                                SG_SHARD_MAX_MEMBER_BYTES */
     int progress;            /* 1: a progress line every 2 s and per shard */
 } sg_pack_opts;
 
@@ -269,6 +289,10 @@ typedef struct sg_pack_result {
     char *index_path, *classes_path;
 } sg_pack_result;
 
+/* Shards are written under temp names and renamed together with the index
+ * and class list only when everything succeeded: a failed pack leaves no new
+ * file under a final name (an older index at the same path is removed just
+ * before the renames, so it never describes the new shards). */
 sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err);
 /* The images of an ImageFolder (DIR/images/<label>/x.jpg, or DIR/<label>/x.jpg),
  * as sg_pack reads it, in the order of their WebDataset keys: paths[i] as
@@ -281,7 +305,7 @@ sg_status sg_image_folder_list(const char *dir, sg_image_folder *out, sg_err *er
 void sg_image_folder_free(sg_image_folder *f);
 void sg_pack_result_free(sg_pack_result *res);
 
-/* Checks every shard of an index: size, sha256, and the sample count found
+/* Checks every shard of an index: size (first), sha256, and the sample count found
  * by reading it (no decoding). Writes one line per problem to the log and
  * returns SG_ERR_CHECKSUM / SG_ERR_FORMAT on the first kind found, with the
  * count of bad shards in *n_bad. */

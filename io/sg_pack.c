@@ -5,7 +5,14 @@
  * on the source: samples in path order (or, with a group column, groups in the
  * order of their first path, paths within a group), class ids in sorted class
  * name order. Image bytes are copied unchanged; only their magic bytes are
- * checked so that a shard never carries a file no decoder will accept. */
+ * checked so that a shard never carries a file no decoder will accept.
+ *
+ * Everything that can be checked from the list (keys, labels) is checked
+ * while listing, so such errors name the source line and come before any
+ * shard is written. Shards stay under their temp names until the last one is
+ * complete; then the old index is removed, the shards renamed and the class
+ * list and index written, so a failed pack leaves no new file under a final
+ * name and an index, when there is one, describes the shards beside it. */
 #include "sg_io.h"
 
 #include <cjson/cJSON.h>
@@ -14,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct pk_entry {
     char *path;  /* as opened */
@@ -63,11 +71,17 @@ static char *join(const char *a, const char *b) {
 }
 
 /* Key from a relative path: extension dropped, other dots and backslashes
- * made safe, leading "./" and "/" removed. */
+ * made safe, leading "./" and "/" removed, "//" made "/". The result may
+ * still be invalid (a "__name__" basename, a trailing '/'): check it with
+ * sg_shard_key_valid. */
 static char *make_key(const char *rel) {
     while (rel[0] == '.' && rel[1] == '/') rel += 2;
     while (rel[0] == '/') rel++;
     char *k = sg_xstrdup(rel);
+    size_t o = 0;
+    for (size_t i = 0; k[i]; i++)
+        if (!(k[i] == '/' && o > 0 && k[o - 1] == '/')) k[o++] = k[i];
+    k[o] = 0;
     char *base = strrchr(k, '/');
     base = base ? base + 1 : k;
     char *dot = strrchr(base, '.');
@@ -76,6 +90,12 @@ static char *make_key(const char *rel) {
         if (*c == '.' || *c == '\\') *c = '_';
     return k;
 }
+
+#define PK_KEY_RULES "a key has no '__name__' basename and no empty path component"
+
+/* A label becomes one line of the class list: no line breaks. (A NUL cannot
+ * get here: folder names cannot hold one and a CSV with one is refused.) */
+static int label_ok(const char *l) { return !strpbrk(l, "\r\n"); }
 
 static int is_image_name(const char *n) {
     const char *d = strrchr(n, '.');
@@ -149,6 +169,23 @@ static sg_status list_folder(const char *src, pk_list *l, sg_err *err) {
     return s;
 }
 
+/* What pack needs of a folder listing beyond sg_image_folder_list: labels
+ * that fit one line of the class list, keys the writer accepts. */
+static sg_status check_folder(const pk_list *l, sg_err *err) {
+    for (size_t i = 0; i < l->n; i++) {
+        const pk_entry *e = &l->e[i];
+        if (!label_ok(e->label)) {
+            const char *sl = strrchr(e->path, '/');
+            return sg_err_set(err, SG_ERR_FORMAT, "%.*s: a class folder name with a line break cannot be a class name",
+                              (int)(sl ? sl - e->path : 0), e->path);
+        }
+        if (!sg_shard_key_valid(e->key))
+            return sg_err_set(err, SG_ERR_FORMAT, "%s: the file name gives the key '%s', not a valid WebDataset key "
+                              "(" PK_KEY_RULES ")", e->path, e->key);
+    }
+    return SG_OK;
+}
+
 /* ---- CSV ----------------------------------------------------------------------- */
 
 /* Splits one CSV record (RFC 4180 quoting) starting at *pos. Returns the
@@ -209,6 +246,13 @@ static sg_status list_csv(const char *csv, const char *group_col, pk_list *l, sg
     sg_status s = sg_file_read_all(csv, &data, &len, (size_t)1 << 31, err);
     if (s != SG_OK) return s;
     const char *t = (const char *)data;
+    const char *nul = memchr(t, 0, len);
+    if (nul) {
+        size_t nl = 1;
+        for (const char *c = t; c < nul; c++) nl += *c == '\n';
+        free(data);
+        return sg_err_set(err, SG_ERR_FORMAT, "%s:%zu: NUL byte (not a text CSV)", csv, nl);
+    }
     size_t pos = 0;
     if (len >= 3 && memcmp(t, "\xEF\xBB\xBF", 3) == 0) pos = 3;
     char **hdr;
@@ -249,9 +293,10 @@ static sg_status list_csv(const char *csv, const char *group_col, pk_list *l, sg
         sl[1] = 0;
     else
         dir[0] = 0;
-    size_t line = 1;
+    size_t line = 1, counted = 0; /* line: of the record starting at pos (a quoted field may span lines) */
+    for (; counted < pos; counted++) line += t[counted] == '\n';
     while (pos < len && s == SG_OK) {
-        line++;
+        for (; counted < pos; counted++) line += t[counted] == '\n';
         char **f;
         int nf = csv_record(t, len, &pos, &f);
         if (nf < 0) {
@@ -272,9 +317,22 @@ static sg_status list_csv(const char *csv, const char *group_col, pk_list *l, sg
             sg_strv_free(f, (size_t)nf);
             break;
         }
+        if (lc >= 0 && !label_ok(f[lc])) {
+            s = sg_err_set(err, SG_ERR_FORMAT, "%s:%zu: the label contains a line break", csv, line);
+            sg_strv_free(f, (size_t)nf);
+            break;
+        }
+        char *key = make_key(f[pc]);
+        if (!sg_shard_key_valid(key)) {
+            s = sg_err_set(err, SG_ERR_FORMAT, "%s:%zu: the path '%s' gives the key '%s', not a valid WebDataset key "
+                           "(" PK_KEY_RULES ")", csv, line, f[pc], key);
+            free(key);
+            sg_strv_free(f, (size_t)nf);
+            break;
+        }
         pk_entry *e = pk_push(l);
         e->path = f[pc][0] == '/' ? sg_xstrdup(f[pc]) : join(dir, f[pc]);
-        e->key = make_key(f[pc]);
+        e->key = key;
         if (lc >= 0 && f[lc][0]) e->label = sg_xstrdup(f[lc]);
         if (gc >= 0 && f[gc][0]) e->group = sg_xstrdup(f[gc]);
         if (l->n_extra) {
@@ -338,9 +396,12 @@ static int same_group(const pk_entry *a, const pk_entry *b) {
 
 /* ---- output names ---------------------------------------------------------------- */
 
-/* Checks that the pattern has exactly one %d / %0Nd (and %% otherwise). */
+/* Checks that the pattern has exactly one %d / %0Nd, in the file name (the
+ * folder is created once), and %% otherwise. */
 static sg_status pattern_check(const char *pat, sg_err *err) {
     int conv = 0;
+    const char *base = strrchr(pat, '/');
+    base = base ? base + 1 : pat;
     for (const char *p = pat; *p; p++) {
         if (*p != '%') continue;
         if (p[1] == '%') {
@@ -352,6 +413,9 @@ static sg_status pattern_check(const char *pat, sg_err *err) {
         while (*q >= '0' && *q <= '9') q++;
         if (*q != 'd' || q - p > 4) return sg_err_set(err, SG_ERR_ARG, "%s: only %%d or %%0Nd may appear in the "
                                                                        "output pattern", pat);
+        if (p < base)
+            return sg_err_set(err, SG_ERR_ARG, "%s: the %%d must be in the file name, not in the folder (%%%% for a "
+                              "literal %%)", pat);
         conv++;
         p = q;
     }
@@ -388,16 +452,25 @@ static char *pattern_name(const char *pat, long long v) {
     return (char *)b.data;
 }
 
-/* "<dir>/<stem>" from the pattern: the basename up to the conversion, with
- * trailing '-', '_', '.' kept as a separator ("ham-%06d" -> "ham-"). */
+/* The first n bytes of a pattern with %% made %. */
+static char *pattern_literal(const char *pat, size_t n) {
+    char *s = sg_xmalloc(n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        s[o++] = pat[i];
+        if (pat[i] == '%' && i + 1 < n && pat[i + 1] == '%') i++;
+    }
+    s[o] = 0;
+    return s;
+}
+
+/* "<dir>/<stem>" from the pattern: the path up to the conversion, with
+ * trailing '-', '_', '.' kept as a separator ("ham-%06d" -> "ham-"), %%
+ * made %. */
 static char *pattern_stem(const char *pat) {
     const char *pc = strchr(pat, '%');
     while (pc && pc[1] == '%') pc = strchr(pc + 2, '%');
-    size_t n = pc ? (size_t)(pc - pat) : strlen(pat);
-    char *s = sg_xmalloc(n + 1);
-    memcpy(s, pat, n);
-    s[n] = 0;
-    return s;
+    return pattern_literal(pat, pc ? (size_t)(pc - pat) : strlen(pat));
 }
 
 /* ---- the pack ---------------------------------------------------------------------- */
@@ -419,13 +492,22 @@ static const char *base_name(const char *p) {
 }
 
 /* The shard path as the index stores it: relative to the index's folder when
- * both live in the same folder, else absolute. */
+ * both live in the same folder, else absolute (from the folder: the shard
+ * itself exists only under its temp name yet). */
 static char *index_rel(const char *index_path, const char *shard) {
     const char *a = strrchr(index_path, '/'), *b = strrchr(shard, '/');
     size_t da = a ? (size_t)(a - index_path) : 0, db = b ? (size_t)(b - shard) : 0;
     if (da == db && strncmp(index_path, shard, da) == 0) return sg_xstrdup(base_name(shard));
-    char *abs = realpath(shard, NULL);
-    return abs ? abs : sg_xstrdup(shard);
+    size_t dl = b ? (db ? db : 1) : 0; /* "/x.tar": the folder is "/" */
+    char *dir = sg_xmalloc(dl + 2);
+    memcpy(dir, b ? shard : ".", b ? dl : 1);
+    dir[b ? dl : 1] = 0;
+    char *abs = realpath(dir, NULL);
+    free(dir);
+    if (!abs) return sg_xstrdup(shard);
+    char *r = join(abs, base_name(shard));
+    free(abs);
+    return r;
 }
 
 static void index_add(cJSON *arr, const char *index_path, const char *shard, const sg_shard_info *info) {
@@ -475,13 +557,64 @@ void sg_pack_result_free(sg_pack_result *res) {
     memset(res, 0, sizeof *res);
 }
 
+/* Shards finished under their temp names, waiting to be renamed together. */
+typedef struct pk_shards {
+    sg_shard_writer **w;
+    char **path; /* final names */
+    size_t n;
+} pk_shards;
+
+static void pk_shards_push(pk_shards *p, sg_shard_writer *w, char *path) {
+    p->w = sg_xrealloc(p->w, sizeof(sg_shard_writer *) * (p->n + 1));
+    p->path = sg_xrealloc(p->path, sizeof(char *) * (p->n + 1));
+    p->w[p->n] = w;
+    p->path[p->n++] = path;
+}
+
+static void pk_shards_free(pk_shards *p) {
+    for (size_t i = 0; i < p->n; i++) sg_shard_writer_free(p->w[i]); /* removes temp files not renamed */
+    free(p->w);
+    sg_strv_free(p->path, p->n);
+    memset(p, 0, sizeof *p);
+}
+
+/* Renames the finished shards, then writes the class list and the index. The
+ * index of an earlier pack goes first so that it never describes the new
+ * shards; on failure the renamed shards and the class list are removed again,
+ * leaving no new file under a final name. */
+static sg_status publish(pk_shards *p, const char *index_path, const char *index_txt, const char *classes_path,
+                         const sg_buf *cl, sg_err *err) {
+    if (unlink(index_path) != 0 && errno != ENOENT)
+        return sg_err_set(err, SG_ERR_IO, "%s: cannot remove the index of an earlier pack: %s", index_path,
+                          strerror(errno));
+    sg_status s = SG_OK;
+    size_t renamed = 0;
+    while (renamed < p->n && s == SG_OK) {
+        s = sg_shard_writer_commit(p->w[renamed], err);
+        if (s == SG_OK) renamed++;
+    }
+    int classes_written = 0;
+    if (s == SG_OK) {
+        s = sg_file_write_atomic(classes_path, cl->data ? (const void *)cl->data : "", cl->len, err);
+        classes_written = s == SG_OK;
+    }
+    if (s == SG_OK) s = sg_file_write_atomic(index_path, index_txt, strlen(index_txt), err);
+    if (s != SG_OK) {
+        for (size_t i = 0; i < renamed; i++) unlink(p->path[i]);
+        if (classes_written) unlink(classes_path);
+    }
+    return s;
+}
+
 sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
     SG_ASSERT(opts && res && opts->src && opts->out_pattern);
     memset(res, 0, sizeof *res);
     double t0 = sg_now();
     const uint64_t max_samples = opts->max_samples ? opts->max_samples : 10000;
     const uint64_t max_bytes = opts->max_bytes ? opts->max_bytes : (uint64_t)1 << 30;
-    const size_t max_file = opts->max_file_bytes ? opts->max_file_bytes : (size_t)256 << 20;
+    /* A larger file would make a member the reader refuses. */
+    size_t max_file = SG_SHARD_MAX_MEMBER_BYTES;
+    if (opts->max_file_bytes && opts->max_file_bytes < max_file) max_file = opts->max_file_bytes;
     sg_status s = pattern_check(opts->out_pattern, err);
     if (s != SG_OK) return s;
     sg_compression comp = sg_compression_from_path(opts->out_pattern);
@@ -493,6 +626,7 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
     int from_csv = !is_dir(opts->src);
     if (!from_csv && opts->group_col) return sg_err_set(err, SG_ERR_ARG, "%s: --group needs a CSV source", opts->src);
     s = from_csv ? list_csv(opts->src, opts->group_col, &l, err) : list_folder(opts->src, &l, err);
+    if (s == SG_OK && !from_csv) s = check_folder(&l, err);
     if (s != SG_OK) {
         pk_free(&l);
         return s;
@@ -535,13 +669,12 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
     /* Output folder and side files. */
     char *stem = pattern_stem(opts->out_pattern);
     {
-        char *dir = sg_xstrdup(opts->out_pattern);
-        char *sl = strrchr(dir, '/');
-        if (sl && sl != dir) {
-            *sl = 0;
+        const char *sl = strrchr(opts->out_pattern, '/');
+        if (sl && sl != opts->out_pattern) {
+            char *dir = pattern_literal(opts->out_pattern, (size_t)(sl - opts->out_pattern));
             s = sg_mkdir_p(dir, err);
+            free(dir);
         }
-        free(dir);
     }
     size_t sn = strlen(stem) + 16;
     res->index_path = opts->index_path ? sg_xstrdup(opts->index_path) : sg_xmalloc(sn);
@@ -559,6 +692,7 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
 
     sg_shard_writer *w = NULL;
     char *shard_path = NULL;
+    pk_shards done = {0};
     uint64_t cur_samples = 0, cur_bytes = 0;
     double last_log = sg_now();
     for (size_t i = 0; i < l.n && s == SG_OK;) {
@@ -598,17 +732,19 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
         if (s == SG_OK && w && cur_samples > 0 &&
             (cur_samples + nu > max_samples || cur_bytes + unit_bytes + 1024 > max_bytes)) {
             sg_shard_info info;
-            s = sg_shard_writer_close(w, &info, err);
-            sg_shard_writer_free(w);
-            w = NULL;
+            s = sg_shard_writer_finish(w, &info, err);
             if (s == SG_OK) {
                 index_add(jshards, res->index_path, shard_path, &info);
                 res->bytes_out += info.bytes;
                 if (opts->progress)
                     sg_log(SG_LOG_INFO, "pack: wrote %s: %llu samples, %.1f MB", shard_path,
                            (unsigned long long)info.samples, info.bytes / 1e6);
+                pk_shards_push(&done, w, shard_path);
+            } else {
+                sg_shard_writer_free(w);
+                free(shard_path);
             }
-            free(shard_path);
+            w = NULL;
             shard_path = NULL;
         }
         if (s == SG_OK && !w) {
@@ -650,13 +786,16 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
     }
     if (s == SG_OK && w) {
         sg_shard_info info;
-        s = sg_shard_writer_close(w, &info, err);
+        s = sg_shard_writer_finish(w, &info, err);
         if (s == SG_OK) {
             index_add(jshards, res->index_path, shard_path, &info);
             res->bytes_out += info.bytes;
             if (opts->progress)
                 sg_log(SG_LOG_INFO, "pack: wrote %s: %llu samples, %.1f MB", shard_path,
                        (unsigned long long)info.samples, info.bytes / 1e6);
+            pk_shards_push(&done, w, shard_path);
+            w = NULL;
+            shard_path = NULL;
         }
     }
     sg_shard_writer_free(w);
@@ -673,20 +812,18 @@ sg_status sg_pack(const sg_pack_opts *opts, sg_pack_result *res, sg_err *err) {
         if (opts->group_col) cJSON_AddStringToObject(jp, "group", opts->group_col);
         char *txt = cJSON_Print(ix);
         SG_ASSERT(txt);
+        size_t tl = strlen(txt);
+        char *t2 = sg_xmalloc(tl + 2);
+        memcpy(t2, txt, tl);
+        memcpy(t2 + tl, "\n", 2);
         sg_buf cl = {0};
         for (size_t c = 0; c < res->n_classes; c++) sg_buf_printf(&cl, "%s\n", res->classes[c]);
-        s = sg_file_write_atomic(res->classes_path, cl.data ? (const void *)cl.data : "", cl.len, err);
-        if (s == SG_OK) {
-            size_t tl = strlen(txt);
-            char *t2 = sg_xmalloc(tl + 2);
-            memcpy(t2, txt, tl);
-            t2[tl] = '\n';
-            s = sg_file_write_atomic(res->index_path, t2, tl + 1, err);
-            free(t2);
-        }
+        s = publish(&done, res->index_path, t2, res->classes_path, &cl, err);
         sg_buf_free(&cl);
+        free(t2);
         free(txt);
     }
+    pk_shards_free(&done);
     cJSON_Delete(ix);
     pk_free(&l);
     res->seconds = sg_now() - t0;

@@ -10,8 +10,10 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void sg_strv_free(char **v, size_t n) {
     if (!v) return;
@@ -42,8 +44,10 @@ static long match_brace(const char *p, size_t o) {
     return -1;
 }
 
-/* Parses "lo..hi[..step]" with integers; width > 0 when zero-padded. */
-static int parse_range(const char *s, size_t n, long long *lo, long long *hi, long long *step, int *width) {
+/* Parses "lo..hi[..step]" with integers; width > 0 when zero-padded. step is
+ * the magnitude (the direction comes from lo and hi); a step of LLONG_MIN has
+ * none and is refused by the caller (*step = 0). */
+static int parse_range(const char *s, size_t n, long long *lo, long long *hi, unsigned long long *step, int *width) {
     char buf[96];
     if (n >= sizeof buf) return 0;
     memcpy(buf, s, n);
@@ -66,8 +70,9 @@ static int parse_range(const char *s, size_t n, long long *lo, long long *hi, lo
     if (*end || errno) return 0;
     *step = 1;
     if (c) {
-        *step = llabs(strtoll(c, &end, 10));
-        if (*end || errno || !*c || *step == 0) return 0;
+        long long st = strtoll(c, &end, 10);
+        if (*end || errno || !*c || st == 0) return 0;
+        *step = st == LLONG_MIN ? 0 : (unsigned long long)(st < 0 ? -st : st);
     }
     *width = 0;
     const char *ua = a[0] == '-' ? a + 1 : a, *ub = b[0] == '-' ? b + 1 : b;
@@ -101,7 +106,8 @@ static sg_status expand(const char *p, strv *out, const char *orig, sg_err *err)
         const char *in = p + i + 1;
         size_t inn = (size_t)j - i - 1;
         strv alts = {0};
-        long long lo, hi, step;
+        long long lo, hi;
+        unsigned long long step;
         int width;
         int depth = 0, has_comma = 0;
         for (size_t k = 0; k < inn; k++) {
@@ -112,13 +118,19 @@ static sg_status expand(const char *p, strv *out, const char *orig, sg_err *err)
         if (has_comma) {
             split_alts(in, inn, &alts);
         } else if (parse_range(in, inn, &lo, &hi, &step, &width)) {
-            unsigned long long span = (unsigned long long)(lo > hi ? lo - hi : hi - lo) / (unsigned long long)step + 1;
-            if (span > SG_BRACES_MAX_EXPANSION)
-                return sg_err_set(err, SG_ERR_LIMIT, "%s: brace range gives %llu names, above the limit of %d", orig,
-                                  span, SG_BRACES_MAX_EXPANSION);
-            for (unsigned long long k = 0; k < span; k++) {
-                long long v = lo <= hi ? lo + (long long)k * step : lo - (long long)k * step;
-                char b[64];
+            /* In unsigned arithmetic: the distance between any two long longs
+             * fits, and lo + k * step stays between lo and hi. */
+            if (step == 0)
+                return sg_err_set(err, SG_ERR_ARG, "%s: brace range {%.*s}: step out of range", orig, (int)inn, in);
+            unsigned long long ulo = (unsigned long long)lo, uhi = (unsigned long long)hi;
+            unsigned long long steps = (lo > hi ? ulo - uhi : uhi - ulo) / step; /* span - 1 */
+            if (steps >= SG_BRACES_MAX_EXPANSION)
+                return sg_err_set(err, SG_ERR_LIMIT, "%s: brace range {%.*s} gives more than %d names", orig, (int)inn,
+                                  in, SG_BRACES_MAX_EXPANSION);
+            for (unsigned long long k = 0; k <= steps; k++) {
+                unsigned long long u = lo <= hi ? ulo + k * step : ulo - k * step;
+                long long v = u <= (unsigned long long)LLONG_MAX ? (long long)u : -(long long)(~u) - 1;
+                char b[128];
                 snprintf(b, sizeof b, "%0*lld", width, v);
                 strv_push(&alts, sg_xstrdup(b));
             }
@@ -294,8 +306,16 @@ sg_status sg_shard_index_verify(const char *index_path, size_t *n_bad, sg_err *e
         const sg_shard_entry *se = &ix->shards[i];
         sg_err e;
         char hex[65];
-        sg_status st = sg_sha256_file(se->path, hex, &e);
-        if (st != SG_OK) {
+        struct stat fst;
+        sg_status st = SG_OK;
+        if (stat(se->path, &fst) != 0) {
+            st = SG_ERR_IO;
+            sg_log(SG_LOG_ERROR, "%s: cannot open: %s", se->path, strerror(errno));
+        } else if ((uint64_t)fst.st_size != se->bytes) {
+            st = SG_ERR_CHECKSUM;
+            sg_log(SG_LOG_ERROR, "%s: %llu bytes, index says %llu", se->path, (unsigned long long)fst.st_size,
+                   (unsigned long long)se->bytes);
+        } else if ((st = sg_sha256_file(se->path, hex, &e)) != SG_OK) {
             sg_log(SG_LOG_ERROR, "%s", e.msg);
         } else if (strcmp(hex, se->sha256) != 0) {
             st = SG_ERR_CHECKSUM;

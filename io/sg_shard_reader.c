@@ -37,7 +37,7 @@ void sg_shard_reader_opts_default(sg_shard_reader_opts *o) {
     memset(o, 0, sizeof *o);
     o->limits = sg_image_limits_default();
     o->require_image = 1;
-    o->max_member_bytes = (size_t)64 << 20;
+    o->max_member_bytes = SG_SHARD_MAX_MEMBER_BYTES;
     o->max_members = 64;
     o->log_skips = 1;
     o->max_messages = 1000;
@@ -108,7 +108,7 @@ static void add_skip(sg_shard_reader *r, sg_skip_reason why, const char *key, co
     va_start(ap, fmt);
     vsnprintf(reason, sizeof reason, fmt, ap);
     va_end(ap);
-    snprintf(line, sizeof line, "%s: key %s: %s", r->name, key ? key : "-", reason);
+    snprintf(line, sizeof line, "%s: key %s: %s", r->name, key && *key ? key : "-", reason);
     if (r->o.log_skips) sg_log(SG_LOG_WARN, "%s", line);
     if (r->n_msgs < r->o.max_messages) {
         r->msgs = sg_xrealloc(r->msgs, sizeof(char *) * (r->n_msgs + 1));
@@ -150,7 +150,7 @@ static sg_shard_reader *reader_new(const char *name, const sg_shard_reader_opts 
     else
         sg_shard_reader_opts_default(&r->o);
     if (r->o.max_members == 0) r->o.max_members = 64;
-    if (r->o.max_member_bytes == 0) r->o.max_member_bytes = (size_t)64 << 20;
+    if (r->o.max_member_bytes == 0) r->o.max_member_bytes = SG_SHARD_MAX_MEMBER_BYTES;
     if (r->o.limits.max_pixels == 0) r->o.limits = sg_image_limits_default();
     r->name = sg_xstrdup(name ? name : "shard");
     r->a = archive_read_new();
@@ -292,7 +292,10 @@ static int is_meta_name(const char *p) {
 }
 
 /* Reads the entry's data into m->data (NUL-terminated). Returns RD_BROKEN if
- * the stream fails. */
+ * the stream fails. A tar header gives the size: exactly that much is read
+ * (libarchive reports a short member as a broken stream). Without a size the
+ * buffer grows, and one byte past the limit is probed to tell a member of
+ * exactly max_member_bytes from a larger one. */
 static int read_data(sg_shard_reader *r, rd_member *m, struct archive_entry *e) {
     int64_t sz = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
     size_t cap = r->o.max_member_bytes;
@@ -301,22 +304,28 @@ static int read_data(sg_shard_reader *r, rd_member *m, struct archive_entry *e) 
                    cap);
         return archive_read_data_skip(r->a) == ARCHIVE_OK ? RD_MEMBER : RD_BROKEN;
     }
-    size_t alloc = sz >= 0 ? (size_t)sz + 1 : 65537;
-    uint8_t *buf = sg_xmalloc(alloc);
+    size_t want = sz >= 0 ? (size_t)sz : (cap < 65536 ? cap : 65536);
+    uint8_t *buf = sg_xmalloc(want + 1);
     size_t len = 0;
     for (;;) {
-        if (len + 1 == alloc) {
-            if (alloc - 1 >= cap) {
+        if (len == want) {
+            if (sz >= 0) break;
+            if (len >= cap) {
+                uint8_t probe;
+                la_ssize_t got = archive_read_data(r->a, &probe, 1);
+                if (got < 0) {
+                    free(buf);
+                    return RD_BROKEN;
+                }
+                if (got == 0) break;
                 free(buf);
                 member_bad(m, SG_SKIP_TOO_LARGE, "member .%s is above the limit of %zu bytes", m->ext, cap);
                 return archive_read_data_skip(r->a) == ARCHIVE_OK ? RD_MEMBER : RD_BROKEN;
             }
-            size_t na = (alloc - 1) * 2 + 1;
-            if (na - 1 > cap) na = cap + 1;
-            buf = sg_xrealloc(buf, na);
-            alloc = na;
+            want = want > cap / 2 ? cap : 2 * want;
+            buf = sg_xrealloc(buf, want + 1);
         }
-        la_ssize_t got = archive_read_data(r->a, buf + len, alloc - 1 - len);
+        la_ssize_t got = archive_read_data(r->a, buf + len, want - len);
         if (got < 0) {
             free(buf);
             return RD_BROKEN;
@@ -357,6 +366,9 @@ static int read_member(sg_shard_reader *r, rd_member *m) {
         }
         split_name(p, &m->key, &m->ext);
         if (name_unsafe(p)) member_bad(m, SG_SKIP_UNSAFE_NAME, "unsafe member name '%.200s'", p);
+        size_t kl = strlen(m->key);
+        if (kl == 0 || m->key[kl - 1] == '/') /* ".jpg", "dir/.jpg": no key the writer could have written */
+            member_bad(m, SG_SKIP_UNSAFE_NAME, "unsafe member name '%.200s': empty key", p);
         if (archive_entry_hardlink(e))
             member_bad(m, SG_SKIP_MEMBER_TYPE, "member '%.200s' is a hard link", p);
         else if (ft != AE_IFREG)

@@ -5,7 +5,14 @@
  * names ustar cannot hold, gzip without a timestamp, zstd single-threaded.
  * Bytes go to "<path>.tmp.<pid>" through a write callback that also hashes
  * them (SHA-256 of the final file without reading it back); close fsyncs and
- * renames, so a shard never exists half-written under its final name. */
+ * renames, so a shard never exists half-written under its final name. finish
+ * and commit split close for callers that publish several files at once.
+ *
+ * Names that are not ASCII: in the C locale libarchive cannot translate them
+ * to UTF-8 for the pax header and answers ARCHIVE_WARN, having written the
+ * entry with a per-entry "hdrcharset=BINARY" record and the raw bytes — what
+ * we want (readers, Python's tarfile included, get the same bytes back). The
+ * archive-wide hdrcharset option would add a pax header to every member. */
 #include "sg_io.h"
 
 #include <archive.h>
@@ -25,6 +32,7 @@ struct sg_shard_writer {
     sg_sha256 sha;
     uint64_t bytes, tar_bytes, samples;
     int failed;
+    int finished; /* finish succeeded: the temp file is complete */
     int io_errno;
 };
 
@@ -58,7 +66,7 @@ sg_shard_writer *sg_shard_writer_open(const char *path, sg_compression c, int le
     snprintf(w->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     w->f = fopen(w->tmp, "wb");
     if (!w->f) {
-        sg_err_set(err, SG_ERR_IO, "%s: cannot create: %s", w->tmp, strerror(errno));
+        sg_err_set(err, SG_ERR_IO, "%s: cannot create the temp file %s: %s", path, w->tmp, strerror(errno));
         free(w->tmp);
         free(w->path);
         free(w);
@@ -93,7 +101,8 @@ sg_shard_writer *sg_shard_writer_open(const char *path, sg_compression c, int le
     return w;
 }
 
-static int key_ok(const char *key) {
+int sg_shard_key_valid(const char *key) {
+    SG_ASSERT(key);
     if (!*key || key[0] == '/' || strchr(key, '.') || strchr(key, '\\')) return 0;
     if (strstr(key, "//")) return 0;
     size_t n = strlen(key);
@@ -109,11 +118,18 @@ static int cmp_member(const void *a, const void *b) {
     return strcmp(((const sg_member *)a)->ext, ((const sg_member *)b)->ext);
 }
 
+static int has_non_ascii(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s >= 0x80) return 1;
+    return 0;
+}
+
 uint64_t sg_shard_tar_bytes(const char *key, const sg_member *m, size_t n) {
     uint64_t t = 0, kl = strlen(key);
+    int wide = has_non_ascii(key);
     for (size_t i = 0; i < n; i++) {
         t += 512 + ((m[i].len + 511) / 512) * 512;
-        if (kl + 1 + strlen(m[i].ext) > 100) t += 1024; /* pax header for a long name */
+        if (wide || kl + 1 + strlen(m[i].ext) > 100) t += 1024; /* pax header: long or non-ASCII name */
     }
     return t;
 }
@@ -121,9 +137,10 @@ uint64_t sg_shard_tar_bytes(const char *key, const sg_member *m, size_t n) {
 sg_status sg_shard_writer_add(sg_shard_writer *w, const char *key, const sg_member *members, size_t n, sg_err *err) {
     SG_ASSERT(w && key && (members || n == 0));
     if (w->failed) return sg_err_set(err, SG_ERR_IO, "%s: writer already failed", w->path);
-    if (!key_ok(key))
+    if (w->finished) return sg_err_set(err, SG_ERR_ARG, "%s: writer already finished", w->path);
+    if (!sg_shard_key_valid(key))
         return sg_err_set(err, SG_ERR_ARG, "%s: key '%s' is not a valid WebDataset key (no dots, not absolute, "
-                                           "not __name__)", w->path, key);
+                                           "no empty component, not __name__)", w->path, key);
     if (n == 0) return sg_err_set(err, SG_ERR_ARG, "%s: sample %s has no members", w->path, key);
     sg_member *m = sg_xmalloc(sizeof(sg_member) * n);
     memcpy(m, members, sizeof(sg_member) * n);
@@ -150,6 +167,7 @@ sg_status sg_shard_writer_add(sg_shard_writer *w, const char *key, const sg_memb
         archive_entry_set_uid(e, 0);
         archive_entry_set_gid(e, 0);
         int rc = archive_write_header(w->a, e);
+        if (rc == ARCHIVE_WARN) rc = ARCHIVE_OK; /* name not translatable: written as binary, see above */
         la_ssize_t wr = 0;
         if (rc == ARCHIVE_OK && m[i].len) wr = archive_write_data(w->a, m[i].data, m[i].len);
         archive_entry_free(e);
@@ -168,8 +186,8 @@ sg_status sg_shard_writer_add(sg_shard_writer *w, const char *key, const sg_memb
     return SG_OK;
 }
 
-sg_status sg_shard_writer_close(sg_shard_writer *w, sg_shard_info *info, sg_err *err) {
-    SG_ASSERT(w && w->a);
+sg_status sg_shard_writer_finish(sg_shard_writer *w, sg_shard_info *info, sg_err *err) {
+    SG_ASSERT(w && w->a && !w->finished);
     sg_status s = SG_OK;
     if (w->failed) s = sg_err_set(err, SG_ERR_IO, "%s: writer failed earlier", w->path);
     if (s == SG_OK && archive_write_close(w->a) != ARCHIVE_OK)
@@ -178,12 +196,31 @@ sg_status sg_shard_writer_close(sg_shard_writer *w, sg_shard_info *info, sg_err 
     archive_write_free(w->a);
     w->a = NULL;
     if (s == SG_OK && (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0))
-        s = sg_err_set(err, SG_ERR_IO, "%s: flush failed: %s", w->tmp, strerror(errno));
-    if (fclose(w->f) != 0 && s == SG_OK) s = sg_err_set(err, SG_ERR_IO, "%s: close failed: %s", w->tmp, strerror(errno));
+        s = sg_err_set(err, SG_ERR_IO, "%s: flush of the temp file %s failed: %s", w->path, w->tmp, strerror(errno));
+    if (fclose(w->f) != 0 && s == SG_OK)
+        s = sg_err_set(err, SG_ERR_IO, "%s: close of the temp file %s failed: %s", w->path, w->tmp, strerror(errno));
     w->f = NULL;
-    if (s == SG_OK && rename(w->tmp, w->path) != 0)
-        s = sg_err_set(err, SG_ERR_IO, "%s: rename failed: %s", w->path, strerror(errno));
     if (s != SG_OK) {
+        unlink(w->tmp);
+        w->failed = 1;
+        return s;
+    }
+    w->finished = 1;
+    if (info) {
+        uint8_t dg[32];
+        sg_sha256_final(&w->sha, dg);
+        sg_sha256_hex(dg, info->sha256);
+        info->bytes = w->bytes;
+        info->tar_bytes = w->tar_bytes;
+        info->samples = w->samples;
+    }
+    return SG_OK;
+}
+
+sg_status sg_shard_writer_commit(sg_shard_writer *w, sg_err *err) {
+    SG_ASSERT(w && w->finished && w->tmp);
+    if (rename(w->tmp, w->path) != 0) {
+        sg_status s = sg_err_set(err, SG_ERR_IO, "%s: rename from %s failed: %s", w->path, w->tmp, strerror(errno));
         unlink(w->tmp);
         w->failed = 1;
         return s;
@@ -197,15 +234,12 @@ sg_status sg_shard_writer_close(sg_shard_writer *w, sg_shard_info *info, sg_err 
     free(d);
     free(w->tmp);
     w->tmp = NULL; /* renamed: nothing left to remove */
-    if (info) {
-        uint8_t dg[32];
-        sg_sha256_final(&w->sha, dg);
-        sg_sha256_hex(dg, info->sha256);
-        info->bytes = w->bytes;
-        info->tar_bytes = w->tar_bytes;
-        info->samples = w->samples;
-    }
     return SG_OK;
+}
+
+sg_status sg_shard_writer_close(sg_shard_writer *w, sg_shard_info *info, sg_err *err) {
+    sg_status s = sg_shard_writer_finish(w, info, err);
+    return s == SG_OK ? sg_shard_writer_commit(w, err) : s;
 }
 
 void sg_shard_writer_free(sg_shard_writer *w) {

@@ -1,6 +1,8 @@
 /* sg_io_fixtures.h — fixtures the io tests generate themselves: small JPEG
  * and PNG images (libjpeg, libpng), raw tar files with arbitrary members
- * (libarchive, so that broken and hostile shards can be built), temp folders. */
+ * (libarchive, so that broken and hostile shards can be built), temp folders,
+ * and running the sgps binary (SG_TEST_SGPS, set by tests.cmake when the
+ * binary is built). */
 #ifndef SG_IO_FIXTURES_H
 #define SG_IO_FIXTURES_H
 
@@ -8,6 +10,9 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <jpeglib.h>
 #include <png.h>
 #include <stdio.h>
@@ -130,6 +135,48 @@ static inline void fx_write(const char *path, const void *d, size_t n) {
     if (!f || fwrite(d, 1, n, f) != n) abort();
     fclose(f);
 }
+
+static inline int fx_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Entries of a folder whose name contains `part` ("" counts all but . and ..). */
+static inline int fx_count_names(const char *dir, const char *part) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strstr(de->d_name, part)) n++;
+    closedir(d);
+    return n;
+}
+
+#ifdef SG_TEST_SGPS
+/* Runs `sgps ARGS` (a shell fragment) with stdout and stderr sent to the
+ * file out; returns the exit status, -1 when it did not exit normally. */
+static inline int fx_sgps(const char *args, const char *out) {
+    size_t n = strlen(SG_TEST_SGPS) + strlen(args) + strlen(out) + 32;
+    char *cmd = malloc(n);
+    snprintf(cmd, n, "'%s' %s >'%s' 2>&1", SG_TEST_SGPS, args, out);
+    int st = system(cmd);
+    free(cmd);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The file's text (NUL-terminated, malloc'd). */
+static inline char *fx_read_text(const char *path) {
+    uint8_t *d;
+    size_t n;
+    if (sg_file_read_all(path, &d, &n, (size_t)1 << 24, NULL) != SG_OK) abort();
+    char *t = malloc(n + 1);
+    memcpy(t, d, n);
+    t[n] = 0;
+    free(d);
+    return t;
+}
+#endif
 
 /* A raw tar member: name, bytes, type (AE_IFREG default when 0; AE_IFLNK
  * uses data as the link target). */

@@ -175,6 +175,24 @@ Test(io, corrupt_jpeg_rejected) {
     free(j);
 }
 
+/* A libjpeg warning that does not mean damaged data (here an unknown JFIF
+ * revision) does not make an undamaged JPEG corrupt. */
+Test(io, jpeg_harmless_warning_accepted) {
+    uint8_t *j;
+    size_t n;
+    fx_jpeg(16, 16, 0, 90, &j, &n);
+    cr_assert(n > 12 && memcmp(j + 6, "JFIF", 5) == 0);
+    j[11] = 2; /* JFIF major version 2: JWRN_JFIF_MAJOR */
+    sg_image im;
+    sg_err e;
+    cr_assert_eq(sg_image_decode(j, n, "jfif2.jpg", NULL, &im, &e), SG_OK, "%s", e.msg);
+    cr_assert_eq(im.w, 16);
+    sg_image_free(&im);
+    /* still damaged when cut short */
+    cr_assert_eq(sg_image_decode(j, n - 20, "jfif2-trunc.jpg", NULL, &im, &e), SG_ERR_FORMAT);
+    free(j);
+}
+
 Test(io, corrupt_png_rejected) {
     uint8_t *p;
     size_t n;

@@ -3,6 +3,10 @@
 # binary and reads the shards back with Python's tarfile.
 if(TARGET test_io)
   target_link_libraries(test_io PRIVATE JPEG::JPEG PNG::PNG PkgConfig::LIBARCHIVE PkgConfig::CJSON)
+  if(TARGET sgps) # CLI cases of test_shards.c (exit codes, `shards ls` going on)
+    target_compile_definitions(test_io PRIVATE SG_TEST_SGPS="$<TARGET_FILE:sgps>")
+    add_dependencies(test_io sgps)
+  endif()
 endif()
 find_program(SG_PYTHON3 python3)
 if(SG_PYTHON3 AND TARGET sgps)
