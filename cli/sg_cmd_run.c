@@ -132,7 +132,8 @@ static const char run_help[] =
     "predictions.csv, metrics.json, worklist-*.csv, reference.csv}, summary.json, summary.csv,\n"
     "report.html.\n\n"
     "  --out DIR        run folder instead of the manifest's \"output\"\n"
-    "  --resume         keep units already complete for this manifest and engine\n"
+    "  --resume         keep units already complete for this manifest, engine, registry entries,\n"
+    "                   exemplars and shard files (run-folder.md says what is compared)\n"
     "  --retry-failed   with --resume (implied), also redo units that failed\n"
     "  --fail-fast      stop handing out units after the first failure\n"
     "  --baseline DIR   nightly: compare with an earlier run folder, write comparison.json/.csv\n"
@@ -297,14 +298,17 @@ int sg_cmd_run(int argc, char **argv) {
         return finish(SG_RUN_EXIT_ERROR);
     }
     if (rank != 0) ok = sg_manifest_load(path, 0, &m, &d) == SG_OK;
-    char hash[65] = {0};
-    if (m) memcpy(hash, m->config_hash, sizeof hash);
+    /* the tasks' hashes cover the registry, exemplars and shard lists each rank read */
+    char hash[130] = {0};
+    if (m) snprintf(hash, sizeof hash, "%s%s", m->config_hash, m->tasks_hash);
     MPI_Bcast(hash, sizeof hash, MPI_CHAR, 0, MPI_COMM_WORLD);
-    if (!m || strcmp(hash, m->config_hash) != 0) ok = 0;
+    if (!m || strncmp(hash, m->config_hash, 64) != 0 || strcmp(hash + 64, m->tasks_hash) != 0) ok = 0;
     int all_ok = 0;
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (!all_ok) {
-        if (!ok) sg_log(SG_LOG_ERROR, "%s: the manifest or engine reads differently on this rank", path);
+        if (!ok)
+            sg_log(SG_LOG_ERROR, "%s: the manifest, engine, registry, exemplars or shard lists read differently on this rank",
+                   path);
         sg_manifest_free(m);
         sg_diag_free(&d);
         return finish(SG_RUN_EXIT_ERROR);
@@ -317,7 +321,8 @@ int sg_cmd_run(int argc, char **argv) {
         sg_log(SG_LOG_ERROR, "%s", err.msg);
         code = SG_RUN_EXIT_ERROR;
     } else if (rank == 0) {
-        int stopped = sg_pipeline_stop_requested();
+        /* a signal may have reached another rank only: its interrupted unit says so */
+        int stopped = sg_pipeline_stop_requested() || res.units_interrupted > 0;
         int flagged = 0;
         if (!stopped && sg_jobs_finalize(m, sg_run_dir(m, &o), &err) != SG_OK) {
             sg_log(SG_LOG_ERROR, "%s", err.msg);

@@ -323,16 +323,28 @@ sg_status sg_file_read_all(const char *path, uint8_t **data, size_t *len, size_t
 }
 
 sg_status sg_file_write_atomic(const char *path, const void *data, size_t len, sg_err *err) {
-    /* host + pid + a per-process counter: unique across the ranks of a job on
-     * a shared file system and across threads of one process */
+    /* host + pid + a per-process counter + the time, hashed to a fixed-length
+     * suffix (a long host name must not push the temporary name past 255
+     * bytes): unique across the ranks of a job on a shared file system and
+     * across threads of one process; O_EXCL makes a collision a retry, not a
+     * shared file */
     static _Atomic unsigned long counter;
-    char host[64] = "host";
+    char host[256] = "host";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = 0;
-    size_t plen = strlen(path), tlen = plen + sizeof host + 64;
+    size_t plen = strlen(path), tlen = plen + SG_FILE_TMP_SUFFIX_LEN + 1;
     char *tmp = sg_xmalloc(tlen);
-    snprintf(tmp, tlen, "%s.tmp.%s.%ld.%lu", path, host, (long)getpid(), counter++);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int fd = -1;
+    for (int attempt = 0; attempt < 16 && fd < 0; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char id[384];
+        int n = snprintf(id, sizeof id, "%s/%ld/%lu/%lld.%ld", host, (long)getpid(), counter++, (long long)ts.tv_sec,
+                         ts.tv_nsec);
+        snprintf(tmp, tlen, "%s.tmp.%016llx", path, (unsigned long long)sg_fnv1a64(id, n > 0 && (size_t)n < sizeof id ? (size_t)n : strlen(id)));
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0 && errno != EEXIST) break;
+    }
     if (fd < 0) {
         /* the user named path, not the temporary beside it */
         sg_status s = sg_err_set(err, SG_ERR_IO, "%s: cannot create: %s", path, strerror(errno));

@@ -160,8 +160,13 @@ int sg_rd_str(sg_rd *r, char **out, size_t maxlen);
 /* ---- files ------------------------------------------------------------- */
 /* Whole file into memory (adds a NUL after the end); refuses files above max_bytes. */
 sg_status sg_file_read_all(const char *path, uint8_t **data, size_t *len, size_t max_bytes, sg_err *err);
-/* Writes to "<path>.tmp.<host>.<pid>.<n>", fsyncs, renames over path, fsyncs the folder.
+/* Writes to "<path>.tmp.<16 hex digits>" (a hash of host, pid, a per-process
+ * counter and the time: unique across the ranks of a job on a shared file
+ * system; created with O_EXCL), fsyncs, renames over path, fsyncs the folder.
+ * The suffix is SG_FILE_TMP_SUFFIX_LEN bytes whatever the host, so any final
+ * name of up to 255 - SG_FILE_TMP_SUFFIX_LEN bytes can be written.
  * On failure the final name is untouched and the temp file removed. */
+#define SG_FILE_TMP_SUFFIX_LEN 21
 sg_status sg_file_write_atomic(const char *path, const void *data, size_t len, sg_err *err);
 /* mkdir -p */
 sg_status sg_mkdir_p(const char *path, sg_err *err);

@@ -111,6 +111,14 @@ void sg_open_metrics_compute(size_t n, int k, const int *label, const int *pred,
                              uint8_t *rejected, sg_open_metrics *out);
 void sg_open_metrics_free(sg_open_metrics *m);
 
+/* The file name of class class_id's worklist (docs/run-folder.md):
+ * "worklist-" + the id with every byte outside [A-Za-z0-9._-] written as %XX
+ * + ".csv", which tells any two ids apart; when that would pass
+ * SG_WORKLIST_NAME_MAX bytes, the encoded id is cut and "~" + 16 hex digits of
+ * the id's SHA-256 added ('~' never appears otherwise). */
+#define SG_WORKLIST_NAME_MAX (255 - SG_FILE_TMP_SUFFIX_LEN) /* its temporary name stays within 255 bytes */
+void sg_jobs_worklist_name(const char *class_id, char out[SG_WORKLIST_NAME_MAX + 1]);
+
 /* Writes every per-task output, the summary and the report for a run folder.
  * Tasks with failed or missing units get metrics over the units that
  * succeeded, marked "complete": false. */

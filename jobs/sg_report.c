@@ -48,10 +48,39 @@ static sg_status write_buf(const char *dir, const char *name, const sg_buf *b, s
     return sg_file_write_atomic(path, b->data ? (const void *)b->data : "", b->len, err);
 }
 
-static void safe_name(const char *id, char *out, size_t n) {
-    size_t i = 0;
-    for (; id[i] && i + 1 < n; i++) out[i] = id[i] == '/' || id[i] == ':' ? '_' : id[i];
-    out[i] = 0;
+void sg_jobs_worklist_name(const char *class_id, char out[SG_WORKLIST_NAME_MAX + 1]) {
+    static const char hex[] = "0123456789ABCDEF";
+    static const char pre[] = "worklist-", suf[] = ".csv";
+    /* the prefix of the encoding kept when the id's SHA-256 is added */
+    enum { CUT = SG_WORKLIST_NAME_MAX - (sizeof pre - 1) - 17 - (sizeof suf - 1) };
+    sg_buf b = {0};
+    size_t cut = 0; /* length of the encoding up to the last escape boundary within CUT */
+    for (const unsigned char *p = (const unsigned char *)class_id; *p; p++) {
+        unsigned char c = *p;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+            c == '-')
+            sg_buf_append(&b, p, 1);
+        else
+            sg_buf_printf(&b, "%%%c%c", hex[c >> 4], hex[c & 15]);
+        if (b.len <= CUT) cut = b.len;
+    }
+    if (b.len + sizeof pre - 1 + sizeof suf - 1 <= SG_WORKLIST_NAME_MAX) {
+        snprintf(out, SG_WORKLIST_NAME_MAX + 1, "%s%.*s%s", pre, (int)b.len, b.data ? (const char *)b.data : "", suf);
+    } else {
+        sg_sha256 c;
+        uint8_t dig[32];
+        sg_sha256_init(&c);
+        sg_sha256_update(&c, class_id, strlen(class_id));
+        sg_sha256_final(&c, dig);
+        char h[17];
+        for (int i = 0; i < 8; i++) {
+            h[2 * i] = "0123456789abcdef"[dig[i] >> 4];
+            h[2 * i + 1] = "0123456789abcdef"[dig[i] & 15];
+        }
+        h[16] = 0;
+        snprintf(out, SG_WORKLIST_NAME_MAX + 1, "%s%.*s~%s%s", pre, (int)cut, (const char *)b.data, h, suf);
+    }
+    sg_buf_free(&b);
 }
 
 /* Length of the first two CSV fields of a row (key, shard), quotes honoured. */
@@ -101,8 +130,9 @@ typedef struct task_out {
 } task_out;
 
 /* The support check that synthesis wrote into the task's classifier.sgpm
- * (pipeline/sg_run.c), when that classifier belongs to this configuration. */
-static void load_support_check(const sg_manifest *m, const char *dir, const sg_run_task *t, task_out *o) {
+ * (pipeline/sg_run.c), when that classifier belongs to the task's current
+ * configuration (a run removes it when the synthesis fails). */
+static void load_support_check(const char *dir, const sg_run_task *t, task_out *o) {
     char path[8192];
     snprintf(path, sizeof path, "%.4200s/tasks/%.1000s/classifier.sgpm", dir, t->id);
     o->support_accuracy = NAN;
@@ -114,7 +144,7 @@ static void load_support_check(const sg_manifest *m, const char *dir, const sg_r
     cJSON *sc = cJSON_GetObjectItemCaseSensitive(meta, "support_check");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(sc, "checked"), *k = cJSON_GetObjectItemCaseSensitive(sc, "correct"),
                 *ch = cJSON_GetObjectItemCaseSensitive(sc, "chance"), *mis = cJSON_GetObjectItemCaseSensitive(sc, "misclassified");
-    if (cJSON_IsString(cfg) && strcmp(cfg->valuestring, m->config_hash) == 0 && cJSON_IsNumber(n) && cJSON_IsNumber(k) &&
+    if (cJSON_IsString(cfg) && strcmp(cfg->valuestring, t->config_hash) == 0 && cJSON_IsNumber(n) && cJSON_IsNumber(k) &&
         cJSON_IsNumber(ch) && cJSON_IsArray(mis)) {
         o->support = cJSON_DetachItemViaPointer(meta, sc);
         o->support_checked = n->valueint;
@@ -364,9 +394,8 @@ static sg_status write_worklists(const sg_run_task *t, const task_out *to, const
             const char *line = r->line[it[j].i];
             sg_buf_printf(&b, "%zu,%.*s,%.6f\n", j + 1, (int)two_fields(line), line, (double)it[j].s);
         }
-        char name[300], fn[400];
-        safe_name(t->class_ids[c], name, sizeof name);
-        snprintf(fn, sizeof fn, "worklist-%s.csv", name);
+        char fn[SG_WORKLIST_NAME_MAX + 1];
+        sg_jobs_worklist_name(t->class_ids[c], fn);
         st = write_buf(tdir, fn, &b, err);
         sg_buf_free(&b);
     }
@@ -572,7 +601,7 @@ sg_status sg_jobs_finalize(const sg_manifest *m, const char *dir, sg_err *err) {
                         : "complete";
         sg_metrics_compute(o->rows.n, t->n_classes, o->rows.label, o->rows.pred, o->rows.score, t->threshold,
                            m->bootstrap, m->seed, sg_fnv1a64(t->id, strlen(t->id)), &o->met);
-        load_support_check(m, dir, t, o);
+        load_support_check(dir, t, o);
         if (o->support_failed)
             sg_log(SG_LOG_WARN, "task %s: support check: only %d of %d exemplars classified as their own class by the "
                    "classifier synthesized without them (chance %.0f %%): check the exemplars (metrics.json lists them)",

@@ -89,9 +89,13 @@ static char *resolve(const char *dir, const char *p) {
 
 static int file_readable(const char *p) { return access(p, R_OK) == 0; }
 
-/* Ids name folders and appear in CSV: letters, digits and . _ - / :, no "..", not leading '.' or '/'. */
+/* Ids name folders and files and appear in CSV: at most MAX_ID_CHARS (so that
+ * tasks/<id>/ and worklist-<class>.csv stay within a file name's 255 bytes). */
+#define MAX_ID_CHARS 200
+
+/* Letters, digits and . _ - / :, no "..", not leading '.' or '/' (the length is checked apart). */
 static int safe_id(const char *s, int allow_slash) {
-    if (!s[0] || s[0] == '.' || s[0] == '/' || strstr(s, "..") || strlen(s) > 200) return 0;
+    if (!s[0] || s[0] == '.' || s[0] == '/' || strstr(s, "..")) return 0;
     for (const char *p = s; *p; p++) {
         unsigned char c = (unsigned char)*p;
         int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -147,6 +151,16 @@ static cJSON *parse_file(const char *path, sg_diag *d, uint8_t **bytes, size_t *
         size_t off = end ? (size_t)(end - (const char *)data) : 0, line = 1;
         for (size_t i = 0; i < off && i < n; i++) line += data[i] == '\n';
         sg_diag_add(d, SG_DIAG_ERROR, "%s: $: not valid JSON (near line %zu)", path, line);
+        free(data);
+        return NULL;
+    }
+    /* a second document or stray text after the value would otherwise be ignored */
+    size_t off = (size_t)(end - (const char *)data), line = 1;
+    while (off < n && (data[off] == ' ' || data[off] == '\t' || data[off] == '\n' || data[off] == '\r')) off++;
+    if (off < n) {
+        for (size_t i = 0; i < off; i++) line += data[i] == '\n';
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: unexpected data after the JSON value (line %zu)", path, line);
+        cJSON_Delete(root);
         free(data);
         return NULL;
     }
@@ -218,6 +232,8 @@ typedef struct spec_entry {
     char **dups;    /* (n_dups) names listed twice */
     size_t n_dups;
     size_t missing; /* deep: listed files that are not readable */
+    uint8_t dig[32]; /* sha256 of the expanded list (names as written): an index JSON rewritten
+                        to list other shards changes it */
 } spec_entry;
 
 typedef struct exemplar_check {
@@ -237,6 +253,11 @@ typedef struct loader {
     spec_entry *specs;
     size_t n_specs, specs_cap, id_lists_cap;
     exemplar_check **ex; /* (n_diseases) → (n_exemplars), allocated on first use */
+    /* what each task's configuration hash covers beyond the manifest and engine */
+    uint8_t (*entry_dig)[32];  /* (n_diseases) sha256 of the registry entry (its JSON, unformatted) */
+    uint8_t **ex_dig;          /* (n_diseases) → (n_exemplars, 32) sha256 of each exemplar file, on first use */
+    uint8_t (*shards_dig)[32]; /* (n_tasks) the expanded "shards" list */
+    uint8_t (*ref_dig)[32];    /* (n_tasks) the expanded open_set "reference" list */
 } loader;
 
 static int eq_disease(const void *u, uint32_t i, const void *k) {
@@ -276,6 +297,12 @@ static void loader_free(loader *L) {
             free(L->ex[i]);
         }
     free(L->ex);
+    if (L->ex_dig)
+        for (int i = 0; i < L->m->n_diseases; i++) free(L->ex_dig[i]);
+    free(L->ex_dig);
+    free(L->entry_dig);
+    free(L->shards_dig);
+    free(L->ref_dig);
 }
 
 /* The index of shard file (path, name), added (copied) if new. */
@@ -329,6 +356,8 @@ static const spec_entry *spec_get(loader *L, const char *spec) {
         e->error = sg_xstrdup(err.msg);
         return e;
     }
+    sg_sha256 sc;
+    sg_sha256_init(&sc);
     e->ids = sg_xmalloc((n ? n : 1) * sizeof *e->ids);
     sg_manifest *m = L->m;
     if (m->n_id_lists == L->id_lists_cap) {
@@ -353,6 +382,7 @@ static const spec_entry *spec_get(loader *L, const char *spec) {
             path = buf;
         }
         uint32_t id = file_intern(L, path, name);
+        sg_sha256_update(&sc, name, strlen(name) + 1);
         if (L->stamp[id] == si + 1) {
             if (e->n_dups == dups_cap) {
                 dups_cap = dups_cap ? 2 * dups_cap : 4;
@@ -366,6 +396,7 @@ static const spec_entry *spec_get(loader *L, const char *spec) {
     }
     free(buf);
     sg_strv_free(names, n);
+    sg_sha256_final(&sc, e->dig);
     return e;
 }
 
@@ -387,6 +418,7 @@ static void load_registry(loader *L, const char *path) {
     static const char *const keys[] = {"id", "name", "codes", "modality", "description", "exemplars", NULL};
     int n = cJSON_GetArraySize(list), i = 0;
     m->diseases = sg_xcalloc((size_t)n + 1, sizeof *m->diseases);
+    L->entry_dig = sg_xcalloc((size_t)n + 1, sizeof *L->entry_dig);
     const cJSON *it;
     cJSON_ArrayForEach(it, list) {
         char jp[64];
@@ -398,6 +430,11 @@ static void load_registry(loader *L, const char *path) {
         check_keys(d, path, jp, it, keys);
         const char *id = get_str(d, path, jp, it, "id", 1);
         if (!id) continue;
+        if (strlen(id) > MAX_ID_CHARS) {
+            sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: '%.40s...' is longer than %d characters (%zu)", path, jp, id,
+                        MAX_ID_CHARS, strlen(id));
+            continue;
+        }
         if (!safe_id(id, 1)) {
             sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: '%s' must use only letters, digits and . _ - / :", path, jp, id);
             continue;
@@ -407,6 +444,14 @@ static void load_registry(loader *L, const char *path) {
         if (dup) sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: duplicate id '%s'", path, jp, id);
         sg_disease *e = &m->diseases[m->n_diseases++];
         e->id = sg_xstrdup(id);
+        {
+            char *txt = cJSON_PrintUnformatted(it);
+            sg_sha256 c;
+            sg_sha256_init(&c);
+            if (txt) sg_sha256_update(&c, txt, strlen(txt));
+            sg_sha256_final(&c, L->entry_dig[m->n_diseases - 1]);
+            free(txt);
+        }
         if (!dup) htab_add(&L->disease_ix, hv, (uint32_t)(m->n_diseases - 1));
         e->name = dup_or_null(get_str(d, path, jp, it, "name", 0));
         e->modality = dup_or_null(get_str(d, path, jp, it, "modality", 0));
@@ -455,11 +500,13 @@ static int find_disease(const loader *L, const char *id) {
 
 /* The shard list `spec` at JSON path jp.key: diagnostics, and the shared
  * array of its file indices in *ids, *n (NULL, 0 when unusable). */
-static void add_shards(loader *L, const char *jp, const char *key, const char *spec, const uint32_t **ids, size_t *n) {
+static void add_shards(loader *L, const char *jp, const char *key, const char *spec, const uint32_t **ids, size_t *n,
+                       uint8_t dig[32]) {
     const char *mp = L->m->path;
     const spec_entry *e = spec_get(L, spec);
     *ids = NULL;
     *n = 0;
+    memcpy(dig, e->dig, 32);
     if (e->error) {
         sg_diag_add(L->d, SG_DIAG_ERROR, "%s: %s.%s: %s", mp, jp, key, e->error);
         return;
@@ -619,7 +666,8 @@ static void parse_open_set(loader *L, sg_run_task *t, const char *jp, const cJSO
     } else if (!cJSON_IsString(ref) || !ref->valuestring[0]) {
         sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.reference: must be a brace pattern or an index JSON of labelled shards", mp, op);
     } else {
-        add_shards(L, op, "reference", ref->valuestring, &t->ref_shard, &o->n_ref_shards);
+        add_shards(L, op, "reference", ref->valuestring, &t->ref_shard, &o->n_ref_shards,
+                   L->ref_dig[L->m->n_tasks - 1]);
     }
     if (lm && ref) {
         char lp[128];
@@ -646,7 +694,10 @@ static void parse_task(loader *L, const cJSON *jt, int ti) {
                                        "threshold", "labels", "open_set", "support_norm", NULL};
     check_keys(d, mp, jp, jt, keys);
     const char *id = get_str(d, mp, jp, jt, "id", 1);
-    if (id && !safe_id(id, 0))
+    if (id && strlen(id) > MAX_ID_CHARS)
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: '%.40s...' is longer than %d characters (%zu; it names a folder)", mp,
+                    jp, id, MAX_ID_CHARS, strlen(id));
+    else if (id && !safe_id(id, 0))
         sg_diag_add(d, SG_DIAG_ERROR, "%s: %s.id: '%s' must use only letters, digits and . _ - : (it names a folder)",
                     mp, jp, id);
     t->id = sg_xstrdup(id ? id : "?");
@@ -733,7 +784,7 @@ static void parse_task(loader *L, const cJSON *jt, int ti) {
                         ref->valuestring);
     }
     const char *shards = get_str(d, mp, jp, jt, "shards", 1);
-    if (shards) add_shards(L, jp, "shards", shards, &t->shard, &t->n_shards);
+    if (shards) add_shards(L, jp, "shards", shards, &t->shard, &t->n_shards, L->shards_dig[m->n_tasks - 1]);
     const cJSON *os = cJSON_GetObjectItemCaseSensitive(jt, "open_set");
     if (os) parse_open_set(L, t, jp, os);
     if (t->open_set.enabled) {
@@ -749,6 +800,64 @@ static void parse_task(loader *L, const cJSON *jt, int ti) {
         snprintf(lp, sizeof lp, "%s.labels", jp);
         parse_label_map(t, mp, lp, lm, t->open_set.enabled, &t->map_keys, &t->map_class, &t->n_map, d);
     }
+}
+
+/* sha256 of exemplar k of disease di (of "unreadable" when it cannot be
+ * read: the unit then fails, and is redone once the file is back). */
+static const uint8_t *exemplar_digest(loader *L, int di, int k) {
+    sg_manifest *m = L->m;
+    if (!L->ex_dig) L->ex_dig = sg_xcalloc((size_t)m->n_diseases + 1, sizeof *L->ex_dig);
+    int n = m->diseases[di].n_exemplars;
+    if (!L->ex_dig[di]) L->ex_dig[di] = sg_xcalloc((size_t)n * 33 + 1, 1); /* 32 bytes, then n "done" flags */
+    uint8_t *dg = L->ex_dig[di] + (size_t)k * 32, *done = L->ex_dig[di] + (size_t)n * 32 + k;
+    if (!*done) {
+        char hex[65];
+        sg_sha256 c;
+        sg_sha256_init(&c);
+        if (sg_sha256_file(m->diseases[di].exemplars[k], hex, NULL) == SG_OK) sg_sha256_update(&c, hex, 64);
+        else sg_sha256_update(&c, "unreadable", 10);
+        sg_sha256_final(&c, dg);
+        *done = 1;
+    }
+    return dg;
+}
+
+/* Each task's configuration hash (sg_run_task.config_hash): what --resume
+ * trusts a part file or classifier for. It covers the manifest and engine
+ * (m->config_hash), the registry entries of the task's classes, the bytes of
+ * the exemplars it uses and its expanded shard lists; and m->tasks_hash over
+ * all of them, which the ranks compare. */
+static void task_hashes(loader *L) {
+    sg_manifest *m = L->m;
+    sg_sha256 all;
+    sg_sha256_init(&all);
+    for (int ti = 0; ti < m->n_tasks; ti++) {
+        sg_run_task *t = &m->tasks[ti];
+        sg_sha256 c;
+        uint8_t dig[32];
+        sg_sha256_init(&c);
+        sg_sha256_update(&c, "sgps-task 1\n", 12);
+        sg_sha256_update(&c, m->config_hash, 64);
+        sg_sha256_update(&c, t->id, strlen(t->id) + 1);
+        for (int k = 0; k < t->n_classes; k++) {
+            int di = t->disease ? t->disease[k] : -1;
+            if (di < 0) {
+                sg_sha256_update(&c, "?", 1);
+                continue;
+            }
+            sg_sha256_update(&c, L->entry_dig[di], 32);
+            for (int x = 0; x < t->shots && x < m->diseases[di].n_exemplars; x++)
+                sg_sha256_update(&c, exemplar_digest(L, di, x), 32);
+        }
+        sg_sha256_update(&c, L->shards_dig[ti], 32);
+        sg_sha256_update(&c, L->ref_dig[ti], 32);
+        sg_sha256_final(&c, dig);
+        sg_sha256_hex(dig, t->config_hash);
+        sg_sha256_update(&all, t->config_hash, 64);
+    }
+    uint8_t dig[32];
+    sg_sha256_final(&all, dig);
+    sg_sha256_hex(dig, m->tasks_hash);
 }
 
 static void check_engine(sg_manifest *m, int deep, sg_diag *d) {
@@ -836,7 +945,10 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
     if (!cJSON_IsArray(tasks) || cJSON_GetArraySize(tasks) == 0) {
         sg_diag_add(d, SG_DIAG_ERROR, "%s: $.tasks: must be a non-empty array", path);
     } else {
-        m->tasks = sg_xcalloc((size_t)cJSON_GetArraySize(tasks), sizeof *m->tasks);
+        size_t nt = (size_t)cJSON_GetArraySize(tasks);
+        m->tasks = sg_xcalloc(nt, sizeof *m->tasks);
+        L.shards_dig = sg_xcalloc(nt, sizeof *L.shards_dig);
+        L.ref_dig = sg_xcalloc(nt, sizeof *L.ref_dig);
         const cJSON *jt;
         int ti = 0;
         cJSON_ArrayForEach(jt, tasks) parse_task(&L, jt, ti++);
@@ -854,6 +966,7 @@ sg_status sg_manifest_load(const char *path, int deep, sg_manifest **out, sg_dia
         sg_sha256_final(&c, dig);
         sg_sha256_hex(dig, m->config_hash);
     }
+    task_hashes(&L);
 done:
     if (!m->unit_start) m->unit_start = sg_xcalloc(1, sizeof *m->unit_start);
     loader_free(&L);

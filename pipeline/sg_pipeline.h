@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define SG_MANIFEST_VERSION 1
-#define SG_RUN_PART_VERSION 1
+#define SG_RUN_PART_VERSION 2 /* 2: the task's config_hash and the shard's identity in the header */
 
 /* Exit statuses of `sgps run` (docs/run-folder.md). */
 #define SG_RUN_EXIT_OK 0          /* every unit succeeded, outputs written */
@@ -131,6 +131,9 @@ typedef struct sg_run_task {
     int *map_class;  /* (n_map) class index, or SG_LABEL_NONE (open-set tasks) */
     int n_map;       /* 0: an integer shard label k is class k */
     sg_open_set open_set;
+    char config_hash[65]; /* what --resume trusts the task's part files and classifier for: sha256 of
+                             sg_manifest.config_hash, the registry entries of its classes, the bytes
+                             of the exemplars it uses and its expanded shard lists (run-folder.md) */
 } sg_run_task;
 
 typedef struct sg_manifest {
@@ -149,7 +152,9 @@ typedef struct sg_manifest {
     int support_check;  /* leave-one-out check of each task's exemplars at synthesis: SG_CHECK_*
                            (sg_synth.h; true = auto, the default; false = off) */
     char manifest_sha256[65], engine_sha256[65];
-    char config_hash[65]; /* sha256(manifest bytes, engine sha256): parts of other configurations are redone */
+    char config_hash[65]; /* sha256(manifest bytes, engine sha256); each task adds its own inputs
+                             (sg_run_task.config_hash) */
+    char tasks_hash[65];  /* sha256 over every task's config_hash: the ranks of a run compare it */
     size_t n_units;       /* sum over tasks of n_shards + open_set.n_ref_shards */
     size_t *unit_start;   /* (n_tasks + 1) first unit of each task */
 } sg_manifest;
@@ -187,6 +192,7 @@ typedef struct sg_run_opts {
 
 typedef struct sg_run_result {
     size_t units_total, units_ok, units_failed, units_resumed, units_not_run;
+    size_t units_interrupted; /* of units_not_run: stopped by a signal on any rank mid-unit or before it began */
     int interrupted; /* a signal (or --fail-fast) stopped the run early */
     uint64_t images;
     double seconds;

@@ -4,9 +4,13 @@
  *
  * Each finished unit leaves one part file, written atomically by the rank
  * that ran it: parts/<task>/<shard index>.part (open-set reference shards:
- * parts/<task>/ref-<index>.part), a header line with the configuration hash
- * and the unit's status, then its prediction rows. A part under its final
- * name is complete by construction, which is what --resume relies on; rows
+ * parts/<task>/ref-<index>.part), a header line with the task's configuration
+ * hash and the unit's status, a line naming the shard with its size and
+ * modification time, then its prediction rows. A part under its final name
+ * is complete by construction, and it is used only while the task's
+ * configuration and the shard behind it are unchanged: that is what --resume
+ * relies on (a part is named by position, so the shard line is what tells
+ * that position 3 still means the same file); rows
  * are merged in shard order by rank 0 afterwards, so the outputs do not
  * depend on which rank ran what, or when. The run folder must be visible to
  * every rank (a shared file system, as for any Slurm job).
@@ -88,13 +92,32 @@ static void sanitize(char *s) {
 /* ---- part files ---- */
 
 typedef struct part_header {
-    char config[65];
+    char config[65]; /* the task's config_hash */
     int status, rank;
     double seconds;
     uint64_t images, unmapped, skips[SG_SKIP__COUNT];
+    char shard_id[64];     /* shard_identity() when the unit ran */
+    char shard_name[4200]; /* the shard's name as written in outputs */
     char msg[768];
     size_t body; /* offset of the first row */
 } part_header;
+
+/* What tells a shard file's content changed without reading it: size and
+ * modification time (ns), "-" when it cannot be read. */
+#define SHARD_ID_CHARS 64
+static void shard_identity(const char *path, char *out, size_t n) {
+    struct stat st;
+    if (stat(path, &st) != 0) snprintf(out, n, "-");
+    else
+        snprintf(out, n, "%lld:%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                 (long)st.st_mtim.tv_nsec);
+}
+
+/* The part is of this task's configuration and of the same shard file, unchanged. */
+static int part_current(const part_header *h, const sg_run_task *t, const sg_shard_file *sf, const char *shard_id) {
+    return strcmp(h->config, t->config_hash) == 0 && strcmp(h->shard_name, sf->name) == 0 &&
+           strcmp(h->shard_id, shard_id) == 0;
+}
 
 static int part_parse(const uint8_t *data, size_t len, part_header *h) {
     memset(h, 0, sizeof *h);
@@ -124,7 +147,16 @@ static int part_parse(const uint8_t *data, size_t len, part_header *h) {
     if (strcmp(st, "ok") == 0) h->status = U_OK;
     else if (strcmp(st, "failed") == 0) h->status = U_FAILED;
     else return 0;
-    const char *m0 = nl + 1, *m1 = memchr(m0, '\n', len - (size_t)(m0 - p));
+    /* "shard ID NAME" */
+    const char *s0 = nl + 1, *s1 = memchr(s0, '\n', len - (size_t)(s0 - p));
+    if (!s1 || s1 - s0 < 6 || memcmp(s0, "shard ", 6) != 0) return 0;
+    const char *id0 = s0 + 6, *id1 = memchr(id0, ' ', (size_t)(s1 - id0));
+    if (!id1 || (size_t)(id1 - id0) >= sizeof h->shard_id || (size_t)(s1 - id1 - 1) >= sizeof h->shard_name) return 0;
+    memcpy(h->shard_id, id0, (size_t)(id1 - id0));
+    h->shard_id[id1 - id0] = 0;
+    memcpy(h->shard_name, id1 + 1, (size_t)(s1 - id1 - 1));
+    h->shard_name[s1 - id1 - 1] = 0;
+    const char *m0 = s1 + 1, *m1 = memchr(m0, '\n', len - (size_t)(m0 - p));
     if (!m1) return 0;
     size_t ml = (size_t)(m1 - m0);
     if (ml >= sizeof h->msg) ml = sizeof h->msg - 1;
@@ -149,28 +181,30 @@ static int part_read(const char *path, part_header *h, uint8_t **data, size_t *l
     return ok;
 }
 
-/* The header lines only (what --resume needs): the first 4 KiB. */
+/* The header lines only (what --resume needs): the first 12 KiB (shard names
+ * are at most a path, messages 768 bytes). */
 static int part_read_header(const char *path, part_header *h) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
-    uint8_t buf[4096];
+    uint8_t buf[12288];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
     return part_parse(buf, n, h);
 }
 
-static sg_status part_write(const char *dir, const sg_manifest *m, const sg_run_task *t, size_t s,
-                            const unit_report *r, const sg_buf *rows, sg_err *err) {
+static sg_status part_write(const char *dir, const sg_run_task *t, size_t s, const sg_shard_file *sf,
+                            const char *shard_id, const unit_report *r, const sg_buf *rows, sg_err *err) {
     char tdir[4096], path[4200];
     snprintf(tdir, sizeof tdir, "%s/parts/%s", dir, t->id);
     sg_status st = sg_mkdir_p(tdir, err);
     if (st != SG_OK) return st;
     part_path(dir, t, s, path, sizeof path);
     sg_buf b = {0};
-    sg_buf_printf(&b, "sgps-part %d %s %s %d %.3f %llu %llu", SG_RUN_PART_VERSION, m->config_hash,
+    sg_buf_printf(&b, "sgps-part %d %s %s %d %.3f %llu %llu", SG_RUN_PART_VERSION, t->config_hash,
                   r->status == U_OK ? "ok" : "failed", r->rank, r->seconds, (unsigned long long)r->images,
                   (unsigned long long)r->unmapped);
     for (int i = 0; i < SG_SKIP__COUNT; i++) sg_buf_printf(&b, " %llu", (unsigned long long)r->skips[i]);
+    sg_buf_printf(&b, "\nshard %s %s", shard_id, sf->name);
     char msg[sizeof r->msg];
     memcpy(msg, r->msg, sizeof msg);
     sanitize(msg);
@@ -231,7 +265,7 @@ sg_status sg_pipeline_synth_task(const sg_manifest *m, const sg_engine *e, int t
         if (st == SG_OK) {
             sg_buf meta = {0};
             sg_buf_printf(&meta, "{\"task\": \"%s\", \"engine_sha256\": \"%s\", \"config\": \"%s\"", t->id,
-                          m->engine_sha256, m->config_hash);
+                          m->engine_sha256, t->config_hash);
             if (check_json) sg_buf_printf(&meta, ", \"support_check\": %s", check_json);
             sg_buf_append(&meta, "}", 2);
             (*out)->meta_json = (char *)meta.data;
@@ -361,14 +395,16 @@ static const sg_classifier *worker_classifier(worker *w, int t, const char **why
             w->cls_tried[lru] = 0;
             w->n_cached--;
         }
+        char td[4096], path[4200];
+        task_dir(w->dir, &w->m->tasks[t], td, sizeof td);
+        snprintf(path, sizeof path, "%s/classifier.sgpm", td);
         if (sg_pipeline_synth_task(w->m, w->engine, t, w->m->support_check, &w->cls[t], &err) != SG_OK) {
             w->cls[t] = NULL;
             w->cls_err[t] = sg_xstrdup(err.msg);
+            /* an earlier run's classifier (and its support check) must not pass for this one's */
+            if (unlink(path) != 0 && errno != ENOENT) sg_log(SG_LOG_WARN, "%s: cannot remove: %s", path, strerror(errno));
         } else {
             w->n_cached++;
-            char td[4096], path[4200];
-            task_dir(w->dir, &w->m->tasks[t], td, sizeof td);
-            snprintf(path, sizeof path, "%s/classifier.sgpm", td);
             if (sg_mkdir_p(td, &err) != SG_OK || sg_classifier_save(w->cls[t], path, &err) != SG_OK)
                 sg_log(SG_LOG_WARN, "%s", err.msg);
         }
@@ -384,7 +420,7 @@ static int classifier_current(const sg_manifest *m, const char *dir, int t) {
     snprintf(path, sizeof path, "%s/classifier.sgpm", td);
     sg_classifier *c = NULL;
     if (access(path, F_OK) != 0 || sg_classifier_load(path, &c, NULL) != SG_OK) return 0;
-    int ok = c->meta_json && strstr(c->meta_json, m->config_hash) != NULL;
+    int ok = c->meta_json && strstr(c->meta_json, m->tasks[t].config_hash) != NULL;
     sg_classifier_free(c);
     return ok;
 }
@@ -459,6 +495,8 @@ static void run_unit(worker *w, size_t u, unit_report *r) {
     const sg_run_task *t = &m->tasks[ti];
     const sg_shard_file *sf = sg_task_shard(m, t, si);
     int reference = si >= t->n_shards, labelled = reference || t->kind == SG_TASK_EVALUATE;
+    char shard_id[SHARD_ID_CHARS];
+    shard_identity(sf->path, shard_id, sizeof shard_id);
     memset(r, 0, sizeof *r);
     r->unit = (int32_t)u;
     r->rank = w->rank;
@@ -531,7 +569,7 @@ static void run_unit(worker *w, size_t u, unit_report *r) {
     r->seconds = sg_now() - t0;
     if (r->status != U_INTERRUPTED) {
         sg_err err;
-        if (part_write(w->dir, m, t, si, r, r->status == U_OK ? &rows : NULL, &err) != SG_OK) {
+        if (part_write(w->dir, t, si, sf, shard_id, r, r->status == U_OK ? &rows : NULL, &err) != SG_OK) {
             r->status = U_FAILED;
             snprintf(r->msg, sizeof r->msg, "cannot write the part file: %.700s", err.msg);
         }
@@ -935,21 +973,39 @@ static void gather_hosts(MPI_Comm comm, int rank, int size, sg_run_result *res) 
 /* ---- the run ---- */
 
 /* The outputs only a finished run writes: removed at the start, so that an
- * interrupted run never leaves an earlier run's summary looking current. */
-static void remove_final_outputs(const sg_manifest *m, const char *dir) {
+ * interrupted run never leaves an earlier run's summary looking current, and
+ * every worklist in a task folder is this run's (a class dropped from the
+ * task, or a run stopped before its worklists, leaves none behind). Without
+ * resume the classifiers go too: one kept from an earlier run would lend its
+ * support check to a task whose synthesis now fails. */
+static void remove_final_outputs(const sg_manifest *m, const sg_run_opts *o, const char *dir) {
     static const char *const top[] = {"summary.json", "summary.csv", "report.html", "comparison.json",
                                       "comparison.csv"};
-    static const char *const per_task[] = {"predictions.csv", "metrics.json", "reference.csv"};
+    static const char *const per_task[] = {"predictions.csv", "metrics.json", "reference.csv", "classifier.sgpm"};
+    size_t n_per_task = sizeof per_task / sizeof per_task[0] - (o->resume ? 1 : 0);
     char p[8192];
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++) {
         snprintf(p, sizeof p, "%.4000s/%s", dir, top[i]);
         unlink(p);
     }
-    for (int t = 0; t < m->n_tasks; t++)
-        for (size_t i = 0; i < sizeof per_task / sizeof per_task[0]; i++) {
+    for (int t = 0; t < m->n_tasks; t++) {
+        for (size_t i = 0; i < n_per_task; i++) {
             snprintf(p, sizeof p, "%.4000s/tasks/%s/%s", dir, m->tasks[t].id, per_task[i]);
             unlink(p);
         }
+        snprintf(p, sizeof p, "%.4000s/tasks/%s", dir, m->tasks[t].id);
+        DIR *dd = opendir(p);
+        if (!dd) continue;
+        struct dirent *de;
+        while ((de = readdir(dd)) != NULL) {
+            size_t nl = strlen(de->d_name);
+            if (nl < 13 || strncmp(de->d_name, "worklist-", 9) != 0 || strcmp(de->d_name + nl - 4, ".csv") != 0) continue;
+            char f[8600];
+            snprintf(f, sizeof f, "%s/%s", p, de->d_name);
+            unlink(f);
+        }
+        closedir(dd);
+    }
 }
 
 /* Folders under RUN/tasks/ that no task of this manifest writes (a folder
@@ -989,13 +1045,16 @@ static size_t warn_foreign_tasks(const sg_manifest *m, const char *dir) {
 }
 
 /* Rank 0 before a run (and a dry run): marks in keep the units whose part
- * file is complete for this configuration (o->resume), recording them in s
- * when given; without resume, removes stale part files unless dry. Folders
+ * file is current (o->resume: the task's configuration hash, and the same
+ * shard file, unchanged in size and time), recording them in s when given;
+ * without resume, removes stale part files unless dry. Folders
  * parts/<task>/ that do not exist are not looked into, so a first run costs
  * one stat per task. */
 static int plan_keep(const sg_manifest *m, const sg_run_opts *o, const char *dir, int dry, uint8_t *keep, sched *s,
                      size_t *n_kept, sg_err *err) {
     *n_kept = 0;
+    /* each shard file's identity, taken once (tasks share files) */
+    char (*ids)[SHARD_ID_CHARS] = o->resume ? sg_xcalloc(m->n_files + 1, sizeof *ids) : NULL;
     for (int ti = 0; ti < m->n_tasks; ti++) {
         const sg_run_task *t = &m->tasks[ti];
         char pd[4200];
@@ -1008,7 +1067,9 @@ static int plan_keep(const sg_manifest *m, const sg_run_opts *o, const char *dir
             part_path(dir, t, si, pp, sizeof pp);
             part_header h;
             if (o->resume) {
-                if (part_read_header(pp, &h) && strcmp(h.config, m->config_hash) == 0 &&
+                const uint32_t fi = si < t->n_shards ? t->shard[si] : t->ref_shard[si - t->n_shards];
+                if (!ids[fi][0]) shard_identity(m->files[fi].path, ids[fi], sizeof ids[fi]);
+                if (part_read_header(pp, &h) && part_current(&h, t, &m->files[fi], ids[fi]) &&
                     (h.status == U_OK || !o->retry_failed)) {
                     bit_set(keep, u);
                     (*n_kept)++;
@@ -1035,6 +1096,7 @@ static int plan_keep(const sg_manifest *m, const sg_run_opts *o, const char *dir
             }
         }
     }
+    free(ids);
     return 1;
 }
 
@@ -1073,7 +1135,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
         for (int i = 0; i < size * WORKER_REQUESTS; i++) s.answer_rq[i] = MPI_REQUEST_NULL;
         s.answer_slot = sg_xcalloc((size_t)size, sizeof *s.answer_slot);
         if (sg_mkdir_p(dir, err) != SG_OK || write_run_json(m, o, res, 0, err) != SG_OK) ok = 0;
-        if (ok) remove_final_outputs(m, dir);
+        if (ok) remove_final_outputs(m, o, dir);
         if (ok) warn_foreign_tasks(m, dir);
         size_t kept = 0;
         if (ok && !plan_keep(m, o, dir, 0, keep, &s, &kept, err)) ok = 0;
@@ -1184,6 +1246,7 @@ sg_status sg_pipeline_run(const sg_manifest *m, const sg_run_opts *o, MPI_Comm c
             if (r->status == U_OK) res->units_ok++;
             else if (r->status == U_FAILED) res->units_failed++;
             else res->units_not_run++;
+            if (r->status == U_INTERRUPTED) res->units_interrupted++;
             if (!r->resumed) res->images += r->images;
         }
         res->interrupted = res->units_not_run > 0;
@@ -1293,8 +1356,12 @@ static sg_status load_rows(const sg_manifest *m, const char *dir, int ti, size_t
             rows->units_missing++;
             continue;
         }
-        if (strcmp(h.config, m->config_hash) != 0 || h.status != U_OK) {
-            if (strcmp(h.config, m->config_hash) != 0) rows->units_missing++;
+        const sg_shard_file *sf = sg_task_shard(m, t, si);
+        char shard_id[SHARD_ID_CHARS];
+        shard_identity(sf->path, shard_id, sizeof shard_id);
+        int current = part_current(&h, t, sf, shard_id);
+        if (!current || h.status != U_OK) {
+            if (!current) rows->units_missing++;
             else rows->units_failed++;
             free(data);
             continue;

@@ -263,3 +263,156 @@ Test(pipeline, image_to_u8_matches_size) {
     rmrf(dir);
     free(dir);
 }
+
+/* Text after the JSON document (a second document, a stray word) is refused
+ * in the manifest and the registry alike; trailing white space is not. */
+Test(pipeline, manifest_trailing_data) {
+    const char *man = "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\",\n"
+                      " \"tasks\": [{\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                      " \"shots\": 1, \"shards\": \"shards/lab-000000.tar\"}]}\n";
+    char text[2048];
+    snprintf(text, sizeof text, "%s\n  }oops\n", man);
+    sg_diag d = {0};
+    refused_in_world(NULL, NULL, "trail.json", text, &d);
+    cr_assert(has(&d, "trail.json: unexpected data after the JSON value (line 4)", SG_DIAG_ERROR));
+    sg_diag_free(&d);
+    /* the registry: a second document after the first */
+    const char *reg = "{\"diseases\": [{\"id\": \"orpha:1\", \"description\": \"x\"}, {\"id\": \"orpha:2\", \"description\": \"y\"}]}\n"
+                      "{\"diseases\": []}\n";
+    const char *man0 = "{\"engine\": \"engine.sgpe\", \"registry\": \"reg-t.json\", \"output\": \"r\",\n"
+                       " \"tasks\": [{\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                       " \"shots\": 0, \"shards\": \"shards/lab-000000.tar\"}]}";
+    refused_in_world("reg-t.json", reg, "m0.json", man0, &d);
+    cr_assert(has(&d, "reg-t.json: unexpected data after the JSON value (line 2)", SG_DIAG_ERROR));
+    sg_diag_free(&d);
+    /* white space only after the value: fine */
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    char *mp = fxp_path(dir, "ws.json");
+    snprintf(text, sizeof text, "%s \n\t\r\n\n", man);
+    fxp_write(mp, text, strlen(text));
+    sg_manifest *m;
+    cr_assert_eq(sg_manifest_load(mp, 0, &m, &d), SG_OK);
+    dump(&d);
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}
+
+/* Ids have at most 200 characters: a longer one is told so, not that its
+ * characters are wrong; 200 pass. */
+Test(pipeline, manifest_id_too_long) {
+    char long_id[202], ok_id[201], reg[2048], man[4096];
+    memset(long_id, 'a', 201);
+    long_id[201] = 0;
+    memset(ok_id, 'b', 200);
+    ok_id[200] = 0;
+    snprintf(reg, sizeof reg,
+             "{\"diseases\": [{\"id\": \"orpha:%s\", \"description\": \"x\"}, {\"id\": \"%s\", \"description\": \"y\"},"
+             " {\"id\": \"orpha:2\", \"description\": \"z\"}]}",
+             long_id, ok_id);
+    snprintf(man, sizeof man,
+             "{\"engine\": \"engine.sgpe\", \"registry\": \"reg-l.json\", \"output\": \"r\",\n"
+             " \"tasks\": [{\"id\": \"%s\", \"kind\": \"evaluate\", \"classes\": [\"%s\", \"orpha:2\"], \"shots\": 0,"
+             " \"shards\": \"shards/lab-000000.tar\"},\n"
+             "  {\"id\": \"%s\", \"kind\": \"evaluate\", \"classes\": [\"%s\", \"orpha:2\"], \"shots\": 0,"
+             " \"shards\": \"shards/lab-000000.tar\"}]}",
+             long_id, ok_id, ok_id, ok_id);
+    sg_diag d = {0};
+    refused_in_world("reg-l.json", reg, "ml.json", man, &d);
+    cr_assert(has(&d, "reg-l.json: $.diseases[0].id: 'orpha:aaaa",
+                  SG_DIAG_ERROR));
+    cr_assert(has(&d, "...' is longer than 200 characters (207)", SG_DIAG_ERROR));
+    cr_assert(has(&d, "ml.json: $.tasks[0].id: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...' is longer than 200 characters (201",
+                  SG_DIAG_ERROR));
+    cr_assert(!has(&d, "must use only", SG_DIAG_ERROR), "a long id is not said to hold wrong characters");
+    cr_assert(!has(&d, "$.diseases[1].id", SG_DIAG_ERROR) && !has(&d, "$.tasks[1].id", SG_DIAG_ERROR),
+              "200 characters pass");
+    cr_assert_eq(d.n, 2);
+    sg_diag_free(&d);
+}
+
+/* Each task's configuration hash covers its classes' registry entries, the
+ * bytes of the exemplars it uses and its expanded shard list, besides the
+ * manifest and engine: a change to one class reaches only the tasks that use
+ * it, and a reload of unchanged inputs gives the same hashes (what --resume of
+ * an unchanged run relies on). */
+Test(pipeline, manifest_task_hashes) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    char *mp = fxp_path(dir, "manifest.json");
+    sg_diag d = {0};
+    sg_manifest *m0, *m1;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m0, &d), SG_OK);
+    cr_assert_eq(sg_manifest_load(mp, 0, &m1, &d), SG_OK);
+    for (int t = 0; t < 3; t++) {
+        cr_assert_eq(strlen(m0->tasks[t].config_hash), 64);
+        cr_assert_str_eq(m0->tasks[t].config_hash, m1->tasks[t].config_hash, "deep or not, unchanged inputs: same hash");
+    }
+    cr_assert_str_eq(m0->tasks_hash, m1->tasks_hash);
+    cr_assert_str_neq(m0->tasks[0].config_hash, m0->tasks[1].config_hash);
+    sg_manifest_free(m1);
+    /* orpha:2's second exemplar rewritten in place (diff3 uses 2 shots, screen-b 3; a-vs-ref has no orpha:2) */
+    char *src = fxp_path(dir, "exemplars/d0-0.png"), *dst = fxp_path(dir, "exemplars/d1-1.jpg");
+    uint8_t *data;
+    size_t len;
+    cr_assert_eq(sg_file_read_all(src, &data, &len, 1 << 20, NULL), SG_OK);
+    fxp_write(dst, data, len);
+    free(data);
+    cr_assert_eq(sg_manifest_load(mp, 0, &m1, &d), SG_OK);
+    cr_assert_str_eq(m0->config_hash, m1->config_hash, "the manifest and engine are the same");
+    cr_assert_str_neq(m0->tasks[0].config_hash, m1->tasks[0].config_hash, "diff3 uses the exemplar");
+    cr_assert_str_eq(m0->tasks[1].config_hash, m1->tasks[1].config_hash, "a-vs-ref does not");
+    cr_assert_str_neq(m0->tasks[2].config_hash, m1->tasks[2].config_hash, "screen-b uses the exemplar");
+    cr_assert_str_neq(m0->tasks_hash, m1->tasks_hash);
+    /* a registry entry's description changed: the tasks of that class */
+    char *rp = fxp_path(dir, "registry.json");
+    cr_assert_eq(sg_file_read_all(rp, &data, &len, 1 << 20, NULL), SG_OK);
+    char *at = strstr((char *)data, "a red round lesion");
+    cr_assert(at);
+    at[2] = 'R';
+    fxp_write(rp, data, len);
+    free(data);
+    sg_manifest *m2;
+    cr_assert_eq(sg_manifest_load(mp, 0, &m2, &d), SG_OK);
+    cr_assert_str_neq(m1->tasks[0].config_hash, m2->tasks[0].config_hash, "diff3 has orpha:1");
+    cr_assert_str_neq(m1->tasks[1].config_hash, m2->tasks[1].config_hash, "a-vs-ref has orpha:1");
+    cr_assert_str_eq(m1->tasks[2].config_hash, m2->tasks[2].config_hash, "screen-b has not");
+    sg_manifest_free(m1);
+    sg_manifest_free(m2);
+    sg_manifest_free(m0);
+    /* an index JSON rewritten to list other shards: the task that reads it */
+    char *ip = fxp_path(dir, "shards/idx.json");
+    const char *idx = "{\"format\": \"sgps-shards\", \"version\": 1, \"shards\": [{\"path\": \"lab-%06d.tar\", \"samples\": 40,"
+                      " \"bytes\": 1, \"sha256\": \"%064d\"}]}";
+    char text[512];
+    snprintf(text, sizeof text, idx, 0, 0);
+    fxp_write(ip, text, strlen(text));
+    char *mi = fxp_path(dir, "mi.json");
+    const char *man = "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\",\n"
+                      " \"tasks\": [{\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"],"
+                      " \"shots\": 1, \"shards\": \"shards/idx.json\"}]}";
+    fxp_write(mi, man, strlen(man));
+    cr_assert_eq(sg_manifest_load(mi, 0, &m0, &d), SG_OK);
+    snprintf(text, sizeof text, idx, 1, 0);
+    fxp_write(ip, text, strlen(text));
+    cr_assert_eq(sg_manifest_load(mi, 0, &m2, &d), SG_OK);
+    dump(&d);
+    cr_assert_str_eq(m0->config_hash, m2->config_hash, "the manifest bytes did not change");
+    cr_assert_str_neq(m0->tasks[0].config_hash, m2->tasks[0].config_hash, "the index lists another shard");
+    sg_manifest_free(m0);
+    sg_manifest_free(m2);
+    sg_diag_free(&d);
+    free(src);
+    free(dst);
+    free(rp);
+    free(ip);
+    free(mi);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}

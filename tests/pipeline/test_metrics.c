@@ -5,7 +5,13 @@
 #include "sg_jobs.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 Test(pipeline, auroc_hand_values) {
     float s1[] = {0.1f, 0.4f, 0.35f, 0.8f};
@@ -107,4 +113,64 @@ Test(pipeline, auroc_class_absent_is_undefined) {
     cr_assert(isnan(m.recall[2]));
     cr_assert_float_eq(m.balanced_accuracy, 1.0, 1e-12); /* over classes with support */
     sg_metrics_free(&m);
+}
+
+/* Worklist file names tell every pair of class ids apart (':' and '/' used to
+ * become '_', so orpha:2, orpha_2 and orpha/2 shared one file), and stay within
+ * SG_WORKLIST_NAME_MAX bytes for the longest ids validation lets through. */
+Test(pipeline, worklist_names_injective_and_bounded) {
+    char a[SG_WORKLIST_NAME_MAX + 1], b[SG_WORKLIST_NAME_MAX + 1], c[SG_WORKLIST_NAME_MAX + 1];
+    sg_jobs_worklist_name("orpha:2", a);
+    sg_jobs_worklist_name("orpha_2", b);
+    sg_jobs_worklist_name("orpha/2", c);
+    cr_assert_str_eq(a, "worklist-orpha%3A2.csv");
+    cr_assert_str_eq(b, "worklist-orpha_2.csv");
+    cr_assert_str_eq(c, "worklist-orpha%2F2.csv");
+    sg_jobs_worklist_name("ham10000/mel.v2-x", a);
+    cr_assert_str_eq(a, "worklist-ham10000%2Fmel.v2-x.csv");
+    /* 200 characters (the most an id may have), most of them escaped */
+    char id1[201], id2[201];
+    for (int i = 0; i < 200; i++) id1[i] = i % 2 ? ':' : 'a';
+    id1[200] = 0;
+    memcpy(id2, id1, sizeof id1);
+    id2[198] = 'b';
+    sg_jobs_worklist_name(id1, a);
+    sg_jobs_worklist_name(id2, b);
+    cr_assert_leq(strlen(a), SG_WORKLIST_NAME_MAX, "%zu bytes", strlen(a));
+    cr_assert_leq(strlen(a) + SG_FILE_TMP_SUFFIX_LEN, 255);
+    cr_assert(strchr(a, '~') && strncmp(a, "worklist-a%3Aa", 14) == 0 && strcmp(a + strlen(a) - 4, ".csv") == 0, "%s", a);
+    cr_assert_str_neq(a, b, "ids that differ past the cut still get two files");
+    /* 200 plain characters need no cut */
+    memset(id1, 'z', 200);
+    sg_jobs_worklist_name(id1, a);
+    cr_assert_eq(strlen(a), 213);
+    cr_assert_null(strchr(a, '~'));
+}
+
+/* The temporary name of an atomic write has a fixed-length suffix: a final
+ * name of 255 - SG_FILE_TMP_SUFFIX_LEN bytes (a worklist of the longest class
+ * id) can be written on a host with a 64-character name, and nothing is left
+ * beside it. Needs a UTS namespace for the host name (skipped without). */
+Test(pipeline, atomic_write_long_name_long_host) {
+    if (unshare(CLONE_NEWUTS) != 0) cr_skip_test("no UTS namespace here (unshare: %s)", strerror(errno));
+    char host[65];
+    memset(host, 'h', 64);
+    host[64] = 0;
+    if (sethostname(host, 64) != 0) cr_skip_test("sethostname: %s", strerror(errno));
+    char dir[] = "/tmp/sgpipe-atomic-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char name[SG_WORKLIST_NAME_MAX + 1], path[512];
+    memset(name, 'w', SG_WORKLIST_NAME_MAX);
+    name[SG_WORKLIST_NAME_MAX] = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    sg_err err;
+    for (int i = 0; i < 3; i++) cr_assert_eq(sg_file_write_atomic(path, "x\n", 2, &err), SG_OK, "%s", err.msg);
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) n += de->d_name[0] != '.';
+    closedir(d);
+    cr_assert_eq(n, 1, "only the final file is left");
+    unlink(path);
+    rmdir(dir);
 }

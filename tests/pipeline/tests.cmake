@@ -16,7 +16,7 @@ target_link_libraries(sg_pipeline_fixture PRIVATE sg_synth sg_io sg_model sg_cor
 if(TARGET sgps AND MPIEXEC_EXECUTABLE)
   set(_drv ${CMAKE_CURRENT_LIST_DIR}/run_mpi_tests.sh)
   set(_env "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OPENBLAS_NUM_THREADS=1;OMPI_MCA_rmaps_base_oversubscribe=1")
-  foreach(case end_to_end validate ranks corrupt resume signal nightly open_set dry_run)
+  foreach(case end_to_end validate ranks corrupt resume inputs signal nightly open_set dry_run names)
     add_test(NAME pipeline_mpi_${case}
       COMMAND bash ${_drv} ${case} ${MPIEXEC_EXECUTABLE} $<TARGET_FILE:sgps> $<TARGET_FILE:sg_pipeline_fixture>
               ${CMAKE_CURRENT_BINARY_DIR}/pipeline_mpi_${case})
