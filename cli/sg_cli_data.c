@@ -355,15 +355,16 @@ sg_status sg_cli_load_sets(char **dirs, int n_dirs, int side, const sg_registry_
 
 /* sg_cli_load_images over a list of n image paths (src: the list's name in
  * messages; a NULL path is a line without one, line[i] its number): at most
- * max_images, every stride-th of a longer list. */
+ * max_images, evenly spaced over a longer list (row k·n/max_images). */
 static sg_status load_image_list(const char *src, char *const *paths, const int *line, size_t n, int side,
                                  long max_images, uint8_t **pix, int *n_out, sg_err *err) {
-    size_t stride = max_images > 0 && n > (size_t)max_images ? (n + (size_t)max_images - 1) / (size_t)max_images : 1;
-    size_t ssz = (size_t)3 * side * side, want = (n + stride - 1) / stride;
+    size_t want = max_images > 0 && n > (size_t)max_images ? (size_t)max_images : n;
+    size_t ssz = (size_t)3 * side * side;
     uint8_t *buf = sg_xmalloc(ssz * (want ? want : 1));
     int got = 0;
     long skipped = 0;
-    for (size_t i = 0; i < n && (max_images <= 0 || got < max_images); i += stride) {
+    for (size_t k = 0; k < want; k++) {
+        size_t i = want == n ? k : (size_t)((unsigned long long)k * n / want);
         sg_err e2;
         if (!paths[i]) {
             sg_log(SG_LOG_WARN, "%s:%d: no path; line skipped", src, line[i]);

@@ -24,9 +24,9 @@ static const char adapt_help[] =
     "  --alpha A        weight of the new statistics, in (0, 1]; the rest stays the\n"
     "                   engine's (default 0.5: better than 1 on two held-out domains,\n"
     "                   docs/results.md)\n"
-    "  --max-images N   at most N images, spread over the list or the shards: every\n"
-    "                   k-th row of a longer list, an equal share of each shard\n"
-    "                   (default 20000; 0: all)\n"
+    "  --max-images N   at most N images (N >= 2), spread over the list or the shards:\n"
+    "                   N rows evenly spaced over a longer list, an equal share of each\n"
+    "                   shard (default 20000; 0: all)\n"
     "  -o, --out FILE   the adapted engine (written atomically)\n"
     "A bad image, or a shard that breaks off, is reported and skipped; the rest are used.\n"
     "Exit status: 0 written; 1 a file could not be read or written; 2 bad arguments.\n";

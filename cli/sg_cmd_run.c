@@ -26,10 +26,10 @@ static const char validate_help[] =
     "                     per task, each exemplar that looks like another class, and the\n"
     "                     tasks no better than chance — what `sgps run` will report, before\n"
     "                     any shard is read. Does not change the exit status.\n"
-    "Exit status: 0 valid; 1 problems found (all printed); 2 bad arguments.\n";
+    "Exit status: 0 valid (warnings, if any, printed); 1 problems found (all printed); 2 bad arguments.\n";
 
 static void print_diag(const sg_diag *d, FILE *f) {
-    for (size_t i = 0; i < d->n; i++) fprintf(f, "%s\n", d->msgs[i]);
+    for (size_t i = 0; i < d->n; i++) fprintf(f, "%s%s\n", d->kind[i] == SG_DIAG_WARN ? "warning: " : "", d->msgs[i]);
 }
 
 /* --check-exemplars: the support check of every task, as `sgps run` would
@@ -107,10 +107,15 @@ int sg_cmd_validate(int argc, char **argv) {
     sg_diag d = {0};
     sg_manifest *m = NULL;
     sg_manifest_load(path, 1, &m, &d);
-    int code = d.n ? 1 : 0;
+    size_t n_warn = sg_diag_count(&d, SG_DIAG_WARN), n_bad = d.n - n_warn;
+    int code = n_bad ? 1 : 0;
     print_diag(&d, stderr);
-    if (code) fprintf(stderr, "sgps validate: %s: %zu problem%s\n", path, d.n, d.n == 1 ? "" : "s");
-    else printf("%s: valid: %d tasks, %zu units, %zu shard files\n", path, m->n_tasks, m->n_units, m->n_files);
+    if (code) fprintf(stderr, "sgps validate: %s: %zu problem%s\n", path, n_bad, n_bad == 1 ? "" : "s");
+    else {
+        char w[48] = "";
+        if (n_warn) snprintf(w, sizeof w, " (%zu warning%s)", n_warn, n_warn == 1 ? "" : "s");
+        printf("%s: valid: %d tasks, %zu units, %zu shard files%s\n", path, m->n_tasks, m->n_units, m->n_files, w);
+    }
     if (!code && check) {
         fflush(stdout);
         check_exemplars(m);
@@ -162,7 +167,8 @@ static int dry_run(const char *path, const sg_run_opts *o, int ranks) {
     int ok = sg_manifest_load(path, 1, &m, &d) == SG_OK;
     double t_load = sg_now() - t0;
     for (size_t i = 0; i < d.n; i++)
-        fprintf(stderr, "%s%s\n", d.msgs[i], d.kind[i] == SG_DIAG_DATA ? " (the units that need it would fail)" : "");
+        fprintf(stderr, "%s%s%s\n", d.kind[i] == SG_DIAG_WARN ? "warning: " : "", d.msgs[i],
+                d.kind[i] == SG_DIAG_DATA ? " (the units that need it would fail)" : "");
     if (!ok) {
         fprintf(stderr, "sgps run --dry-run: %s: %zu errors; a run would stop before it starts\n", path,
                 sg_diag_count(&d, SG_DIAG_ERROR));

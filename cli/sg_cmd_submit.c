@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <spawn.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -120,6 +121,9 @@ static const char sg_sbatch_template[] =
     "    if wait \"$pid\"; then rc=0; else rc=$?; fi\n"
     "    kill -0 \"$pid\" 2>/dev/null || break\n"
     "  done\n"
+    "  # The launcher may have exited between a trapped wait returning (rc 128 + signal)\n"
+    "  # and kill -0: collect its real status (bash keeps it for a second wait).\n"
+    "  if wait \"$pid\" 2>/dev/null; then rc=0; else r=$?; [ \"$r\" -eq 127 ] || rc=$r; fi\n"
     "fi\n"
     "echo \"sgps.sbatch: sgps run exited $rc at $(date -u +%FT%TZ)${got:+ (after $got)}\"\n"
     "\n"
@@ -352,8 +356,9 @@ int sg_cmd_submit(int argc, char **argv) {
         fprintf(stderr, "sgps submit: --job-name: a name is required\n");
         return 2;
     }
-    if (per_node == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (per_node == 0) { /* as nproc counts: the CPUs this process may run on */
+        cpu_set_t cs;
+        long cores = sched_getaffinity(0, sizeof cs, &cs) == 0 ? CPU_COUNT(&cs) : sysconf(_SC_NPROCESSORS_ONLN);
         per_node = cores > 0 ? cores : 1;
     }
 

@@ -250,6 +250,7 @@ typedef struct loader {
     size_t files_cap;
     int *file_errno; /* (files_cap) deep: 0 readable, else errno of access() */
     uint32_t *stamp; /* (files_cap) last spec that listed the file + 1 (duplicates) */
+    uint32_t *mark;  /* (files_cap) last task whose "shards" list the file + 1 */
     spec_entry *specs;
     size_t n_specs, specs_cap, id_lists_cap;
     exemplar_check **ex; /* (n_diseases) → (n_exemplars), allocated on first use */
@@ -283,6 +284,7 @@ static void loader_free(loader *L) {
     htab_free(&L->spec_ix);
     free(L->file_errno);
     free(L->stamp);
+    free(L->mark);
     for (size_t i = 0; i < L->n_specs; i++) {
         spec_entry *s = &L->specs[i];
         free(s->spec);
@@ -320,6 +322,8 @@ static uint32_t file_intern(loader *L, const char *path, const char *name) {
         L->file_errno = sg_xrealloc(L->file_errno, L->files_cap * sizeof *L->file_errno);
         L->stamp = sg_xrealloc(L->stamp, L->files_cap * sizeof *L->stamp);
         memset(L->stamp + old, 0, (L->files_cap - old) * sizeof *L->stamp);
+        L->mark = sg_xrealloc(L->mark, L->files_cap * sizeof *L->mark);
+        memset(L->mark + old, 0, (L->files_cap - old) * sizeof *L->mark);
     }
     uint32_t id = (uint32_t)m->n_files++;
     m->files[id].path = sg_xstrdup(path);
@@ -415,6 +419,9 @@ static void load_registry(loader *L, const char *path) {
     }
     static const char *const top[] = {"version", "diseases", NULL};
     check_keys(d, path, "$", root, top);
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(root, "version");
+    if (ver && (!cJSON_IsNumber(ver) || ver->valuedouble != 1))
+        sg_diag_add(d, SG_DIAG_ERROR, "%s: $.version: this sgps reads registry version 1", path);
     static const char *const keys[] = {"id", "name", "codes", "modality", "description", "exemplars", NULL};
     int n = cJSON_GetArraySize(list), i = 0;
     m->diseases = sg_xcalloc((size_t)n + 1, sizeof *m->diseases);
@@ -799,6 +806,20 @@ static void parse_task(loader *L, const cJSON *jt, int ti) {
         char lp[80];
         snprintf(lp, sizeof lp, "%s.labels", jp);
         parse_label_map(t, mp, lp, lm, t->open_set.enabled, &t->map_keys, &t->map_class, &t->n_map, d);
+        if (t->kind == SG_TASK_SCREEN && !t->open_set.enabled)
+            sg_diag_add(d, SG_DIAG_WARN, "%s: %s.labels: a screen task without open_set reads no labels; ignored", mp, jp);
+    }
+    /* a reference shard that the task also screens: its threshold would be
+     * calibrated on the images it then reports */
+    if (t->open_set.enabled && t->shard && t->ref_shard) {
+        for (size_t i = 0; i < t->n_shards; i++) L->mark[t->shard[i]] = (uint32_t)ti + 1;
+        for (size_t i = 0; i < t->open_set.n_ref_shards; i++)
+            if (L->mark[t->ref_shard[i]] == (uint32_t)ti + 1) {
+                sg_diag_add(d, SG_DIAG_WARN,
+                            "%s: %s.open_set.reference: %s is also in the task's shards (the threshold is calibrated "
+                            "on images it then classifies)", mp, jp, m->files[t->ref_shard[i]].name);
+                break;
+            }
     }
 }
 

@@ -50,7 +50,8 @@ extern "C" {
 
 typedef enum sg_diag_kind {
     SG_DIAG_ERROR = 0, /* the manifest cannot run */
-    SG_DIAG_DATA = 1   /* a file a task needs is missing or unreadable: its units fail alone */
+    SG_DIAG_DATA = 1,  /* a file a task needs is missing or unreadable: its units fail alone */
+    SG_DIAG_WARN = 2   /* runs as written, but likely not as meant */
 } sg_diag_kind;
 
 typedef struct sg_diag {

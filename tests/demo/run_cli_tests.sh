@@ -306,6 +306,15 @@ cmp -s "$W/ad1.sgpe" "$W/ad4.sgpe" && fail "adapt-engine: --alpha 1 gave the sam
 "$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --alpha 0.5 -o "$W/ad5.sgpe" > /dev/null 2>&1 ||
   fail "adapt-engine --alpha 0.5"
 cmp -s "$W/ad1.sgpe" "$W/ad5.sgpe" || fail "adapt-engine: the default is not --alpha 0.5"
+# --max-images N over a longer list reads N images, evenly spaced (a rounded-up stride read
+# 6 of 12 for N = 11); 1 is refused (statistics need two)
+for n in 5 7 11; do
+  "$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --max-images $n -o "$W/adm.sgpe" \
+    > "$W/adm.txt" 2>&1 || fail "adapt-engine --max-images $n: $(cat "$W/adm.txt")"
+  grep -q "to $n images" "$W/adm.txt" || fail "adapt-engine --max-images $n did not read $n images: $(cat "$W/adm.txt")"
+done
+"$SGPS" adapt-engine --engine "$W/a/engine.sgpe" --images "$W/a/heldout" --max-images 1 -o "$W/adm.sgpe" > /dev/null 2>&1
+[ $? -eq 2 ] || fail "adapt-engine --max-images 1: exit 2 expected"
 "$SGPS" eval-fewshot --engine "$W/ad1.sgpe" --data "$W/a/heldout" --methods sgps,protonet --way 3 --shot 1 --episodes 3 \
   --queries 1 > "$W/ad5.txt" 2>&1 || fail "eval-fewshot on an adapted engine: $(cat "$W/ad5.txt")"
 # the same images packed into shards (by index and by brace pattern) give the same engine;

@@ -208,6 +208,55 @@ Test(pipeline, registry_top_level_keys) {
     sg_diag_free(&d);
 }
 
+/* What runs as written but is likely not what was meant is a warning, and the
+ * manifest still loads: labels on a screen task without open_set (nothing reads
+ * them), and an open-set reference shard that the task also classifies. */
+Test(pipeline, manifest_warnings) {
+    fxp_opts o;
+    fxp_opts_default(&o);
+    char *dir = world(&o);
+    const char *man =
+        "{\"engine\": \"engine.sgpe\", \"registry\": \"registry.json\", \"output\": \"r\",\n"
+        " \"tasks\": [{\"id\": \"s\", \"kind\": \"screen\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
+        "   \"shards\": \"shards/cohort-000000.tar.zst\", \"labels\": {\"a\": 0}},\n"
+        "  {\"id\": \"o\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 1,"
+        "   \"shards\": \"shards/lab-{000000..000001}.tar\", \"labels\": {\"a\": 0, \"b\": 1, \"n\": null},"
+        "   \"open_set\": {\"reference\": \"shards/lab-000001.tar\", \"labels\": {\"a\": 0, \"b\": 1, \"n\": null}}}]}\n";
+    char *mp = fxp_path(dir, "warn.json");
+    fxp_write(mp, man, strlen(man));
+    sg_diag d = {0};
+    sg_manifest *m = NULL;
+    cr_assert_eq(sg_manifest_load(mp, 1, &m, &d), SG_OK);
+    dump(&d);
+    cr_assert(has(&d, "warn.json: $.tasks[0].labels: a screen task without open_set reads no labels", SG_DIAG_WARN));
+    cr_assert(has(&d, "warn.json: $.tasks[1].open_set.reference: shards/lab-000001.tar is also in the task's shards",
+                  SG_DIAG_WARN));
+    cr_assert_eq(d.n, 2, "two warnings, nothing else");
+    sg_manifest_free(m);
+    sg_diag_free(&d);
+    free(mp);
+    rmrf(dir);
+    free(dir);
+}
+
+/* A registry of another version (or a version that is not a number) is refused. */
+Test(pipeline, registry_version) {
+    const char *man =
+        "{\"engine\": \"engine.sgpe\", \"registry\": \"reg3.json\", \"output\": \"r\",\n"
+        " \"tasks\": [{\"id\": \"a\", \"kind\": \"evaluate\", \"classes\": [\"orpha:1\", \"orpha:2\"], \"shots\": 0,"
+        "   \"text\": true, \"shards\": \"shards/lab-000000.tar\"}]}\n";
+    const char *regs[] = {"{\"version\": 2, \"diseases\": [{\"id\": \"orpha:1\", \"description\": \"x\"}, "
+                          "{\"id\": \"orpha:2\", \"description\": \"y\"}]}\n",
+                          "{\"version\": \"banana\", \"diseases\": [{\"id\": \"orpha:1\", \"description\": \"x\"}, "
+                          "{\"id\": \"orpha:2\", \"description\": \"y\"}]}\n"};
+    for (int i = 0; i < 2; i++) {
+        sg_diag d = {0};
+        refused_in_world("reg3.json", regs[i], "m3.json", man, &d);
+        cr_assert(has(&d, "reg3.json: $.version: this sgps reads registry version 1", SG_DIAG_ERROR), "registry %d", i);
+        sg_diag_free(&d);
+    }
+}
+
 Test(pipeline, manifest_engine_and_registry_problems) {
     fxp_opts o;
     fxp_opts_default(&o);
