@@ -38,6 +38,10 @@ int sg_cli_parse_int(const char *s, long lo, long hi, long *out);
  * Returns 2, the exit status for bad arguments. */
 int sg_cli_bad_arg(const char *cmd, char **argv, int i0, int i);
 int sg_cli_parse_float(const char *s, double *out);
+/* Whether a file can be created beside path (its folder exists and is
+ * writable): checked before long work whose result goes there. 0 ok, else 1
+ * with the reason in err. */
+int sg_cli_check_writable(const char *path, sg_err *err);
 
 extern const char *sg_git_hash;
 

@@ -2,9 +2,12 @@
 #include "sg_cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int sg_cli_is_help(const char *arg) { return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0; }
 
@@ -51,5 +54,21 @@ int sg_cli_parse_float(const char *s, double *out) {
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v)) return 0; /* not nan, inf */
     *out = v;
+    return 1;
+}
+
+int sg_cli_check_writable(const char *path, sg_err *err) {
+    size_t n = strlen(path) + 32;
+    char *probe = sg_xmalloc(n);
+    snprintf(probe, n, "%s.probe.%ld", path, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    int e = errno;
+    if (fd >= 0) {
+        close(fd);
+        unlink(probe);
+    }
+    free(probe);
+    if (fd >= 0) return 0;
+    sg_err_set(err, SG_ERR_IO, "%s: cannot be written: %s", path, strerror(e));
     return 1;
 }

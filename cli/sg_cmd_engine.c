@@ -70,8 +70,8 @@ static const char train_help[] =
     "  --seed S            seed (default 1)\n"
     "  --checkpoint PREFIX write PREFIX.stage1.sgpe / PREFIX.stage2.sgpe (engines) and PREFIX.state\n"
     "                      (weights + optimizer state, resumable) at every epoch / validation point\n"
-    "  --resume            continue from PREFIX.state (needs --checkpoint and the same settings and data;\n"
-    "                      starts from the beginning when there is no state yet)\n"
+    "  --resume            continue from PREFIX.state (needs --checkpoint, the same settings and data\n"
+    "                      and as many ranks; starts from the beginning when there is no state yet)\n"
     "  --time-budget SEC   end stage 2 early after SEC seconds\n"
     "  --calib-episodes N  after stage 2, choose the head's cosine/ridge mix, centring, ridge λ and\n"
     "                      logit scale on N validation episodes per shot count (1 and 5); 0: keep the\n"
@@ -245,6 +245,18 @@ int sg_cmd_train_engine(int argc, char **argv) {
     if (rank != 0) sg_log_set_level(SG_LOG_WARN);
     openblas_set_num_threads((int)threads);
     sg_err err;
+    /* the engine and the state are written after hours of work: their folders are checked first */
+    {
+        int bad = 0;
+        if (rank == 0) {
+            char state[4200];
+            if (ckpt) snprintf(state, sizeof state, "%s.state", ckpt);
+            bad = sg_cli_check_writable(out, &err) || (ckpt && sg_cli_check_writable(state, &err));
+            if (bad) sg_log(SG_LOG_ERROR, "%s", err.msg);
+        }
+        if (size > 1) MPI_Bcast(&bad, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (bad) return finish_mpi(1);
+    }
     /* An engine to start from (loaded once; --init-backbone's only read here)
      * sets the input side, width and stages unless they are given. */
     sg_engine *e = NULL;
@@ -253,17 +265,18 @@ int sg_cmd_train_engine(int argc, char **argv) {
         return finish_mpi(1);
     }
     if ((init || init_bb) && (!img_set || !width_set || !stages_set || !n_convs_arg)) {
-        sg_engine *pe = e;
-        if (!pe && sg_engine_load(init_bb, &pe, &err) != SG_OK) {
+        /* --init-backbone also takes a version-1 engine: only its header is read here */
+        sg_engine_config bc;
+        if (e) bc = *sg_engine_get_config(e);
+        else if (sg_engine_read_backbone_config(init_bb, &bc, &err) != SG_OK) {
             sg_log(SG_LOG_ERROR, "--init-backbone: %s", err.msg);
             return finish_mpi(1);
         }
-        const sg_engine_config *pc = sg_engine_get_config(pe);
+        const sg_engine_config *pc = &bc;
         if (!img_set) cfg.img = pc->img, cfg.store = pc->store;
         if (!width_set) cfg.width = pc->width;
         if (!stages_set) cfg.stages = pc->stages;
         if (!n_convs_arg && cfg.stages == pc->stages) memcpy(cfg.convs, pc->convs, sizeof cfg.convs);
-        if (pe != e) sg_engine_free(pe);
     }
     if (n_convs_arg) {
         if (n_convs_arg != 1 && n_convs_arg != cfg.stages) {

@@ -194,6 +194,39 @@ sg_status sg_engine_load(const char *path, sg_engine **out, sg_err *err) {
     return s;
 }
 
+sg_status sg_engine_read_backbone_config(const char *path, sg_engine_config *out, sg_err *err) {
+    uint8_t *data;
+    size_t len;
+    sg_status s = sg_file_read_all(path, &data, &len, (size_t)4 << 30, err);
+    if (s != SG_OK) return s;
+    sg_rd r = {data, len >= 4 ? len - 4 : 0, 8, 0};
+    uint32_t v[12];
+    int rc = 0;
+    sg_engine_config c;
+    sg_engine_config_default(&c);
+    if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0)
+        s = sg_err_set(err, SG_ERR_FORMAT, "%s: not an sgps engine file (bad magic)", path);
+    else if (sg_crc32(0, data, len - 4) != sg_get_u32le(data + len - 4))
+        s = sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", path);
+    else if (sg_get_u32le(data + 4) > SG_SGPE_VERSION)
+        s = sg_err_set(err, SG_ERR_VERSION, "%s: engine format version %u is newer than this sgps reads", path,
+                       sg_get_u32le(data + 4));
+    else if ((rc = read_config(&r, v)) != 0)
+        s = rc == -2 ? unknown_flags(err, path, v[11]) : sg_err_set(err, SG_ERR_FORMAT, "%s: malformed header", path);
+    else {
+        c.img = (int)v[0];
+        c.store = (int)v[1];
+        c.width = (int)v[2];
+        c.stages = (int)v[3];
+        if (!in_range(c.img, 8, 1024) || !in_range(c.store, c.img, 2048) || !in_range(c.width, 1, SG_ENGINE_MAX_WIDTH) ||
+            !in_range(c.stages, 1, SG_ENGINE_MAX_STAGES) || unpack_convs(v[10], &c))
+            s = sg_err_set(err, SG_ERR_FORMAT, "%s: backbone configuration out of range", path);
+        else *out = c;
+    }
+    free(data);
+    return s;
+}
+
 sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err) {
     uint8_t *data;
     size_t len;

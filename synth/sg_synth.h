@@ -72,6 +72,10 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
  * normalization from an engine file whose backbone configuration matches;
  * the generator keeps its own (e.g. fresh) parameters. */
 sg_status sg_engine_load_backbone(sg_engine *e, const char *path, sg_err *err);
+/* The backbone part of an engine file's configuration (img, store, width,
+ * stages, convs; the rest default), from any format version this sgps can
+ * take a backbone from (sg_engine_load_backbone), version 1 included. */
+sg_status sg_engine_read_backbone_config(const char *path, sg_engine_config *out, sg_err *err);
 /* CRC-32 of the parameters: equal on every rank after each step. */
 uint32_t sg_engine_params_crc(const sg_engine *e);
 

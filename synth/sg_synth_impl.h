@@ -132,13 +132,18 @@ typedef struct sg_train_snapshot {
     long next_step; /* first step of `stage` still to run */
     double best_val;
     float *m, *v, *best, *best_state;
+    int ranks;          /* P: rank_state holds P running-statistics vectors */
+    float *rank_state;  /* (ranks × n_state) each rank's running statistics (rank 0's copy) */
 } sg_train_snapshot;
 
 uint64_t sg_train_config_hash(const sg_engine *e, const sg_dataset *d, const sg_train_opts *o);
+/* Writes e's parameters, the snapshot's buffers and s->rank_state (every
+ * rank's running statistics: between two synchronizations they differ). */
 sg_status sg_train_state_save(const char *path, uint64_t hash, const sg_train_snapshot *s, const sg_engine *e,
                               sg_err *err);
-/* Restores e's parameters and statistics and the snapshot's buffers; refuses a
- * state written for other settings (hash), another engine shape or a corrupt file. */
+/* Restores e's parameters, the snapshot's buffers and s->rank_state (rank r's
+ * statistics go back to rank r); refuses a state written for other settings
+ * (hash), another rank count, another engine shape or a corrupt file. */
 sg_status sg_train_state_load(const char *path, uint64_t hash, sg_train_snapshot *s, sg_engine *e, sg_err *err);
 
 #endif

@@ -37,6 +37,9 @@ static sg_status save_state(const sg_train_opts *o, uint64_t hash, const sg_trai
     char path[4096];
     snprintf(path, sizeof path, "%s.state", o->checkpoint);
     int ok = 1;
+    /* every rank's running statistics: they differ between synchronizations */
+    if (P > 1) MPI_Gather(e->state, (int)e->base.n_state, MPI_FLOAT, snap->rank_state, (int)e->base.n_state, MPI_FLOAT, 0, comm);
+    else memcpy(snap->rank_state, e->state, sizeof(float) * e->base.n_state);
     if (rank == 0) {
         sg_err e2;
         if (sg_train_state_save(path, hash, snap, e, &e2) != SG_OK) {
@@ -545,7 +548,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     sg_status st = SG_OK;
     double t0 = sg_now();
     uint64_t hash = sg_train_config_hash(e, d, o);
-    sg_train_snapshot snap = {1, 0, -1, m, v, best, best_state};
+    sg_train_snapshot snap = {1, 0, -1, m, v, best, best_state, P,
+                              sg_xalloc_floats((size_t)P * e->base.n_state + 1)};
     long start1 = 0, start2 = 0, done = 0;
     int resumed2 = 0;
     if (o->resume && o->checkpoint) {
@@ -573,7 +577,8 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
                 MPI_Bcast(sv, 2, MPI_LONG, 0, comm);
                 MPI_Bcast(&snap.best_val, 1, MPI_DOUBLE, 0, comm);
                 MPI_Bcast(e->params, (int)np, MPI_FLOAT, 0, comm);
-                MPI_Bcast(e->state, (int)e->base.n_state, MPI_FLOAT, 0, comm);
+                MPI_Scatter(snap.rank_state, (int)e->base.n_state, MPI_FLOAT, e->state, (int)e->base.n_state, MPI_FLOAT,
+                            0, comm); /* each rank its own statistics */
                 MPI_Bcast(m, (int)np, MPI_FLOAT, 0, comm);
                 MPI_Bcast(v, (int)np, MPI_FLOAT, 0, comm);
                 MPI_Bcast(best, (int)np, MPI_FLOAT, 0, comm);
@@ -582,13 +587,22 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             snap.stage = (int)sv[0];
             snap.next_step = sv[1];
             best_val = snap.best_val;
+            /* a step beyond the stage's end (the hash covers the settings that
+             * size the stages, so only a hand-made file gets here) */
+            long spe = bs && sg_batch_sampler_images(bs) / o->batch > 0 ? sg_batch_sampler_images(bs) / o->batch : 1;
+            long end = snap.stage == 1 ? spe * o->stage1_epochs
+                                       : (o->stage2_episodes + o->episodes_per_step - 1) / o->episodes_per_step;
+            if (snap.next_step < 0 || snap.next_step > end || isnan(best_val)) {
+                st = sg_err_set(err, SG_ERR_FORMAT, "%s: step %ld of stage %d is outside 0..%ld, or its best score is "
+                                "not a number", path, snap.next_step, snap.stage, end);
+            }
             if (snap.stage == 1) start1 = snap.next_step;
             else {
                 start1 = -1; /* stage 1 finished: its best weights are in params */
                 start2 = snap.next_step;
                 resumed2 = 1;
             }
-            if (rank == 0)
+            if (rank == 0 && st == SG_OK)
                 sg_log(SG_LOG_INFO, "resuming from %s: stage %d at step %ld", path, snap.stage, snap.next_step);
         }
     }
@@ -715,7 +729,6 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
             }
             int stop = stop_requested(o, &done, comm, P);
             if (stop || (step + 1) % steps_per_epoch == 0) {
-                if (stop) sync_state(e, comm, P);
                 snap.stage = 1;
                 snap.next_step = step + 1;
                 snap.best_val = best_val;
@@ -733,10 +746,12 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
         for (int t = 0; t < o->n_teachers; t++) sg_ctx_free(tctx[t]);
         free(tctx); free(t_logit); free(t_prob); free(target); free(dkd);
         free(x); free(dl); free(lab); free(idx);
-        if (st == SG_OK && best_val >= 0) {
-            memcpy(e->params, best, sizeof(float) * np);
-            memcpy(e->state, best_state, sizeof(float) * e->base.n_state);
-        }
+    }
+    /* Stage 1 ends with its best validated weights, also when a state saved
+     * after its last step is resumed (the loop above then does not run). */
+    if (st == SG_OK && total1 > 0 && start1 >= 0 && best_val >= 0) {
+        memcpy(e->params, best, sizeof(float) * np);
+        memcpy(e->state, best_state, sizeof(float) * e->base.n_state);
     }
 
 
@@ -868,6 +883,6 @@ sg_status sg_engine_train(sg_engine *e, const sg_dataset *d, const sg_train_opts
     if (st == SG_OK && o->calib_episodes > 0 && val_on) calibrate_head(e, d, o, comm, rank, P);
     if (st == SG_OK) st = check_same_weights(e, comm, err);
     sg_batch_sampler_free(bs);
-    free(grad); free(m); free(v); free(best); free(best_state); free(mask); free(is_val); free(train_cls); free(is_s2); free(s2_cls);
+    free(grad); free(m); free(v); free(best); free(best_state); free(snap.rank_state); free(mask); free(is_val); free(train_cls); free(is_s2); free(s2_cls);
     return st;
 }

@@ -77,6 +77,14 @@ for src in "$W/a/train" "$W/pk/train-index.json" "$W/if/train" "$W/pk/train-{000
   cmp -s "$W/src1.sgpe" "$W/src$i.sgpe" || fail "train-engine --data $src: another engine than from labels.csv"
 done
 # a missing set, and two sets of one name, are refused before any training
+# an engine or state that could not be written is found before the data is even read
+for o in "-o $W/nodir/x.sgpe" "-o $W/x.sgpe --checkpoint $W/nodir/ck"; do
+  "$SGPS" train-engine --data "$W/a/train" --registry "$W/a/registry.json" $o --epochs 0 --episodes 0 --width 4 --img 16 \
+    > "$W/wr.txt" 2>&1
+  [ $? -eq 1 ] || fail "train-engine $o: exit 1 expected"
+  grep -q "nodir/.*cannot be written" "$W/wr.txt" && ! grep -q 'loaded' "$W/wr.txt" ||
+    fail "train-engine $o: not refused up front: $(cat "$W/wr.txt")"
+done
 "$SGPS" train-engine --data "$W/nope" --registry "$W/a/registry.json" -o "$W/x.sgpe" > /dev/null 2> "$W/ds.txt"
 [ $? -eq 1 ] || fail "train-engine --data of a missing folder: exit 1 expected"
 grep -q "nope: No such file or directory (expected an image set" "$W/ds.txt" || fail "a missing set not explained: $(cat "$W/ds.txt")"

@@ -16,6 +16,8 @@
  *        (weight 0.5, T 2; the groups as run1): each rank's teacher targets
  *        are for its own share of the batch.
  *   mpi_dataparallel compare A B           max |a − b| / max(1, |b|) ≤ 1e-5.
+ *   mpirun -n P mpi_dataparallel resume DIR  stage 1 stopped mid-epoch and resumed
+ *        equals the straight run bit for bit, statistics included (resume_case).
  *
  * E is odd, so the ranks hold unequal shares of a step. Several steps, not
  * one: AdamW's first step is lr·sign(g) and would hide gradients that are
@@ -128,6 +130,75 @@ static int run(const char *out, int stage1, int distil) {
     return any;
 }
 
+/* resume DIR: stage 1 on P ranks with batch norm over each rank's own batch
+ * (so the ranks' running statistics differ between synchronizations), once
+ * straight through and once stopped in the middle of an epoch and resumed
+ * from DIR/ck.state in a fresh engine: parameters and running statistics must
+ * be bit-identical on every rank. Then the state is refused on another rank
+ * count (checked by the 1-rank half of the test, which finds a 2-rank state). */
+static int resume_case(const char *dir) {
+    int rank, P;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    const int combos[12] = {0, 0, 1, 1, 2, 2, 3, 3, 0, 2, 1, 3};
+    sg_dataset d;
+    sg_engine_config c = fx_tiny_config();
+    c.width = 8;
+    c.n_base_classes = 6;
+    fx_dataset_build(&d, combos, 6, 10, c.store, 1, 3);
+    sg_train_opts o;
+    sg_train_opts_default(&o);
+    o.stage1_epochs = 3; /* 60 images / batch 16: 3 steps an epoch */
+    o.batch = 16;
+    o.sgd1 = 1;
+    o.lr1 = 0.05f;
+    o.stage2_episodes = 0;
+    o.calib_episodes = 0;
+    o.val_episodes = 0;
+    o.seed = 23;
+    o.log_every = 1000;
+    char prefix[4200];
+    snprintf(prefix, sizeof prefix, "%s/ck-np%d", dir, P);
+    o.checkpoint = prefix;
+    sg_err err = {{0}};
+    int bad = 0;
+    sg_engine *a = sg_engine_create(&c, 9);
+    if (sg_engine_train(a, &d, &o, MPI_COMM_WORLD, &err) != SG_OK) bad |= fail(err.msg);
+    sg_engine *b = sg_engine_create(&c, 9);
+    o.stop_after = 4; /* the middle of epoch 2 */
+    if (sg_engine_train(b, &d, &o, MPI_COMM_WORLD, &err) != SG_ERR_INTERRUPTED) bad |= fail("the stop did not stop");
+    sg_engine_free(b);
+    b = sg_engine_create(&c, 9);
+    o.stop_after = 0;
+    o.resume = 1;
+    if (sg_engine_train(b, &d, &o, MPI_COMM_WORLD, &err) != SG_OK) bad |= fail(err.msg);
+    if (memcmp(a->params, b->params, sizeof(float) * a->n_params) != 0)
+        bad |= fail("resumed parameters differ from the uninterrupted run's");
+    if (memcmp(a->state, b->state, sizeof(float) * a->base.n_state) != 0)
+        bad |= fail("resumed running statistics differ from the uninterrupted run's");
+    /* the other half's state, written on another rank count, is refused */
+    char other[4300];
+    snprintf(other, sizeof other, "%s/ck-np%d.state", dir, P == 1 ? 2 : 1);
+    FILE *f = fopen(other, "rb");
+    if (f) {
+        fclose(f);
+        snprintf(prefix, sizeof prefix, "%s/ck-np%d", dir, P == 1 ? 2 : 1);
+        sg_engine *x = sg_engine_create(&c, 9);
+        sg_status st = sg_engine_train(x, &d, &o, MPI_COMM_WORLD, &err);
+        /* rank 0 reads the state and says why; the others learn that it failed */
+        if (st == SG_OK || (rank == 0 && !strstr(err.msg, "resume it on as many")))
+            bad |= fail("a state of another rank count was not refused");
+        sg_engine_free(x);
+    }
+    int any = 0;
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (rank == 0 && !any) fprintf(stderr, "mpi_dataparallel: resume on %d rank(s): bit-identical\n", P);
+    sg_engine_free(a);
+    sg_engine_free(b);
+    sg_dataset_free(&d);
+    return any;
+}
+
 static float *read_dump(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     uint64_t k = 0;
@@ -162,6 +233,12 @@ static int compare(const char *a, const char *b) {
 
 int main(int argc, char **argv) {
     if (argc == 4 && strcmp(argv[1], "compare") == 0) return compare(argv[2], argv[3]);
+    if (argc == 3 && strcmp(argv[1], "resume") == 0) {
+        MPI_Init(&argc, &argv);
+        int rc = resume_case(argv[2]);
+        MPI_Finalize();
+        return rc;
+    }
     int mode = argc == 3 ? (!strcmp(argv[1], "run") ? 0 : !strcmp(argv[1], "run1") ? 1 : !strcmp(argv[1], "run1kd") ? 2 : -1)
                          : -1;
     if (mode < 0) {

@@ -440,6 +440,34 @@ static void expect_refusal(damage_fn f, sg_status want, const char *reason) {
 Test(synth_file, refuses_wrong_magic) { expect_refusal(dmg_magic, SG_ERR_FORMAT, "bad magic"); }
 Test(synth_file, refuses_newer_version) { expect_refusal(dmg_version, SG_ERR_VERSION, "newer"); }
 Test(synth_file, refuses_older_layout) { expect_refusal(dmg_old_version, SG_ERR_VERSION, "older generator layout"); }
+/* The backbone configuration of an older engine (the header only, version 1
+ * included) is read for train-engine --init-backbone's defaults; a damaged
+ * file is still refused. */
+Test(synth_file, backbone_config_of_an_older_engine) {
+    sg_engine *e = perturbed_engine(33);
+    sg_buf b = {0};
+    sg_engine_serialize(e, &b);
+    dmg_old_version(b.data, b.len, e);
+    tmp_dir d;
+    tmp_make(&d);
+    char path[512];
+    snprintf(path, sizeof path, "%s/v1.sgpe", d.path);
+    write_bytes(path, b.data, b.len);
+    sg_engine_config c;
+    sg_err err = {{0}};
+    cr_assert_eq(sg_engine_read_backbone_config(path, &c, &err), SG_OK, "%s", err.msg);
+    const sg_engine_config *ec = sg_engine_get_config(e);
+    cr_assert(c.img == ec->img && c.store == ec->store && c.width == ec->width && c.stages == ec->stages);
+    cr_assert(memcmp(c.convs, ec->convs, sizeof c.convs) == 0);
+    b.data[b.len / 2] ^= 1;
+    write_bytes(path, b.data, b.len);
+    cr_assert_eq(sg_engine_read_backbone_config(path, &c, &err), SG_ERR_CHECKSUM);
+    cr_assert(strstr(err.msg, path), "%s", err.msg);
+    tmp_remove(&d, "v1.sgpe");
+    sg_buf_free(&b);
+    sg_engine_free(e);
+}
+
 Test(synth_file, refuses_nonfinite_running_stat) { expect_refusal(dmg_nan_state, SG_ERR_NONFINITE, "not finite"); }
 Test(synth_file, refuses_negative_running_variance) { expect_refusal(dmg_negative_var, SG_ERR_FORMAT, "negative"); }
 Test(synth_file, refuses_truncated) { expect_refusal(dmg_truncate, SG_ERR_CHECKSUM, "truncated"); }

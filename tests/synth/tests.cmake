@@ -24,4 +24,11 @@ if(TARGET sg_synth AND MPIEXEC_EXECUTABLE)
   sg_dataparallel_test(synth_dataparallel run)         # stage 2
   sg_dataparallel_test(synth_dataparallel_stage1 run1) # stage 1 with batch-norm groups
   sg_dataparallel_test(synth_dataparallel_distill run1kd) # stage 1 distilled from a teacher
+  # resuming a stopped stage 1 on 2 ranks, then on 1 rank (which also refuses the 2-rank state)
+  add_test(NAME synth_resume_np2
+    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 --oversubscribe $<TARGET_FILE:mpi_dataparallel> resume ${_sg_dp_dir})
+  add_test(NAME synth_resume_np1
+    COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 1 $<TARGET_FILE:mpi_dataparallel> resume ${_sg_dp_dir})
+  set_tests_properties(synth_resume_np2 PROPERTIES FIXTURES_SETUP synth_resume TIMEOUT 120 ENVIRONMENT "${_sg_mpi_env}")
+  set_tests_properties(synth_resume_np1 PROPERTIES FIXTURES_REQUIRED synth_resume TIMEOUT 120 ENVIRONMENT "${_sg_mpi_env}")
 endif()
