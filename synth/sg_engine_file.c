@@ -114,6 +114,13 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
     *out = NULL;
     if (len < 12 || memcmp(data, SGPE_MAGIC, 4) != 0)
         return sg_err_set(err, SG_ERR_FORMAT, "%s: not an sgps engine file (bad magic)", name);
+    uint32_t crc = sg_get_u32le(data + len - 4);
+    /* the checksum first (every version ends with it): a damaged header is
+     * reported as damage, not as a version or a configuration it does not hold */
+#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+    if (sg_crc32(0, data, len - 4) != crc)
+        return sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", name);
+#endif
     uint32_t ver = sg_get_u32le(data + 4);
     if (ver > SG_SGPE_VERSION)
         return sg_err_set(err, SG_ERR_VERSION, "%s: engine format version %u is newer than this sgps reads (%d); upgrade sgps",
@@ -122,7 +129,6 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
         return sg_err_set(err, SG_ERR_VERSION,
                           "%s: engine format version %u has an older generator layout; retrain the generator from its backbone "
                           "(sgps train-engine --init-backbone %s --epochs 0)", name, ver, name);
-    uint32_t crc = sg_get_u32le(data + len - 4);
     sg_rd r = {data, len - 4, 8, 0};
     uint32_t v[12];
     int rc = read_config(&r, v);
@@ -138,12 +144,7 @@ sg_status sg_engine_deserialize(const uint8_t *data, size_t len, const char *nam
         return sg_err_set(err, SG_ERR_FORMAT, "%s: engine configuration out of range", name);
     float mean[3], std[3];
     if (sg_rd_f32s(&r, mean, 3) || sg_rd_f32s(&r, std, 3)) return sg_err_set(err, SG_ERR_FORMAT, "%s: truncated", name);
-#ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
-    if (sg_crc32(0, data, len - 4) != crc)
-        return sg_err_set(err, SG_ERR_CHECKSUM, "%s: checksum mismatch: the file is corrupt or truncated", name);
-#else
     (void)crc;
-#endif
     /* The sizes the configuration implies must fit in the file before anything is allocated. */
     sg_engine *probe = sg_xcalloc(1, sizeof *probe);
     probe->cfg = c;

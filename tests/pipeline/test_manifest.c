@@ -267,6 +267,7 @@ Test(pipeline, manifest_engine_and_registry_problems) {
     size_t len;
     cr_assert_eq(sg_file_read_all(ep, &data, &len, 1 << 30, NULL), SG_OK);
     sg_put_u32le(data + 4, 99);
+    sg_put_u32le(data + len - 4, sg_crc32(0, data, len - 4)); /* a future engine, intact */
     fxp_write(ep, data, len);
     free(data);
     const char *reg = "{\"diseases\": [{\"id\": \"x\", \"exemplars\": [\"a.png\", 3]}, {\"id\": \"x\"}, {\"name\": \"no id\"}]}";

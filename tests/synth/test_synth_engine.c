@@ -439,6 +439,13 @@ static void expect_refusal(damage_fn f, sg_status want, const char *reason) {
 
 Test(synth_file, refuses_wrong_magic) { expect_refusal(dmg_magic, SG_ERR_FORMAT, "bad magic"); }
 Test(synth_file, refuses_newer_version) { expect_refusal(dmg_version, SG_ERR_VERSION, "newer"); }
+/* A version field damaged in transit is damage, not a newer format. */
+static size_t dmg_version_bit(uint8_t *p, size_t n, const sg_engine *e) {
+    (void)e;
+    p[4] ^= 0x01;
+    return n;
+}
+Test(synth_file, damaged_version_is_a_checksum_error) { expect_refusal(dmg_version_bit, SG_ERR_CHECKSUM, "checksum"); }
 Test(synth_file, refuses_older_layout) { expect_refusal(dmg_old_version, SG_ERR_VERSION, "older generator layout"); }
 /* The backbone configuration of an older engine (the header only, version 1
  * included) is read for train-engine --init-backbone's defaults; a damaged
