@@ -72,13 +72,9 @@ void sg_jobs_worklist_name(const char *class_id, char out[SG_WORKLIST_NAME_MAX +
         sg_sha256_init(&c);
         sg_sha256_update(&c, class_id, strlen(class_id));
         sg_sha256_final(&c, dig);
-        char h[17];
-        for (int i = 0; i < 8; i++) {
-            h[2 * i] = "0123456789abcdef"[dig[i] >> 4];
-            h[2 * i + 1] = "0123456789abcdef"[dig[i] & 15];
-        }
-        h[16] = 0;
-        snprintf(out, SG_WORKLIST_NAME_MAX + 1, "%s%.*s~%s%s", pre, (int)cut, (const char *)b.data, h, suf);
+        char h[65];
+        sg_sha256_hex(dig, h);
+        snprintf(out, SG_WORKLIST_NAME_MAX + 1, "%s%.*s~%.16s%s", pre, (int)cut, (const char *)b.data, h, suf);
     }
     sg_buf_free(&b);
 }

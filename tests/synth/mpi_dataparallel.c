@@ -32,17 +32,24 @@ static int fail(const char *what) {
     return 1;
 }
 
+/* The data set of every case: 6 shape × colour classes of 10 images, one
+ * domain; the engine configuration that fits it. */
+static void tiny_data(sg_dataset *d, sg_engine_config *c) {
+    static const int combos[12] = {0, 0, 1, 1, 2, 2, 3, 3, 0, 2, 1, 3};
+    *c = fx_tiny_config();
+    c->width = 8;
+    c->n_base_classes = 6;
+    fx_dataset_build(d, combos, 6, 10, c->store, 1, 3);
+}
+
 static int run(const char *out, int stage1, int distil) {
     int rank, P;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
     /* 6 shape × colour classes, one domain (stage 1: three, two classes each) */
-    const int combos[12] = {0, 0, 1, 1, 2, 2, 3, 3, 0, 2, 1, 3};
     sg_dataset d;
-    sg_engine_config c = fx_tiny_config();
-    c.width = 8;
-    c.n_base_classes = 6;
-    fx_dataset_build(&d, combos, 6, 10, c.store, 1, 3);
+    sg_engine_config c;
+    tiny_data(&d, &c);
     if (stage1) {
         free(d.domain_names[0]);
         free(d.domain_names);
@@ -140,12 +147,9 @@ static int resume_case(const char *dir) {
     int rank, P;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &P);
-    const int combos[12] = {0, 0, 1, 1, 2, 2, 3, 3, 0, 2, 1, 3};
     sg_dataset d;
-    sg_engine_config c = fx_tiny_config();
-    c.width = 8;
-    c.n_base_classes = 6;
-    fx_dataset_build(&d, combos, 6, 10, c.store, 1, 3);
+    sg_engine_config c;
+    tiny_data(&d, &c);
     sg_train_opts o;
     sg_train_opts_default(&o);
     o.stage1_epochs = 3; /* 60 images / batch 16: 3 steps an epoch */
